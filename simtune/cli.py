@@ -1,0 +1,51 @@
+"""``simtune`` command line: each subcommand parses, validates and calls one library function.
+
+User errors (``SimtuneError``) print one line on stderr and exit with code 2; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from simtune.errors import SimtuneError
+
+# Each module defines ``register(subparsers)``, which adds its parser with ``func=run``.
+COMMANDS = ("validate", "data", "train", "eval", "sweep", "retrain", "report", "bench")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="simtune", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"simtune.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("simtune.commands"):
+                continue  # a command whose module is not part of this build
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``simtune`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SimtuneError as exc:
+        if args.debug:
+            raise
+        print(f"simtune {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"simtune {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

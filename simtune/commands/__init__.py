@@ -1,0 +1,1 @@
+"""One module per ``simtune`` subcommand, each with ``register(subparsers)``."""

@@ -1,0 +1,39 @@
+"""``simtune validate``: check an experiment or search-space file without running anything."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from simtune import config
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser("validate", help="check an experiment or search-space YAML, run nothing")
+    parser.add_argument("file", type=Path)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--data", action="store_true", help="also list the datasets and check their layout")
+    parser.set_defaults(func=run)
+
+
+def is_search_space(path: Path) -> bool:
+    """A search space names ``params``; an experiment never does."""
+    return "params" in config.read_yaml(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    if is_search_space(args.file):
+        from simtune.sweep.space import load_space
+
+        space = load_space(args.file, args.overrides)
+        print(f"{args.file}: valid search space ({len(space.params)} parameters, base {space.base})")
+        return 0
+    cfg = config.load(args.file, args.overrides)
+    if args.data:
+        from simtune.train.builders import build_datasets
+
+        sets = build_datasets(cfg)
+        print(f"data: {len(sets.source)} source, {len(sets.target)} target train, "
+              f"{len(sets.val['selection'])} selection + {len(sets.val['report'])} report val images")
+    print(f"{args.file}: valid experiment (mode {cfg.mode}, backbone {cfg.model.backbone})")
+    return 0

@@ -1,0 +1,1 @@
+"""Dataset loaders (GTA5, SYNTHIA, Cityscapes) and the Cityscapes val splits."""

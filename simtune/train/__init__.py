@@ -1,0 +1,1 @@
+"""Training: builders, the one loop shared by both stages, its hooks, and the pipeline."""

@@ -1,0 +1,158 @@
+"""The pseudo-labelling pass between the stages.
+
+One model pass over the target train set stores, per image, the predicted class and its
+confidence (uint8 + uint16) and fills per-class confidence histograms. The SIM rule then
+needs no further model pass: a thresholds sweep re-labels from these files. CBST needs the
+full class probabilities and runs the model again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from simtune.labels import IGNORE
+from simtune.pseudo_label import (
+    ConfidenceHistogram,
+    apply_cbst,
+    cbst_thresholds,
+    sim_thresholds,
+    thresholds_report,
+    write_pseudo_label,
+)
+
+CONF_SCALE = 65535  # confidences stored as uint16: resolution 1.5e-5, far below a histogram bin
+
+
+@dataclass(frozen=True)
+class PseudoLabelRule:
+    """Plain arguments of the pseudo-label rule (from ``PseudoLabelConfig``)."""
+
+    method: str = "sim"
+    quantile: float = 0.5
+    cap: float = 0.9
+    portion: float = 0.2
+    bins: int = 2000
+
+
+@torch.no_grad()
+def image_probs(segmenter: torch.nn.Module, image: torch.Tensor, autocast: bool) -> torch.Tensor:
+    """Softmax of the logits upsampled to the image size: (1, K, H, W) float32."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        logits = segmenter(image).logits
+    up = F.interpolate(logits.float(), size=image.shape[-2:], mode="bilinear", align_corners=False)
+    return F.softmax(up, dim=1)
+
+
+@torch.no_grad()
+def predict_target(segmenter: torch.nn.Module, dataset: Dataset[Any], out: Path, *, num_classes: int,
+                   bins: int, device: torch.device, autocast: bool) -> ConfidenceHistogram:
+    """Predict every target train image; write ``out/<index>.npz`` (pred, conf) and the histogram.
+
+    Host memory is one image's maps plus a (K, bins) histogram, whatever the set size.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    hist = ConfidenceHistogram(num_classes, bins=bins, device=device)
+    segmenter.eval()
+    for index, batch in enumerate(DataLoader(dataset, batch_size=1)):
+        probs = image_probs(segmenter, batch["image"].to(device), autocast)
+        conf, pred = probs.max(dim=1)
+        hist.update(conf, pred)
+        np.savez(out / f"{index:06d}.npz", pred=pred[0].to(torch.uint8).cpu().numpy(),
+                 conf=(conf[0] * CONF_SCALE).round().to(torch.int32).cpu().numpy().astype(np.uint16))
+    np.save(out / "histogram.npy", hist.counts.cpu().numpy())
+    return hist
+
+
+def label_from_predictions(pred_dir: Path, labels_dir: Path, thresholds: np.ndarray,
+                           num_classes: int) -> np.ndarray:
+    """SIM rule from stored predictions: keep a pixel if its confidence reaches its class threshold.
+
+    Returns:
+        (K,) fraction of each class's predicted pixels that were kept.
+    """
+    labels_dir.mkdir(parents=True, exist_ok=True)
+    kept = np.zeros(num_classes, dtype=np.int64)
+    total = np.zeros(num_classes, dtype=np.int64)
+    limit = np.round(np.asarray(thresholds, dtype=np.float64) * CONF_SCALE)
+    for path in sorted(pred_dir.glob("*.npz")):
+        stored = np.load(path)
+        pred, conf = stored["pred"], stored["conf"]
+        keep = conf >= limit[pred]
+        label = np.where(keep, pred, IGNORE).astype(np.uint8)
+        write_pseudo_label(labels_dir / f"{path.stem}.png", label)
+        total += np.bincount(pred.ravel(), minlength=num_classes)[:num_classes]
+        kept += np.bincount(pred[keep].ravel(), minlength=num_classes)[:num_classes]
+    return kept / np.maximum(total, 1)
+
+
+@torch.no_grad()
+def label_cbst(segmenter: torch.nn.Module, dataset: Dataset[Any], labels_dir: Path, thresholds: np.ndarray,
+               *, device: torch.device, autocast: bool) -> np.ndarray:
+    """CBST rule (needs all class probabilities): one more model pass over the target set."""
+    labels_dir.mkdir(parents=True, exist_ok=True)
+    num_classes = len(thresholds)
+    kept = np.zeros(num_classes, dtype=np.int64)
+    total = np.zeros(num_classes, dtype=np.int64)
+    class_thresholds = torch.as_tensor(thresholds, device=device, dtype=torch.float32)
+    for index, batch in enumerate(DataLoader(dataset, batch_size=1)):
+        probs = image_probs(segmenter, batch["image"].to(device), autocast)
+        label = apply_cbst(probs, class_thresholds, None)[0].cpu().numpy()
+        pred = probs.argmax(1)[0].cpu().numpy()
+        write_pseudo_label(labels_dir / f"{index:06d}.png", label)
+        total += np.bincount(pred.ravel(), minlength=num_classes)[:num_classes]
+        kept += np.bincount(label[label != IGNORE].ravel(), minlength=num_classes)[:num_classes]
+    return kept / np.maximum(total, 1)
+
+
+def make_pseudo_labels(segmenter: torch.nn.Module, dataset: Dataset[Any], rule: PseudoLabelRule,
+                       pred_dir: Path, out: Path, *, device: torch.device, autocast: bool) -> dict[str, Any]:
+    """Pseudo-labels for every target train image in ``out/labels`` + ``out/thresholds.json``.
+
+    ``pred_dir`` may already hold the predictions (shared stage 1): then no model pass runs
+    for the SIM rule.
+    """
+    num_classes = segmenter.num_classes if hasattr(segmenter, "num_classes") else 19
+    if (pred_dir / "histogram.npy").is_file():
+        hist = ConfidenceHistogram.from_counts(torch.as_tensor(np.load(pred_dir / "histogram.npy")))
+    else:
+        hist = predict_target(segmenter, dataset, pred_dir, num_classes=num_classes, bins=rule.bins,
+                              device=device, autocast=autocast)
+    if rule.method == "sim":
+        thresholds = sim_thresholds(hist, quantile=rule.quantile, cap=rule.cap).cpu().numpy()
+        kept = label_from_predictions(pred_dir, out / "labels", thresholds, num_classes)
+    else:
+        thresholds = cbst_thresholds(hist, portion=rule.portion).cpu().numpy()
+        kept = label_cbst(segmenter, dataset, out / "labels", thresholds, device=device, autocast=autocast)
+    report = thresholds_report(thresholds, kept)
+    report["method"] = rule.method
+    tmp = out / ".thresholds.json.tmp"
+    tmp.write_text(json.dumps(report, indent=1))
+    tmp.replace(out / "thresholds.json")
+    return report
+
+
+class PseudoLabelled(Dataset[dict[str, Any]]):
+    """Target train images with their pseudo-label (``pseudo``: (H, W) int64, 255 unset)."""
+
+    def __init__(self, images: Dataset[Any], labels_dir: Path) -> None:
+        self.images = images
+        self.labels_dir = labels_dir
+
+    def __len__(self) -> int:
+        return len(self.images)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from PIL import Image
+
+        item = dict(self.images[index])
+        label = np.asarray(Image.open(self.labels_dir / f"{index:06d}.png"), dtype=np.int64)
+        item["pseudo"] = torch.from_numpy(label)
+        return item

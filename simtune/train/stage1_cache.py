@@ -1,0 +1,74 @@
+"""Content-addressed store of finished stage-1 results, shared by the trials of a sweep.
+
+Trials whose stage-1 settings and seed are identical (a thresholds or stage-2 sweep) pay for
+stage 1 once: the first trial computes it while holding the key's lock, the others wait
+for the lock and then copy the result. Entries are published by an atomic rename, so a
+reader never sees half an entry, and a crashed producer leaves only a stale temp dir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from simtune.config import Config, flatten
+
+# Keys that cannot change what stage 1 computes or reports.
+_NOT_STAGE1 = ("stage2.", "pseudo_label.", "runtime.checkpoint_every", "runtime.threads", "data.num_workers",
+               "mode")
+
+
+def stage1_key(cfg: Config) -> str:
+    """A hash of every setting that stage 1's weights, metrics or target predictions depend on."""
+    settings = {k: v for k, v in flatten(cfg).items() if not k.startswith(_NOT_STAGE1)}
+    # The ablation row matters only through which stage-1 losses are on.
+    settings["stage1_losses"] = {
+        "source_only": "seg", "target_only": "seg_trg", "aa": "seg+adv",
+    }.get(cfg.mode, "seg+adv+sim")
+    settings["pseudo_label.bins"] = cfg.pseudo_label.bins  # the stored histogram's resolution
+    blob = json.dumps(settings, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class Stage1Cache:
+    """A folder of ``<key>/`` entries: ``model.pt``, ``history.json``, optional ``predictions/``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def entry(self, key: str) -> Path | None:
+        path = self.root / key
+        return path if (path / "complete").is_file() else None
+
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """Exclusive per-key lock (``flock``), released when the holder exits or dies."""
+        with open(self.root / f"{key}.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def publish(self, key: str, files: dict[str, Path]) -> Path:
+        """Copy ``name -> path`` (files or folders) into a new entry and publish it atomically."""
+        tmp = self.root / f".{key}.{os.getpid()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for name, src in files.items():
+            if src.is_dir():
+                shutil.copytree(src, tmp / name)
+            else:
+                shutil.copy2(src, tmp / name)
+        (tmp / "complete").write_text("")
+        final = self.root / key
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        return final
