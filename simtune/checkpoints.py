@@ -51,4 +51,4 @@ def evaluate_checkpoint(path: Path) -> dict[str, float]:
     data = build_datasets(cfg)
     nets, _ = build_nets(cfg, device)
     nets.segmenter.load_state_dict(load_segmenter_state(weights))
-    return eval_metrics(nets, data.val, device, autocast=device.type == "cuda" and cfg.runtime.amp)
+    return eval_metrics(nets, data.val, device, device.type == "cuda" and cfg.runtime.amp, cfg.data.source.dataset)

@@ -67,8 +67,8 @@ def run_pipeline(cfg: Config, out_dir: Path, *, callbacks: Sequence[Callback] = 
     stages = {"stage1": _stage1(cfg, data, device, out_dir, callbacks, progress, cache)}
     report = None
     if uses_pseudo_labels(cfg):
-        report = _pseudo_labels(cfg, data, device, out_dir, callbacks, cache)
-        plan = StagePlan("stage2", cfg.stage2, step_weights(cfg.stage2, cfg.mode, cfg.discriminator.gan, stage2=True),
+        report = _pseudo_labels(cfg, data, device, out_dir, callbacks)
+        plan = StagePlan("stage2", cfg.stage2, step_weights(cfg.stage2, cfg.mode, cfg.discriminator.gan),
                          offset=cfg.stage1.iters, seg_data=data.source,
                          trg_data=PseudoLabelled(data.target, out_dir / "pseudo" / "labels"))
         stages["stage2"] = _run_or_skip(plan, cfg, data, device, out_dir, callbacks, progress)
@@ -88,7 +88,7 @@ def _prepare_run_dir(cfg: Config, out_dir: Path, resume: bool) -> None:
 
 
 def _stage1_plan(cfg: Config, data: DataSets) -> StagePlan:
-    weights = step_weights(cfg.stage1, cfg.mode, cfg.discriminator.gan, stage2=False)
+    weights = step_weights(cfg.stage1, cfg.mode, cfg.discriminator.gan)
     if cfg.mode == "target_only":
         assert data.target_labelled is not None
         return StagePlan("stage1", cfg.stage1, weights, 0, seg_data=data.target_labelled, trg_data=None)
@@ -169,7 +169,7 @@ def _predict_with_stage1(cfg: Config, data: DataSets, device: torch.device, out_
 
 
 def _pseudo_labels(cfg: Config, data: DataSets, device: torch.device, out_dir: Path,
-                   callbacks: Sequence[Callback], cache: Stage1Cache | None) -> dict[str, Any]:
+                   callbacks: Sequence[Callback]) -> dict[str, Any]:
     """Pseudo-labels from the stage-1 model (reused when already written)."""
     pseudo = out_dir / "pseudo"
     thresholds = pseudo / "thresholds.json"

@@ -53,6 +53,7 @@ __all__ = [
 DATASETS: tuple[str, ...] = ("gta5", "synthia", "cityscapes")
 # Per-channel mean of the authors' preprocessing, in B, G, R order.
 MEAN_BGR: tuple[float, float, float] = (104.008, 116.669, 122.675)
+DEFAULT_IMAGES_DIR = "images"  # list_samples' stand-in for "the dataset's own folder"
 CITYSCAPES_IMAGE_SUFFIX = "_leftImg8bit.png"
 CITYSCAPES_LABEL_SUFFIX = "_gtFine_labelIds.png"
 
@@ -110,7 +111,7 @@ def list_samples(
     root: Path,
     split: str = "train",
     *,
-    images_dir: str | None = None,
+    images_dir: str = "images",
     list_file: Path | None = None,
     with_labels: bool = True,
 ) -> list[Sample]:
@@ -121,8 +122,9 @@ def list_samples(
         root: dataset root (see the module docstring for the layouts).
         split: Cityscapes split folder (``train``/``val``/``test``); GTA5 and SYNTHIA have
             no split folders, so it is ignored for them (select subsets with ``list_file``).
-        images_dir: images folder under the root, e.g. a CycleGAN-translated copy;
-            None = the dataset's own (``images``, ``RGB``, ``leftImg8bit``).
+        images_dir: images folder under the root, e.g. a CycleGAN-translated copy. The
+            default ``"images"`` stands for each dataset's own folder (``images``, ``RGB``,
+            ``leftImg8bit``), so one config default serves all three datasets.
         list_file: text file of sample names, one per line; None = every image found.
         with_labels: pair each image with its label (required to exist); False for
             unlabelled target images.
@@ -136,7 +138,7 @@ def list_samples(
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: {dataset} root does not exist")
-    image_root = root / (images_dir or spec.images_dir)
+    image_root = root / (spec.images_dir if images_dir == DEFAULT_IMAGES_DIR else images_dir)
     label_root = root / spec.labels_dir
     if spec.has_splits:
         image_root, label_root = image_root / split, label_root / split
@@ -210,7 +212,7 @@ def read_image(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for bad files
         raise DataError(f"{path}: cannot read image ({_one_line(exc)})") from exc
     if size is not None and rgb.size != tuple(size):
-        rgb = rgb.resize(tuple(size), Image.Resampling.BILINEAR)
+        rgb = rgb.resize((int(size[0]), int(size[1])), Image.Resampling.BILINEAR)
     return np.asarray(rgb)
 
 
@@ -308,12 +310,14 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
         size: tuple[int, int] | None,
         label_size: str = "input",
     ) -> None:
-        """Args:
-        dataset: ``"gta5"``, ``"synthia"`` or ``"cityscapes"`` (picks the id table).
-        samples: from ``list_samples``.
-        size: (W, H) the image is resized to (bilinear); None keeps its size.
-        label_size: ``"input"`` resizes the label (nearest) to the image's size;
-            ``"original"`` keeps the label's resolution (evaluation upsamples logits).
+        """Wrap a sample list.
+
+        Args:
+            dataset: ``"gta5"``, ``"synthia"`` or ``"cityscapes"`` (picks the id table).
+            samples: from ``list_samples``.
+            size: (W, H) the image is resized to (bilinear); None keeps its size.
+            label_size: ``"input"`` resizes the label (nearest) to the image's size;
+                ``"original"`` keeps the label's resolution (evaluation upsamples logits).
         """
         _spec(dataset)
         if label_size not in ("input", "original"):

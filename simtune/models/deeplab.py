@@ -66,12 +66,12 @@ class ASPP(nn.Module):
             raise ConfigError(f"ASPP needs at least 2 rates, but got rates={tuple(rates)}")
         self.rates = tuple(rates)
         self.all_branches = all_branches
-        self.branches = nn.ModuleList(
-            nn.Conv2d(in_channels, num_classes, 3, padding=r, dilation=r, bias=True) for r in rates
-        )
-        for conv in self.branches:
+        convs = [nn.Conv2d(in_channels, num_classes, 3, padding=r, dilation=r, bias=True) for r in rates]
+        for conv in convs:
             nn.init.normal_(conv.weight, 0.0, ASPP_INIT_STD)
+            assert conv.bias is not None  # built with bias=True
             nn.init.zeros_(conv.bias)
+        self.branches = nn.ModuleList(convs)
 
     def forward(self, x: Tensor) -> Tensor:
         """Sum of the branch outputs.
@@ -141,7 +141,10 @@ class Segmenter(nn.Module):
 
     def head_modules(self) -> list[nn.Module]:
         """The classifier heads, which train at ``head_lr_mult`` times the backbone's lr."""
-        return [self.classifier] + ([self.aux_classifier] if self.aux_classifier is not None else [])
+        heads: list[nn.Module] = [self.classifier]
+        if self.aux_classifier is not None:
+            heads.append(self.aux_classifier)
+        return heads
 
     def param_groups(self, lr: float, head_lr_mult: float = 10.0) -> list[dict[str, Any]]:
         """Optimizer parameter groups: backbone at ``lr``, classifier head(s) at ``lr * head_lr_mult``.
@@ -171,6 +174,9 @@ class FrozenBatchNorm2d(nn.Module):
     affine parameters stay ``nn.Parameter`` (with ``requires_grad=False``) so parameter
     counts match the published architecture.
     """
+
+    running_mean: Tensor
+    running_var: Tensor
 
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:
         super().__init__()

@@ -12,8 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from simtune.config import Config, StageConfig
-from simtune.evaluation import evaluate_model
-from simtune.labels import CLASS_NAMES
+from simtune.evaluation import REPORTED_CLASSES, evaluate_model
 from simtune.train import checkpoint as ckpt
 from simtune.train.builders import Nets, build_matcher, build_nets, build_optimizers
 from simtune.train.loop import Callback, LoopState, LossMonitor, Periodic, PolyLR, Progress, run_loop
@@ -33,7 +32,7 @@ class StagePlan:
     trg_data: Dataset[Any] | None  # unlabelled target images (with pseudo-labels in stage 2)
 
 
-def step_weights(stage: StageConfig, mode: str, gan: str, *, stage2: bool) -> StepWeights:
+def step_weights(stage: StageConfig, mode: str, gan: str) -> StepWeights:
     """The loss switches of an ablation row (paper Table 2) for one stage."""
     adversarial = mode not in ("source_only", "target_only")
     matching = mode in ("aa_sim", "aa_sim_ssl")
@@ -73,22 +72,24 @@ class StageRun:
         self.state.iteration = state["iteration"]
 
 
-def eval_metrics(nets: Nets, val: dict[str, Dataset[Any]], device: torch.device, autocast: bool) -> dict[str, float]:
-    """mIoU and per-class IoU on each val part: ``val/...`` = selection, ``report/...`` = report."""
+def eval_metrics(nets: Nets, val: dict[str, Dataset[Any]], device: torch.device, autocast: bool,
+                 source_dataset: str = "gta5") -> dict[str, float]:
+    """mIoU and per-class IoU on each val part: ``val/...`` = selection, ``report/...`` = report.
+
+    SYNTHIA-trained models are scored over its 16 classes, with ``miou_13`` beside.
+    """
+    classes, subsets = REPORTED_CLASSES.get(source_dataset, REPORTED_CLASSES["gta5"])
+
+    def predict(image: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            return nets.segmenter(image).logits.float()
+
     nets.segmenter.eval()
     metrics: dict[str, float] = {}
     for part, prefix in (("selection", "val"), ("report", "report")):
         loader = torch.utils.data.DataLoader(val[part], batch_size=1)
-
-        def predict(image: torch.Tensor) -> torch.Tensor:
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                return nets.segmenter(image).logits.float()
-
-        result = evaluate_model(predict, loader, device=device)
-        metrics[f"{prefix}/miou"] = result.miou
-        for name in CLASS_NAMES:
-            if name in result.per_class:
-                metrics[f"{prefix}/iou/{name}"] = result.per_class[name]
+        result = evaluate_model(predict, loader, classes=classes, device=device, subsets=subsets)
+        metrics.update(result.to_metrics(prefix))
     nets.segmenter.train()
     return metrics
 
@@ -119,7 +120,7 @@ def run_stage(plan: StagePlan, cfg: Config, *, val: dict[str, Dataset[Any]], dev
         return path
 
     def evaluate(state: LoopState) -> None:
-        metrics = eval_metrics(nets, val, device, autocast)
+        metrics = eval_metrics(nets, val, device, autocast, cfg.data.source.dataset)
         metrics["iteration"] = float(state.global_iteration)
         history.append({"step": state.global_iteration, **metrics})
         _write_history(stage_dir, history)

@@ -1,0 +1,33 @@
+"""``simtune report``: the paper's Tables 3-4, parameter importance and per-class IoU of a sweep."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser("report", help="figures and a markdown summary of a finished sweep")
+    parser.add_argument("--sweep", default=None, help="sweep name (default: the most recent sweep in --storage)")
+    parser.add_argument("--storage", type=Path, default=Path("sweeps"), help="folder of sweeps (default ./sweeps)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default <storage>/<sweep>/report)")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow store to attach to (default: MLFLOW_TRACKING_URI or the sweep's mlflow.db)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from simtune.report import build_report, find_sweep
+
+    report = build_report(find_sweep(args.storage, args.sweep), args.out, tracking_uri=args.tracking_uri)
+    best = report.best
+    if best is not None:
+        print(f"best trial {best.trial_id} (by its last evaluation): val/miou {best.final.get('val/miou', 0):.2f}, "
+              f"report/miou {best.final.get('report/miou', 0):.2f}")
+    for path in report.files:
+        print(f"wrote {path}")
+    if report.parent_run_id:
+        print(f"attached to MLflow run {report.parent_run_id} under report/")
+    for note in report.notes:
+        print(f"note: {note}")
+    return 0

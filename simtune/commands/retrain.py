@@ -1,0 +1,37 @@
+"""``simtune retrain --best``: retrain a sweep's best config over seeds and register the champion."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser(
+        "retrain", help="retrain the best trial of a sweep for several seeds; register it as @champion",
+        description="Picks the best trial by the selection metric (val/miou) at its LAST evaluation, not its "
+                    "best-ever one, retrains the full two-stage pipeline for N seeds and reports mean ± std of "
+                    "report/miou (held-out lindau + munster).")
+    parser.add_argument("--best", action="store_true", required=True,
+                        help="retrain the best trial (by its last evaluation of the selection metric)")
+    parser.add_argument("--sweep", default=None, help="sweep name (default: the most recent sweep in --storage)")
+    parser.add_argument("--storage", type=Path, default=Path("sweeps"), help="folder of sweeps (default ./sweeps)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds to train: base seed + 0 .. N-1 (default 3)")
+    parser.add_argument("--iters-scale", type=float, default=1.0,
+                        help="multiply stage iters, schedule_iters and eval.every by X (default 1)")
+    parser.add_argument("--compare-runner-up", action="store_true", help="also retrain the second-best trial")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow store (default: MLFLOW_TRACKING_URI or sqlite:///<storage>/<sweep>/mlflow.db)")
+    parser.add_argument("--model-name", default=None, help="registered model name (default simtune-<sweep>)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from simtune.retrain import format_result, retrain_best
+
+    result = retrain_best(storage=args.storage, sweep=args.sweep, seeds=args.seeds, iters_scale=args.iters_scale,
+                          compare_runner_up=args.compare_runner_up, tracking_uri=args.tracking_uri,
+                          model_name=args.model_name, progress=sys.stderr.isatty())
+    print(format_result(result))
+    return 0

@@ -1,0 +1,89 @@
+"""``simtune sweep``: a hyperparameter study of the SIM pipeline on Ray Tune + Optuna."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from simtune.errors import ConfigError
+
+TOP = 5  # trials shown in the final table
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser("sweep", help="run a search space as a Ray Tune sweep (CPU or GPU, local or cluster)")
+    parser.add_argument("space", type=Path, help="search-space YAML (see docs/sweeps.md)")
+    parser.add_argument("--name", help="sweep name (default <space>-<time>; with --resume: the latest <space>-*)")
+    parser.add_argument("--resume", action="store_true", help="continue a stopped or killed sweep; finished "
+                        "trials are not re-run")
+    parser.add_argument("--storage", type=Path, default=None,
+                        help="folder of sweeps (default ./sweeps); on a multi-node cluster: a shared filesystem")
+    parser.add_argument("--address", default=None, help="existing Ray cluster, e.g. HEAD:6379 (default: "
+                        "RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--num-samples", type=int, help="trials (grid: passes over the grid)")
+    parser.add_argument("--cpus-per-trial", type=float, help="CPUs one trial reserves")
+    parser.add_argument("--gpus-per-trial", type=float, help="GPUs one trial reserves; fractions share a GPU")
+    parser.add_argument("--max-concurrent", type=int, help="most trials running at once")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a value of the base experiment (repeatable)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the tracking layer's)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from simtune.sweep.runner import SweepOptions, run_sweep
+    from simtune.sweep.space import load_space, override_settings
+
+    space = override_settings(load_space(args.space, args.overrides), num_samples=args.num_samples,
+                              cpus=args.cpus_per_trial, gpus=args.gpus_per_trial,
+                              max_concurrent=args.max_concurrent)
+    storage = (args.storage or Path("sweeps")).resolve()
+    name = args.name or _default_name(args.space, storage, args.resume)
+    options = SweepOptions(name=name, storage=storage, storage_explicit=args.storage is not None,
+                           resume=args.resume, address=args.address, tracking_uri=args.tracking_uri)
+    summary = run_sweep(space, options, list(args.overrides))
+    print(format_summary(summary))
+    return 0
+
+
+def _default_name(space: Path, storage: Path, resume: bool) -> str:
+    if not resume:
+        return f"{space.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    earlier = sorted(p.name for p in storage.glob(f"{space.stem}-*") if (p / "sweep.json").is_file())
+    if not earlier:
+        raise ConfigError(f"{storage}: no sweep of {space.name} to resume; give --name")
+    return earlier[-1]
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The top trials by the selection metric, the counts and where the best config went."""
+    metric, counts = summary["metric"], summary["counts"]
+    by_id = {t["trial_id"]: t for t in summary["trials"]}
+    params = list(summary["trials"][0]["params"]) if summary["trials"] else []
+    header = ["rank", "trial", "iter", metric, "report/miou", *params]
+    rows = [header]
+    for rank, trial_id in enumerate(summary["ranking"][:TOP], 1):
+        trial = by_id[trial_id]
+        rows.append([str(rank), trial_id, str(trial["iteration"]) + ("*" if trial["stopped_early"] else ""),
+                     _num(trial["metrics"].get(metric)), _num(trial["metrics"].get("report/miou")),
+                     *(_num(trial["params"][p]) for p in params)])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines.append(f"{counts['total']} trials: {counts['TERMINATED']} finished ({counts['stopped_early']} stopped "
+                 f"early, marked *), {counts['failed']} failed, {counts['retried']} retried")
+    for trial in summary["trials"]:
+        if trial["status"] == "ERROR":
+            lines.append(f"  failed {trial['trial_id']}: {trial['failure_reason']}")
+    folder = Path(summary["sweep_dir"])
+    if summary["best"] is not None:
+        lines.append(f"best config: {folder / 'best_config.yaml'}")
+    lines.append(f"summary:     {folder / 'summary.json'}")
+    return "\n".join(lines)
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)

@@ -1,0 +1,333 @@
+"""Reading a finished sweep from its run directories, and ``simtune report``.
+
+Every trial is judged by its *last* evaluation (the last record of its last stage's
+``history.json``), never by its best-ever one: the last evaluation is the model a trial
+hands on, and picking the best of many noisy evaluations would flatter it.
+
+The report mirrors the paper's ablations: Table 3 (mIoU against ``lambda_ci`` at fixed
+``w`` = ``bank_size``) and Table 4 (against ``w`` at fixed ``lambda_ci``), with the spread
+over repeats where a value ran more than once; parameter importances from an Optuna study
+rebuilt from the trials; the best trial's per-class IoU; and a markdown summary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from simtune import config
+from simtune.errors import ConfigError, SimtuneError
+from simtune.labels import CLASS_NAMES
+from simtune.tracking import figures
+from simtune.tracking.store import SELECTION_METRIC
+
+LAMBDA_KEYS = ("stage1.lambda_ci", "stage2.lambda_ci")
+BANK_KEYS = ("stage1.bank_size", "stage2.bank_size")
+
+
+# ----------------------------------------------------------------------------- reading a sweep
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """One trial as its run directory records it."""
+
+    trial_id: str
+    run_dir: Path
+    params: dict[str, Any]  # flattened resolved config
+    final: dict[str, float]  # last evaluation of the last stage that evaluated ({} if none)
+    stage: str | None  # that stage
+    finished: bool  # results.json written: every stage ran to its end
+    failure: str | None  # failure.json's reason (a diverged trial)
+
+
+def find_sweep(storage: Path, name: str | None) -> Path:
+    """The sweep folder ``<storage>/<name>``, or the most recently written one when ``name`` is None.
+
+    Raises:
+        ConfigError: no such sweep (the message lists the sweeps that exist).
+    """
+    storage = Path(storage).resolve()
+    sweeps = sorted(p for p in storage.iterdir() if (p / "runs").is_dir()) if storage.is_dir() else []
+    if name is not None:
+        if (storage / name / "runs").is_dir():
+            return storage / name
+        known = ", ".join(p.name for p in sweeps) or "none"
+        raise ConfigError(f"no sweep '{name}' in {storage} (sweeps there: {known}); pass --storage or --sweep")
+    if not sweeps:
+        raise ConfigError(f"no sweep in {storage} (a sweep folder holds runs/); pass --storage or --sweep")
+    return max(sweeps, key=_last_written)
+
+
+def _last_written(sweep_dir: Path) -> float:
+    stamps = [p.stat().st_mtime for p in (sweep_dir / "summary.json", sweep_dir / "runs") if p.exists()]
+    return max(stamps)
+
+
+def load_trials(sweep_dir: Path) -> list[TrialOutcome]:
+    """Every trial with a ``config.yaml`` under ``<sweep_dir>/runs/``, in trial-id order."""
+    out = []
+    for run_dir in sorted(p for p in (sweep_dir / "runs").iterdir() if (p / "config.yaml").is_file()):
+        cfg = config.build(config.read_yaml(run_dir / "config.yaml"), source=str(run_dir / "config.yaml"))
+        last = figures.last_evaluation(figures.read_histories(run_dir))
+        final = {k: float(v) for k, v in last[1].items() if k != "step"} if last else {}
+        failure = run_dir / "failure.json"
+        out.append(TrialOutcome(
+            trial_id=run_dir.name, run_dir=run_dir, params=config.flatten(cfg), final=final,
+            stage=last[0] if last else None, finished=(run_dir / "results.json").is_file(),
+            failure=json.loads(failure.read_text()).get("reason") if failure.is_file() else None))
+    return out
+
+
+def selection_rule(sweep_dir: Path) -> tuple[str, str]:
+    """(metric, mode) the sweep selected by: its ``summary.json`` if it says, else ``val/miou``, max."""
+    path = sweep_dir / "summary.json"
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    metric = summary.get("metric", SELECTION_METRIC)
+    mode = summary.get("mode", "max")
+    if not isinstance(metric, str) or not metric.startswith("val/") or mode not in ("max", "min"):
+        return SELECTION_METRIC, "max"
+    return metric, mode
+
+
+def rank_trials(trials: Sequence[TrialOutcome], metric: str = SELECTION_METRIC,
+                mode: str = "max") -> list[TrialOutcome]:
+    """Finished trials, best first by ``metric`` at their last evaluation."""
+    done = [t for t in trials if t.finished and math.isfinite(t.final.get(metric, math.nan))]
+    return sorted(done, key=lambda t: t.final[metric], reverse=mode == "max")
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def varying(trials: Sequence[TrialOutcome]) -> list[str]:
+    """Config keys whose value differs between the given trials (the swept ones)."""
+    if not trials:
+        return []
+    keys = trials[0].params
+    return [k for k in keys if len({json.dumps(t.params.get(k)) for t in trials}) > 1]
+
+
+# ----------------------------------------------------------------------------- the paper's tables
+
+
+def effect_rows(trials: Sequence[TrialOutcome], param: str) -> list[dict[str, Any]]:
+    """Mean ± std of ``val/miou`` and ``report/miou`` per value of ``param`` (Tables 3-4)."""
+    rows = []
+    for value in sorted({t.params[param] for t in trials}):
+        group = [t for t in trials if t.params[param] == value]
+        for metric in (SELECTION_METRIC, "report/miou"):
+            values = [t.final[metric] for t in group if metric in t.final]
+            if values:
+                mean, std = mean_std(values)
+                rows.append({"value": value, "metric": metric, "mean": mean, "std": std, "n": len(values)})
+    return rows
+
+
+@dataclass(frozen=True)
+class Effect:
+    """One of the paper's Tables 3-4 for this sweep."""
+
+    param: str
+    fixed: str  # e.g. "stage1.bank_size = 50", or "all stage1.bank_size" when no slice has two values
+    rows: list[dict[str, Any]]
+
+
+def effect_at_fixed(ranked: Sequence[TrialOutcome], param: str, other: str) -> Effect:
+    """Rows for ``param`` among trials sharing the best trial's ``other`` value (all trials if too few)."""
+    best_other = ranked[0].params[other]
+    sliced = [t for t in ranked if t.params[other] == best_other]
+    if len({t.params[param] for t in sliced}) >= 2 or len({t.params[param] for t in ranked}) < 2:
+        return Effect(param, f"{other} = {best_other} (the best trial's)", effect_rows(sliced, param))
+    return Effect(param, f"all {other} values pooled: no {other} slice has two {param} values", effect_rows(ranked, param))
+
+
+def pick_key(trials: Sequence[TrialOutcome], keys: Sequence[str]) -> str:
+    """The first of ``keys`` that varies between trials, else the first."""
+    swept = set(varying(trials))
+    return next((k for k in keys if k in swept), keys[0])
+
+
+# ----------------------------------------------------------------------------- importance
+
+
+def param_importances(ranked: Sequence[TrialOutcome], params: Sequence[str], metric: str,
+                      mode: str) -> dict[str, float]:
+    """Optuna's importances (its default evaluator) over a study rebuilt from the trials.
+
+    Raises:
+        SimtuneError: fewer than two finished trials or no swept parameter.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    distributions = {p: d for p in params if (d := _distribution([t.params[p] for t in ranked])) is not None}
+    if len(ranked) < 2 or not distributions:
+        raise SimtuneError(f"needs at least two finished trials and one swept parameter "
+                           f"(have {len(ranked)} trials, {len(distributions)} parameters)")
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    for t in ranked:
+        study.add_trial(optuna.trial.create_trial(params={p: t.params[p] for p in distributions},
+                                                  distributions=distributions, value=t.final[metric]))
+    return optuna.importance.get_param_importances(study)
+
+
+def _distribution(values: list[Any]) -> Any:
+    """An Optuna distribution covering the observed values (None for a constant)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if len({json.dumps(v) for v in values}) < 2:
+        return None
+    if all(isinstance(v, bool) or isinstance(v, str) for v in values):
+        return CategoricalDistribution(sorted(set(values), key=str))
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return IntDistribution(min(values), max(values))
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        low, high = float(min(values)), float(max(values))
+        return FloatDistribution(low, high, log=low > 0 and high / low >= 100)
+    return None
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+@dataclass
+class Report:
+    """What ``build_report`` wrote and where it attached it."""
+
+    sweep_dir: Path
+    out_dir: Path
+    files: list[Path] = field(default_factory=list)
+    best: TrialOutcome | None = None
+    parent_run_id: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def build_report(sweep_dir: Path, out_dir: Path | None = None, *, tracking_uri: str | None = None) -> Report:
+    """Write the sweep's figures and ``summary.md`` to ``out_dir`` (default ``<sweep>/report``).
+
+    Also attaches them to the sweep's parent MLflow run under ``report/`` when the store
+    has one (a missing store is a note, not an error: the report stands on the run dirs).
+    Raises:
+        ConfigError: the sweep has no finished trial.
+    """
+    out = Path(out_dir) if out_dir is not None else sweep_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    trials = load_trials(sweep_dir)
+    metric, mode = selection_rule(sweep_dir)
+    ranked = rank_trials(trials, metric, mode)
+    if not ranked:
+        raise ConfigError(f"{sweep_dir}: no finished trial with {metric} to report on ({len(trials)} trials)")
+    report = Report(sweep_dir, out, best=ranked[0])
+    lam, bank = pick_key(ranked, LAMBDA_KEYS), pick_key(ranked, BANK_KEYS)
+    effects = [effect_at_fixed(ranked, lam, bank), effect_at_fixed(ranked, bank, lam)]
+    for effect, table, log_x in zip(effects, ("Table 3", "Table 4"), (True, False)):
+        fig = figures.param_effect(effect.rows, param=effect.param, fixed=effect.fixed, log_x=log_x,
+                                   title=f"{table} form: mIoU vs {effect.param}")
+        report.files.append(figures.save_figure(fig, out / f"{table.lower().replace(' ', '')}_{effect.param}.png"))
+    importances = _importances(report, ranked, metric, mode)
+    best = ranked[0]
+    fig = figures.class_iou_bars(best.final, f"best trial {best.trial_id}: per-class IoU, last evaluation ({best.stage})")
+    report.files.append(figures.save_figure(fig, out / "best_class_iou.png"))
+    summary = out / "summary.md"
+    summary.write_text(_markdown(sweep_dir.name, trials, ranked, metric, mode, effects, importances, report.notes))
+    report.files.append(summary)
+    _attach(report, tracking_uri)
+    return report
+
+
+def _importances(report: Report, ranked: Sequence[TrialOutcome], metric: str, mode: str) -> dict[str, float]:
+    swept = [p for p in varying(ranked) if not p.startswith("data.")]
+    try:
+        importances = param_importances(ranked, swept, metric, mode)
+    except SimtuneError as exc:
+        report.notes.append(f"parameter importance skipped: {exc}")
+        return {}
+    fig = figures.importance_bars(importances, f"parameter importance for {metric} ({len(ranked)} trials)")
+    report.files.append(figures.save_figure(fig, report.out_dir / "importance.png"))
+    return importances
+
+
+def _attach(report: Report, tracking_uri: str | None) -> None:
+    """Log the report folder to the sweep's parent run, if the store has one."""
+    from simtune.tracking.store import (EXPERIMENT, connect, find_sweep_parent, normalise_uri, sqlite_path,
+                                        default_tracking_uri)
+
+    sweep_dir = report.sweep_dir
+    uri = normalise_uri(tracking_uri) if tracking_uri else default_tracking_uri(sweep_dir)
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        report.notes.append(f"not attached to MLflow: no store at {uri}")
+        return
+    client = connect(uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    parent = find_sweep_parent(client, experiment.experiment_id, sweep_dir.name, sweep_dir) if experiment else None
+    if parent is None:
+        report.notes.append(f"not attached to MLflow: no parent run of sweep '{sweep_dir.name}' in {uri}")
+        return
+    client.log_artifacts(parent.info.run_id, str(report.out_dir), "report")
+    report.parent_run_id = parent.info.run_id
+
+
+# ----------------------------------------------------------------------------- markdown
+
+
+def _markdown(name: str, trials: Sequence[TrialOutcome], ranked: Sequence[TrialOutcome], metric: str, mode: str,
+              effects: Sequence[Effect], importances: dict[str, float], notes: Sequence[str]) -> str:
+    best = ranked[0]
+    swept = varying(list(trials)) or varying(list(ranked))
+    failed = [t for t in trials if not t.finished]
+    lines = [f"# Sweep `{name}`", "",
+             f"{len(trials)} trials: {len(ranked)} finished, {len(failed)} failed or stopped early. "
+             f"Trials are ranked by `{metric}` ({mode}) at their **last** evaluation, not their best-ever one; "
+             "`report/miou` (lindau + munster) is held out and never used for selection.", "",
+             f"**Best trial:** `{best.trial_id}`: {metric} {best.final[metric]:.2f}, "
+             f"report/miou {best.final.get('report/miou', math.nan):.2f}, "
+             + ", ".join(f"{k} = {best.params[k]}" for k in swept if not k.startswith("data.")), "",
+             "## Trials", "", _trials_table(trials, swept, metric), ""]
+    for effect, table in zip(effects, ("Table 3", "Table 4")):
+        lines += [f"## {table} form: mIoU vs `{effect.param}` ({effect.fixed})", "",
+                  "| value | val/miou (selection) | report/miou | n |", "|---|---|---|---|"]
+        for value in sorted({r["value"] for r in effect.rows}):
+            cells = {r["metric"]: r for r in effect.rows if r["value"] == value}
+            lines.append(f"| {value} | {_pm(cells.get(SELECTION_METRIC))} | {_pm(cells.get('report/miou'))} | "
+                         f"{max(r['n'] for r in cells.values())} |")
+        lines.append("")
+    if importances:
+        lines += ["## Parameter importance", "", "| parameter | importance |", "|---|---|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in importances.items()] + [""]
+    lines += [f"## Per-class IoU of the best trial (`{best.trial_id}`, {best.stage} last evaluation)", "",
+              "| class | val (selection) | report |", "|---|---|---|"]
+    lines += [f"| {c} | {best.final.get(f'val/iou/{c}', math.nan):.1f} | {best.final.get(f'report/iou/{c}', math.nan):.1f} |"
+              for c in CLASS_NAMES if f"val/iou/{c}" in best.final or f"report/iou/{c}" in best.final]
+    lines += [f"| **mIoU** | **{best.final.get('val/miou', math.nan):.1f}** | "
+              f"**{best.final.get('report/miou', math.nan):.1f}** |", ""]
+    lines += [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def _trials_table(trials: Sequence[TrialOutcome], swept: Sequence[str], metric: str) -> str:
+    shown = [k for k in swept if not k.startswith("data.")]
+    head = ["trial", "status", *shown, metric, "report/miou"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for t in trials:
+        status = "finished" if t.finished else ("failed: " + t.failure if t.failure else "not finished")
+        values = [str(t.params.get(k)) for k in shown]
+        scores = [f"{t.final[m]:.2f}" if m in t.final else "-" for m in (metric, "report/miou")]
+        rows.append("| " + " | ".join([t.trial_id, status.replace("|", "/"), *values, *scores]) + " |")
+    return "\n".join(rows)
+
+
+def _pm(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "-"
+    return f"{row['mean']:.2f} ± {row['std']:.2f}" if row["n"] > 1 else f"{row['mean']:.2f}"

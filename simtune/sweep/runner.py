@@ -1,0 +1,318 @@
+"""Start or resume a sweep on Ray Tune and write its summary.
+
+A sweep lives in ``<storage>/<name>/``::
+
+    sweep.json          how it was started (space file, --set, settings) and the space's hash
+    space.yaml          a copy of the search-space file
+    runs/<trial_id>/    each trial's run directory (``run_pipeline`` output, attempts.jsonl)
+    stage1_cache/       stage-1 results shared by trials with identical stage-1 settings
+    trial_<trial_id>/   Tune's per-trial results and checkpoints
+    summary.json        every trial: params, final metrics, status, failure reason
+    best_config.yaml    the resolved config of the best trial (``simtune train`` accepts it)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from simtune import config
+from simtune.errors import ConfigError
+from simtune.sweep.space import Param, SearchSpace
+from simtune.sweep.trainable import FAULT_ENV, NoRetryOnNonFinite, TrialContext, run_trial
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """Where a sweep runs and is stored; ``storage`` is absolute."""
+
+    name: str
+    storage: Path
+    storage_explicit: bool = False  # given by the user (required on a multi-node cluster)
+    resume: bool = False
+    address: str | None = None  # an existing Ray cluster; None = RAY_ADDRESS or a local one
+    tracking_uri: str | None = None
+
+    @property
+    def sweep_dir(self) -> Path:
+        return self.storage / self.name
+
+
+def run_sweep(space: SearchSpace, options: SweepOptions, overrides: list[str]) -> dict[str, Any]:
+    """Run (or resume) every trial of ``space``; returns the summary also written to ``summary.json``.
+
+    Raises:
+        ConfigError: the sweep exists without ``resume`` (or is missing with it), or differs from
+            the one being resumed, or the storage is not shared by every node of the cluster.
+        TrackingError: the tracking store cannot be reached (raised before Ray starts).
+    """
+    import ray
+
+    _prepare_sweep_dir(space, options, overrides)
+    tracker = _open_tracker(space, options)
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        _init_ray(options.address)
+    try:
+        check_shared_storage(options.sweep_dir, explicit=options.storage_explicit)
+        results = _tuner(space, options, tracker).fit()
+        summary = summarize(space, options.sweep_dir, results)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    write_summary(space, options.sweep_dir, summary)
+    if tracker is not None:
+        tracker.finish(summary)
+    return summary
+
+
+# ----------------------------------------------------------------------------- setting up
+
+
+def _prepare_sweep_dir(space: SearchSpace, options: SweepOptions, overrides: list[str]) -> None:
+    """Record how the sweep was started; a resume must be the same sweep."""
+    from ray import tune
+
+    record = {"name": options.name, "space_file": str(space.file.resolve()), "overrides": overrides,
+              "space_hash": space_hash(space)}
+    path = options.sweep_dir / "sweep.json"
+    if options.resume:
+        if not tune.Tuner.can_restore(str(options.sweep_dir)):
+            raise ConfigError(f"{options.sweep_dir}: no sweep to resume here; check --name and --storage")
+        old = json.loads(path.read_text()) if path.is_file() else {}
+        if old.get("space_hash") != record["space_hash"]:
+            raise ConfigError(f"{options.sweep_dir}: the search space or --set differ from the sweep being "
+                              f"resumed (started with {old.get('space_file')} {' '.join(old.get('overrides', []))})")
+        return
+    if options.sweep_dir.exists() and any(options.sweep_dir.iterdir()):
+        raise ConfigError(f"{options.sweep_dir}: a sweep of this name exists; pass --resume or another --name")
+    options.sweep_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(space.file, options.sweep_dir / "space.yaml")
+    config.dump_yaml(space.base_config, options.sweep_dir / "base_config.yaml")
+    path.write_text(json.dumps({**record, "settings": _settings(space)}, indent=1))
+
+
+def space_hash(space: SearchSpace) -> str:
+    """A hash of everything that decides what the trials compute."""
+    blob = json.dumps({"changes": space.changes, "params": {k: asdict(p) for k, p in space.params.items()},
+                       "settings": _settings(space)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _settings(space: SearchSpace) -> dict[str, Any]:
+    return {"metric": space.metric, "mode": space.mode, "search": asdict(space.search),
+            "scheduler": asdict(space.scheduler), "num_samples": space.num_samples,
+            "resources": asdict(space.resources), "max_concurrent": space.max_concurrent,
+            "max_failures": space.max_failures}
+
+
+def _open_tracker(space: SearchSpace, options: SweepOptions) -> Any:
+    """The MLflow sweep tracker when ``simtune.tracking`` is part of this build, else None."""
+    try:
+        from simtune.tracking import SweepTracker  # type: ignore[attr-defined]
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("simtune.tracking"):
+            return None
+        raise
+    return SweepTracker.open(tracking_uri=options.tracking_uri, storage=options.storage, sweep_name=options.name,
+                             space_file=space.file, space=space, base_config=space.base_config,
+                             resume=options.resume)
+
+
+def _init_ray(address: str | None) -> None:
+    """Connect to ``address`` (or RAY_ADDRESS), else start a local Ray; the fault hook reaches every worker."""
+    import ray
+
+    env = {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else {}
+    runtime_env = {"env_vars": env} if env else None
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address, runtime_env=runtime_env, logging_level="WARNING")
+    else:
+        ray.init(include_dashboard=False, runtime_env=runtime_env, logging_level="WARNING")
+
+
+def check_shared_storage(sweep_dir: Path, *, explicit: bool) -> None:
+    """On a multi-node cluster, every node must see the sweep folder (run dirs, stage-1 cache).
+
+    A marker file is written here and a zero-CPU task on every alive node looks for it.
+    Raises:
+        ConfigError: more than one node and ``--storage`` not given, or a node cannot see it.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    if len(nodes) <= 1:
+        return
+    if not explicit:
+        raise ConfigError(f"the Ray cluster has {len(nodes)} nodes: give --storage DIR on a filesystem that "
+                          f"every node mounts at the same path")
+    marker = sweep_dir / f".storage-check-{uuid.uuid4().hex}"
+    marker.write_text(marker.name)
+    try:
+        probe = ray.remote(num_cpus=0)(_sees_marker)
+        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
+                .remote(str(marker)) for node in nodes]
+        seen = ray.get(refs, timeout=120)
+    finally:
+        marker.unlink(missing_ok=True)
+    blind = [node["NodeManagerAddress"] for node, ok in zip(nodes, seen) if not ok]
+    if blind:
+        raise ConfigError(f"--storage {sweep_dir.parent}: not visible from node(s) {', '.join(blind)}; "
+                          f"a multi-node sweep needs a filesystem every node shares")
+
+
+def _sees_marker(path: str) -> bool:
+    marker = Path(path)
+    return marker.is_file() and marker.read_text() == marker.name
+
+
+# ----------------------------------------------------------------------------- Tune objects
+
+
+def _tuner(space: SearchSpace, options: SweepOptions, tracker: Any) -> Any:
+    from ray import tune
+
+    context = TrialContext(space=space, sweep_dir=options.sweep_dir)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context),
+                                    {"cpu": space.resources.cpus, "gpu": space.resources.gpus})
+    callbacks = [NoRetryOnNonFinite(), *(tracker.tune_callbacks() if tracker is not None else [])]
+    # The compact CLIReporter table instead of Tune's per-trial boxes of every metric; a
+    # checkpoint at every evaluation is wanted, so no warning about frequent snapshots.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if options.resume:
+        tuner = tune.Tuner.restore(str(options.sweep_dir), trainable, resume_unfinished=True, resume_errored=False)
+        # The callbacks were pickled with the first run; this run's tracker must receive the events.
+        tuner._local_tuner.get_run_config().callbacks = callbacks
+        return tuner
+    return tune.Tuner(
+        trainable,
+        param_space={key: _domain(param) for key, param in space.params.items()},
+        tune_config=tune.TuneConfig(
+            metric=space.metric, mode=space.mode, search_alg=_search_alg(space), scheduler=_scheduler(space),
+            num_samples=space.num_samples, trial_dirname_creator=_trial_dirname, reuse_actors=False,
+            # Tune limits a Searcher (Optuna) this way; the grid/random generator limits itself.
+            max_concurrent_trials=space.max_concurrent if space.search.algorithm == "optuna" else None),
+        run_config=tune.RunConfig(
+            name=options.name, storage_path=str(options.storage), callbacks=callbacks, verbose=1,
+            progress_reporter=_live_table(space),
+            failure_config=tune.FailureConfig(max_failures=space.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+    )
+
+
+def _live_table(space: SearchSpace) -> Any:
+    """Tune's table of trials: swept values, iteration, stage, the metric and the report split."""
+    from ray import tune
+
+    metrics = {"iteration": "iter", "stage": "stage", space.metric: space.metric, "report/miou": "report/miou"}
+    return tune.CLIReporter(metric_columns=metrics, parameter_columns=list(space.params), max_report_frequency=30,
+                            sort_by_metric=True)
+
+
+def _trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def _domain(param: Param) -> Any:
+    """A Tune domain; ``randint``'s high is inclusive in simtune, exclusive in Tune."""
+    from ray import tune
+
+    values = list(param.values)
+    if param.kind == "grid":
+        return tune.grid_search(values)
+    if param.kind == "choice":
+        return tune.choice(values)
+    low, high = values
+    if param.kind == "uniform":
+        return tune.uniform(low, high)
+    if param.kind == "loguniform":
+        return tune.loguniform(low, high)
+    return tune.randint(low, high + 1)
+
+
+def _search_alg(space: SearchSpace) -> Any:
+    points = [dict(p) for p in space.search.points_to_evaluate] or None
+    if space.search.algorithm == "optuna":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(points_to_evaluate=points, sampler=optuna.samplers.TPESampler(seed=space.search.seed))
+    from ray.tune.search import BasicVariantGenerator
+
+    return BasicVariantGenerator(points_to_evaluate=points, random_state=space.search.seed,
+                                 max_concurrent=space.max_concurrent or 0)
+
+
+def _scheduler(space: SearchSpace) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    settings = space.scheduler
+    if settings.type == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="iteration", max_t=settings.max_t, grace_period=settings.grace_period,
+                         reduction_factor=settings.reduction_factor)
+
+
+# ----------------------------------------------------------------------------- summary
+
+RESULT_NOISE = ("time_this_iter_s", "time_total_s", "timestamp", "training_iteration", "date", "pid",
+                "hostname", "node_ip", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name",
+                "done", "trial_id", "config", "experiment_tag", "should_checkpoint")
+
+
+def summarize(space: SearchSpace, sweep_dir: Path, results: Any) -> dict[str, Any]:
+    """Every trial's params, final metrics, status and failure reason; ``best`` and the counts."""
+    trials = sorted((_trial_summary(space, sweep_dir, result) for result in results), key=lambda t: t["trial_id"])
+    ranked = rank(trials, space.metric, space.mode)
+    counts = {status: sum(t["status"] == status for t in trials) for status in ("TERMINATED", "ERROR")}
+    counts.update(total=len(trials), stopped_early=sum(t["stopped_early"] for t in trials),
+                  failed=counts["ERROR"], retried=sum(t["attempts"] > 1 for t in trials))
+    return {"sweep": sweep_dir.name, "sweep_dir": str(sweep_dir), "space_file": str(space.file),
+            "metric": space.metric, "mode": space.mode, "max_iteration": space.scheduler.max_t,
+            "counts": counts, "best": ranked[0] if ranked else None,
+            "ranking": [t["trial_id"] for t in ranked], "trials": trials}
+
+
+def _trial_summary(space: SearchSpace, sweep_dir: Path, result: Any) -> dict[str, Any]:
+    trial_id = Path(result.path).name.removeprefix("trial_")
+    metrics = {k: v for k, v in (result.metrics or {}).items() if k not in RESULT_NOISE}
+    reason = metrics.pop("failure_reason", None) or (_error_line(result.error) if result.error else None)
+    metrics.pop("failed", None)
+    iteration = int(metrics.get("iteration", 0))
+    run_dir = sweep_dir / "runs" / trial_id
+    attempts = (run_dir / "attempts.jsonl").read_text().count("\n") if (run_dir / "attempts.jsonl").is_file() else 0
+    return {"trial_id": trial_id, "status": "ERROR" if result.error else "TERMINATED",
+            "params": {key: result.config.get(key) for key in space.params}, "metrics": metrics,
+            "iteration": iteration, "stopped_early": result.error is None and iteration < space.scheduler.max_t,
+            "failure_reason": reason, "attempts": attempts, "run_dir": str(run_dir)}
+
+
+def rank(trials: list[dict[str, Any]], metric: str, mode: str) -> list[dict[str, Any]]:
+    """Trials that did not fail and evaluated ``metric``: those trained to the end first, then by metric."""
+    usable = [t for t in trials if t["status"] != "ERROR" and metric in t["metrics"]]
+    sign = 1.0 if mode == "max" else -1.0
+    return sorted(usable, key=lambda t: (not t["stopped_early"], sign * t["metrics"][metric]), reverse=True)
+
+
+def _error_line(error: BaseException) -> str:
+    """``Type: message`` of the exception a trial raised (Ray wraps it)."""
+    cause = getattr(error, "cause", None) or error
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[-1] if text else ''}"
+
+
+def write_summary(space: SearchSpace, sweep_dir: Path, summary: dict[str, Any]) -> None:
+    """``summary.json`` always; ``best_config.yaml`` when some trial evaluated the metric."""
+    tmp = sweep_dir / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1, default=str))
+    tmp.replace(sweep_dir / "summary.json")
+    if summary["best"] is not None:
+        config.dump_yaml(space.config_for(summary["best"]["params"]), sweep_dir / "best_config.yaml")

@@ -1,0 +1,250 @@
+"""The function every Tune trial runs: one ``run_pipeline`` call, reported to Tune as it goes.
+
+A trial's run directory is ``<sweep>/runs/<trial_id>/`` (absolute: trials run in their own
+working directory). At every evaluation the trial reports the metrics with the global
+``iteration`` (monotonic over both stages, so ASHA can stop a trial in either stage) and
+``stage`` (1 or 2), with a ``tune.Checkpoint`` of the stage in progress. A retried trial
+copies that checkpoint back into its run directory, unless the run directory is already
+further along, and resumes mid-stage.
+
+Failures come in two kinds. A crash (any exception) is retried by Tune from the last
+checkpoint, up to ``max_failures`` times. A non-finite loss would only happen again, so the
+trial reports ``failed=1`` with ``failure_reason``, writes ``failure.json`` and ends as ERROR;
+``NoRetryOnNonFinite`` keeps Tune from retrying it.
+
+Test hook: the environment variable ``SIMTUNE_FAULT`` injects faults after an evaluation,
+as ``;``-separated ``KIND=ITERATION[@KEY=VALUE]`` items, ``KEY=VALUE`` limiting it to trials
+whose swept ``KEY`` has that value. ``crash_once_at=2`` raises ``RuntimeError`` once per trial
+(at the first evaluation at iteration >= 2, after its checkpoint was reported) and deletes
+the stage's on-disk checkpoint, so the retry must come back through Tune's checkpoint;
+``nan_at=2`` raises ``NonFiniteLoss`` there. Example:
+``SIMTUNE_FAULT="crash_once_at=2@pseudo_label.quantile=0.3;nan_at=2@pseudo_label.quantile=0.6"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ray import tune
+
+from simtune.sweep.space import SearchSpace
+from simtune.train.loop import Callback, NonFiniteLoss
+
+FAULT_ENV = "SIMTUNE_FAULT"
+STAGE_NUMBER = {"stage1": 1, "stage2": 2}
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a sweep shares: the space and the sweep folder (absolute)."""
+
+    space: SearchSpace
+    sweep_dir: Path
+
+    def run_dir(self, trial_id: str) -> Path:
+        return self.sweep_dir / "runs" / trial_id
+
+    @property
+    def stage1_cache(self) -> Path:
+        return self.sweep_dir / "stage1_cache"
+
+
+def run_trial(params: dict[str, Any], context: TrialContext) -> None:
+    """Tune function trainable: ``params`` are the sampled dotted keys of this trial.
+
+    Raises:
+        NonFiniteLoss: the run diverged (after reporting ``failed=1``); not retried.
+        Exception: anything else; Tune retries from the last checkpoint.
+    """
+    from simtune.pipeline import run_pipeline
+
+    run_dir = context.run_dir(tune.get_context().get_trial_id())
+    previous = _read_json(run_dir / "failure.json")
+    if previous is not None:  # a --resume of a diverged trial: it would only diverge again
+        raise NonFiniteLoss(previous["reason"])
+    restored = _restore(run_dir)
+    _log_attempt(run_dir, restored)
+    cfg = context.space.config_for(params)
+    reporter = TuneReporter(run_dir, Faults.from_env(os.environ.get(FAULT_ENV, ""), params))
+    try:
+        # resume=True: the run dir of a retried or resumed trial is not empty, and that is expected.
+        run_pipeline(cfg, run_dir, callbacks=[reporter], resume=True, stage1_cache=context.stage1_cache)
+    except NonFiniteLoss as exc:
+        reporter.report_failure(str(exc))
+        raise
+    finally:
+        _release_gpu_memory()
+
+
+class TuneReporter(Callback):
+    """Reports every evaluation to Tune with a checkpoint of the stage in progress."""
+
+    def __init__(self, run_dir: Path, faults: Faults) -> None:
+        self.run_dir = run_dir
+        self.faults = faults
+        self.last: dict[str, Any] = {}
+
+    def on_eval(self, stage: str, step: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
+        self.last = _result(metrics, step, stage)
+        if checkpoint is None:  # an evaluation replayed from the shared stage-1 cache
+            tune.report(self.last)
+        else:
+            with self._checkpoint_dir(stage, step, checkpoint) as folder:
+                tune.report(self.last, checkpoint=tune.Checkpoint.from_directory(str(folder)))
+        self.faults.after_eval(step, self.run_dir / stage)
+
+    def report_failure(self, reason: str) -> None:
+        """Record a non-finite loss in the run dir and in Tune's results (with the metric Tune requires)."""
+        _write_json(self.run_dir / "failure.json", {"reason": reason, "time": time.time()})
+        tune.report({**(self.last or {"iteration": 0, "stage": 0, "val/miou": 0.0}), "failed": 1,
+                     "failure_reason": reason})
+
+    @contextlib.contextmanager
+    def _checkpoint_dir(self, stage: str, step: int, checkpoint: Path) -> Iterator[Path]:
+        """A temporary folder: ``position.json``, ``<stage>/checkpoint.pt``, ``<stage>/history.json``,
+        and the run's ``config.yaml`` / ``run.json``. Tune copies it before ``report`` returns."""
+        with tempfile.TemporaryDirectory(dir=self.run_dir, prefix=".tune-checkpoint-") as tmp:
+            folder = Path(tmp)
+            (folder / stage).mkdir()
+            _link_or_copy(checkpoint, folder / stage / "checkpoint.pt")
+            for name in (f"{stage}/history.json", "config.yaml", "run.json"):
+                if (self.run_dir / name).is_file():
+                    _link_or_copy(self.run_dir / name, folder / name)
+            _write_json(folder / "position.json", {"stage": stage, "iteration": step})
+            yield folder
+
+
+def _result(metrics: dict[str, float], step: int, stage: str) -> dict[str, Any]:
+    """The reported result; Tune's live table shows its first four entries."""
+    result: dict[str, Any] = {"iteration": step, "stage": STAGE_NUMBER[stage]}
+    result.update({key: metrics[key] for key in ("val/miou", "report/miou") if key in metrics})
+    result.update({key: value for key, value in metrics.items() if key not in result})
+    return result
+
+
+class NoRetryOnNonFinite(tune.Callback):
+    """Driver-side: a trial that reported ``failed`` ends as ERROR instead of being retried."""
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
+                        **info: Any) -> None:
+        if result.get("failed"):
+            trial.max_failures = 0  # Tune retries while num_failures <= max_failures
+
+
+# ----------------------------------------------------------------------------- restoring
+
+
+def _restore(run_dir: Path) -> int | None:
+    """Copy Tune's checkpoint into ``run_dir`` unless the run dir is at least as far along.
+
+    Returns:
+        the global iteration of the checkpoint that was copied in, or None.
+    """
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder_name:
+        folder = Path(folder_name)
+        position = json.loads((folder / "position.json").read_text())
+        if _run_dir_position(run_dir / position["stage"]) >= position["iteration"]:
+            return None
+        for file in folder.rglob("*"):
+            if file.is_file() and file.name != "position.json":
+                target = run_dir / file.relative_to(folder)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(file, target)
+    return int(position["iteration"])
+
+
+def _run_dir_position(stage_dir: Path) -> float:
+    """How far a stage got on disk: +inf when done, -1 without a checkpoint, else its last evaluation."""
+    if (stage_dir / "done.json").is_file():
+        return float("inf")
+    if not (stage_dir / "checkpoint.pt").is_file():
+        return -1.0
+    history = _read_json(stage_dir / "history.json") or []
+    return float(history[-1]["step"]) if history else 0.0
+
+
+def _log_attempt(run_dir: Path, restored: int | None) -> None:
+    """One line per start of this trial in ``attempts.jsonl``: retries and resumes are visible."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    line = {"time": time.time(), "resumed": _has_files(run_dir, ignore=("attempts.jsonl",)),
+            "restored_checkpoint_iteration": restored}
+    with open(run_dir / "attempts.jsonl", "a") as handle:
+        handle.write(json.dumps(line) + "\n")
+
+
+# ----------------------------------------------------------------------------- fault injection (tests)
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Faults injected after evaluations, parsed from ``SIMTUNE_FAULT`` (see the module docstring)."""
+
+    crash_once_at: int | None = None
+    nan_at: int | None = None
+
+    @classmethod
+    def from_env(cls, text: str, params: dict[str, Any]) -> Faults:
+        found: dict[str, int] = {}
+        for item in filter(None, (part.strip() for part in text.split(";"))):
+            fault, _, scope = item.partition("@")
+            kind, _, at = fault.partition("=")
+            if kind not in ("crash_once_at", "nan_at") or not at.isdigit():
+                raise ValueError(f"{FAULT_ENV}: cannot parse {item!r}; expected KIND=ITERATION[@KEY=VALUE]")
+            key, _, value = scope.partition("=")
+            if not scope or (key in params and params[key] == yaml.safe_load(value)):
+                found[kind] = int(at)
+        return cls(**found)
+
+    def after_eval(self, step: int, stage_dir: Path) -> None:
+        if self.nan_at is not None and step >= self.nan_at:
+            raise NonFiniteLoss(f"iteration {step}: loss/seg_src became nan (injected by {FAULT_ENV})")
+        marker = stage_dir.parent / ".fault-crash-once"
+        if self.crash_once_at is not None and step >= self.crash_once_at and not marker.exists():
+            marker.write_text(str(step))
+            (stage_dir / "checkpoint.pt").unlink(missing_ok=True)
+            raise RuntimeError(f"iteration {step}: crash injected by {FAULT_ENV}")
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+def _has_files(folder: Path, ignore: tuple[str, ...] = ()) -> bool:
+    return folder.is_dir() and any(p.name not in ignore for p in folder.iterdir())
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=str))
+    tmp.replace(path)
+
+
+def _release_gpu_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

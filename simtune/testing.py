@@ -1,0 +1,180 @@
+"""Tiny dataset trees in the real on-disk layouts, for tests and smoke runs.
+
+Each ``make_*_tree`` writes a handful of small images with blocky random labels, in the
+layout ``simtune.data.datasets`` reads, and returns the sample names it wrote.
+SYNTHIA labels are written by a minimal PNG encoder of our own (not cv2), so a test can
+tell whether the loader really reads the PNG's *first* channel.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from simtune.labels import CITYSCAPES_LABEL_IDS, PALETTE, SYNTHIA_LABEL_IDS
+
+DEFAULT_SIZE = (16, 8)  # (W, H): small, but big enough for 4x4 label blocks
+DEFAULT_CITIES: tuple[tuple[str, int], ...] = (("frankfurt", 2), ("lindau", 1), ("munster", 1))
+
+
+def random_image(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 random RGB image of ``size`` = (W, H)."""
+    width, height = size
+    return rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+
+
+def blocky_labels(
+    rng: np.random.Generator, size: tuple[int, int], ids: Sequence[int], block: int = 4
+) -> np.ndarray:
+    """(H, W) int64 map of ``block`` x ``block`` squares, each one id drawn from ``ids``.
+
+    Blocks keep a nearest-neighbour resize by an integer factor exact, which tests use.
+    """
+    width, height = size
+    rows, cols = -(-height // block), -(-width // block)
+    coarse = rng.choice(np.asarray(ids, dtype=np.int64), size=(rows, cols))
+    return np.kron(coarse, np.ones((block, block), dtype=np.int64))[:height, :width]
+
+
+def write_png(path: Path, array: np.ndarray, *, palette: bool = False) -> Path:
+    """Write a uint8 (H, W) or (H, W, 3) array with PIL; ``palette`` makes a "P" PNG
+    (like GTA5's labels: the palette indices are the ids)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(np.asarray(array, dtype=np.uint8))
+    if palette:
+        flat = [channel for colour in PALETTE for channel in colour]
+        img.putpalette(flat + [0] * (768 - len(flat)))  # putpalette turns "L" into "P"
+    img.save(path)
+    return path
+
+
+def write_png16_rgb(path: Path, rgb: np.ndarray) -> Path:
+    """Write a 16-bit RGB PNG whose channels are ``rgb[..., 0]``, ``[..., 1]``, ``[..., 2]``
+    in file order, without going through cv2's BGR convention.
+
+    Args:
+        rgb: (H, W, 3) integer array, values in 0..65535.
+    """
+    height, width, _ = rgb.shape
+    rows = np.asarray(rgb, dtype=">u2").reshape(height, width * 3)  # PNG is big-endian
+    raw = b"".join(b"\x00" + row.tobytes() for row in rows)  # filter type 0 per row
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)  # depth 16, truecolour
+    png = (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+           + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b""))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+    return path
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(tag + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
+
+
+def make_gta5_tree(
+    root: Path, n: int = 3, size: tuple[int, int] = DEFAULT_SIZE, *, seed: int = 0,
+    images_dir: str = "images",
+) -> list[str]:
+    """``root/<images_dir>/NNNNN.png`` and ``root/labels/NNNNN.png`` (palette, label ids)."""
+    rng = np.random.default_rng(seed)
+    names = [f"{i + 1:05d}.png" for i in range(n)]
+    for name in names:
+        write_png(root / images_dir / name, random_image(rng, size))
+        labels = blocky_labels(rng, size, sorted(CITYSCAPES_LABEL_IDS))
+        write_png(root / "labels" / name, labels, palette=True)
+    return names
+
+
+def make_synthia_tree(
+    root: Path, n: int = 3, size: tuple[int, int] = DEFAULT_SIZE, *, seed: int = 0
+) -> list[str]:
+    """``root/RGB/NNNNNNN.png`` and 16-bit ``root/GT/LABELS/NNNNNNN.png``: class id in the
+    first channel, an instance-like id in the second, noise in the third."""
+    rng = np.random.default_rng(seed)
+    names = [f"{i:07d}.png" for i in range(n)]
+    for name in names:
+        write_png(root / "RGB" / name, random_image(rng, size))
+        classes = blocky_labels(rng, size, sorted(SYNTHIA_LABEL_IDS))
+        instances = rng.integers(100, 60000, size=classes.shape)
+        noise = rng.integers(23, 60000, size=classes.shape)
+        write_png16_rgb(root / "GT" / "LABELS" / name, np.stack([classes, instances, noise], -1))
+    return names
+
+
+def cityscapes_stem(city: str, index: int) -> str:
+    """A Cityscapes-style stem, ``<city>_<sequence>_<frame>``, e.g. ``lindau_000000_000019``."""
+    return f"{city}_{index:06d}_{19 + index:06d}"
+
+
+def make_cityscapes_tree(
+    root: Path,
+    split: str = "val",
+    cities: Sequence[tuple[str, int]] = DEFAULT_CITIES,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    *,
+    seed: int = 0,
+    label_ids: Sequence[int] | None = None,
+) -> list[str]:
+    """``root/leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png`` and the matching
+    ``root/gtFine/<split>/<city>/<stem>_gtFine_labelIds.png``.
+
+    Args:
+        cities: (city, number of images) pairs.
+        label_ids: ids the labels are drawn from; None = all of 0..33, ignored ones too.
+    Returns:
+        names ``<city>/<stem>_leftImg8bit.png``, as in the authors' list files.
+    """
+    rng = np.random.default_rng(seed)
+    ids = sorted(CITYSCAPES_LABEL_IDS) if label_ids is None else list(label_ids)
+    names = []
+    for city, count in cities:
+        for index in range(count):
+            stem = cityscapes_stem(city, index)
+            write_png(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
+                      random_image(rng, size))
+            write_png(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png",
+                      blocky_labels(rng, size, ids))
+            names.append(f"{city}/{stem}_leftImg8bit.png")
+    return names
+
+
+def write_list_file(path: Path, names: Sequence[str]) -> Path:
+    """A list file: one sample name per line, as in the authors' repositories."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{name}\n" for name in names))
+    return path
+
+
+# --------------------------------------------------------------------------- tiny pipeline runs
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SYNTHETIC_EXPERIMENT = REPO_ROOT / "experiments" / "synthetic.yaml"
+
+# A few iterations of both stages on a tiny benchmark: the "instant" runs of the test suite.
+TINY_OVERRIDES: tuple[str, ...] = (
+    "stage1.iters=4", "stage1.schedule_iters=4", "stage2.iters=2", "stage2.schedule_iters=2",
+    "eval.every=2", "eval.max_images=2", "runtime.checkpoint_every=2", "runtime.threads=1",
+)
+
+
+def tiny_benchmark(out: Path, seed: int = 0) -> tuple[Path, Path]:
+    """A tiny built-in benchmark (8 source, 6 target train, 2 val images per city).
+
+    Returns:
+        (source root, target root).
+    """
+    from simtune.data.synth import generate_benchmark
+
+    paths = generate_benchmark(out, seed=seed, num_source=8, num_target_train=6, num_target_val_per_city=2,
+                               workers=1)
+    return paths.source_root, paths.target_root
+
+
+def tiny_overrides(source_root: Path, target_root: Path, *extra: str) -> list[str]:
+    """``--set`` overrides pointing the synthetic experiment at a tiny benchmark."""
+    return [f"data.source.root={source_root}", f"data.target.root={target_root}", *TINY_OVERRIDES, *extra]

@@ -1,0 +1,105 @@
+"""The whole two-stage pipeline through the real CLI and library: outputs, modes, resume, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from simtune import config
+from simtune.cli import main
+from simtune.pipeline import run_pipeline
+from simtune.testing import SYNTHETIC_EXPERIMENT, tiny_overrides
+from simtune.train.loop import Callback
+
+
+def tiny_cfg(bench: tuple[Path, Path], *extra: str) -> config.Config:
+    return config.load(SYNTHETIC_EXPERIMENT, tiny_overrides(*bench, *extra))
+
+
+def test_train_cli_runs_both_stages(tiny_bench: tuple[Path, Path], tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    args = ["train", str(SYNTHETIC_EXPERIMENT), "--out", str(out), "--no-progress"]
+    for item in tiny_overrides(*tiny_bench):
+        args += ["--set", item]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "stage1" in printed and "stage2" in printed and "report/miou" in printed
+    # Self-describing run: resolved config, revision, versions and seed next to the outputs.
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["stage1"]["iters"] == 4 and resolved["model"]["backbone"] == "small"
+    run = json.loads((out / "run.json").read_text())
+    assert {"git_revision", "packages", "seed"} <= set(run) and "torch" in run["packages"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["stages"]["stage1"]["iteration"] == 4.0
+    assert results["stages"]["stage2"]["iteration"] == 6.0  # one counter across both stages
+    thresholds = json.loads((out / "pseudo" / "thresholds.json").read_text())
+    assert thresholds["method"] == "sim"
+    labels = sorted((out / "pseudo" / "labels").glob("*.png"))
+    assert len(labels) == 6  # one pseudo-label per target train image
+    # simtune eval works on the run's checkpoints.
+    assert main(["eval", str(out / "stage2" / "model.pt"), "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["report/miou"] == pytest.approx(results["stages"]["stage2"]["report/miou"], abs=1e-6)
+
+
+def test_run_directory_is_never_overwritten(tiny_bench: tuple[Path, Path], tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "old.txt").write_text("an older run")
+    args = ["train", str(SYNTHETIC_EXPERIMENT), "--out", str(out), "--no-progress"]
+    for item in tiny_overrides(*tiny_bench):
+        args += ["--set", item]
+    assert main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+
+
+@pytest.mark.parametrize("mode", ["source_only", "aa", "target_only"])
+def test_ablation_rows_run_one_stage(tiny_bench: tuple[Path, Path], tmp_path: Path, mode: str) -> None:
+    result = run_pipeline(tiny_cfg(tiny_bench, f"mode={mode}"), tmp_path / mode)
+    assert list(result.stages) == ["stage1"]
+    assert 0.0 <= result.final["report/miou"] <= 100.0
+
+
+class StopAt(Callback):
+    """Interrupts a run right after the evaluation (and checkpoint) at ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_eval(self, stage: str, step: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
+        if step == self.step:
+            raise KeyboardInterrupt(f"interrupted at {step}")
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.mark.parametrize("stop_at", [2, 5])  # mid stage 1, mid stage 2
+def test_resume_after_interruption_matches_uninterrupted(tiny_bench: tuple[Path, Path], tmp_path: Path,
+                                                         stop_at: int) -> None:
+    cfg = tiny_cfg(tiny_bench, "stage2.iters=3", "stage2.schedule_iters=3", "eval.every=1")
+    straight = run_pipeline(cfg, tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, tmp_path / "resumed", callbacks=[StopAt(stop_at)])
+    resumed = run_pipeline(cfg, tmp_path / "resumed", resume=True)
+    assert resumed.stages == straight.stages
+    a, b = weights(tmp_path / "straight" / "stage2" / "model.pt"), weights(tmp_path / "resumed" / "stage2" / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_missing_dataset_root_fails_before_any_compute(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    code = main(["train", str(SYNTHETIC_EXPERIMENT), "--out", str(out), "--set",
+                 f"data.source.root={tmp_path / 'nowhere'}"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "nowhere" in err and "\n" not in err
+    assert not out.exists()  # nothing half-written

@@ -1,0 +1,321 @@
+"""MLflow tracking of sweeps: opening the store, the parent run, the Tune callback, resume, REST.
+
+The callback tests drive it with real Ray Tune runs of a trivial trainable that writes a
+run directory (config.yaml, history.json) and reports through ``tune.report``, so they
+exercise Tune's own event loop, pickling and restore without training a network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simtune import config
+from simtune.cli import main
+from simtune.errors import TrackingError
+from simtune.tracking.store import (SweepTracker, default_tracking_uri, resolve_sweep_dir, search, sqlite_path)
+
+SPACE = "base: {base}\nparams:\n  stage1.lambda_ci: {{grid: [0.001, 0.01]}}\n"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def space_file(tmp_path: Path) -> Path:
+    base = tmp_path / "base.yaml"
+    base.write_text("stage1: {iters: 10}\n")
+    path = tmp_path / "space.yaml"
+    path.write_text(SPACE.format(base=base.name))
+    return path
+
+
+def open_tracker(tmp_path: Path, *, resume: bool = False, uri: str | None = None, name: str = "demo",
+                 **kwargs: Any) -> SweepTracker:
+    return SweepTracker.open(tracking_uri=uri, storage=tmp_path / "sweeps", sweep_name=name,
+                             space_file=space_file(tmp_path), space=None, base_config=config.Config(),
+                             resume=resume, **kwargs)
+
+
+# ----------------------------------------------------------------------------- opening the store
+
+
+def test_default_store_is_the_sweeps_own_absolute_sqlite_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    uri = default_tracking_uri(Path("sweeps/demo"))
+    assert uri == f"sqlite:///{tmp_path}/sweeps/demo/mlflow.db"
+    assert sqlite_path(uri).is_absolute()  # type: ignore[union-attr]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///rel/x.db")
+    assert default_tracking_uri(Path("sweeps/demo")) == f"sqlite:///{tmp_path}/rel/x.db"
+
+
+def test_storage_may_be_the_folder_of_sweeps_or_the_sweep_folder(tmp_path: Path) -> None:
+    assert resolve_sweep_dir(tmp_path / "sweeps", "demo") == tmp_path / "sweeps" / "demo"
+    sweep = tmp_path / "sweeps" / "demo"
+    sweep.mkdir(parents=True)
+    (sweep / "sweep.json").write_text("{}")
+    assert resolve_sweep_dir(sweep, "demo") == sweep
+
+
+def test_unreachable_server_fails_fast_with_one_line(tmp_path: Path) -> None:
+    uri = f"http://127.0.0.1:{free_port()}"
+    start = time.perf_counter()
+    with pytest.raises(TrackingError) as info:
+        open_tracker(tmp_path, uri=uri)
+    assert time.perf_counter() - start < 5
+    message = str(info.value)
+    assert uri in message and "unreachable" in message and "\n" not in message
+
+
+def test_unwritable_sqlite_store_fails_with_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where the database folder should be")
+    uri = f"sqlite:///{blocker}/mlflow.db"
+    with pytest.raises(TrackingError) as info:
+        open_tracker(tmp_path, uri=uri)
+    assert uri in str(info.value) and "not writable" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_file_store_and_bad_policy_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(TrackingError, match="no file store"):
+        open_tracker(tmp_path, uri=f"file://{tmp_path}/mlruns")
+    with pytest.raises(TrackingError, match="checkpoint_policy must be one of"):
+        open_tracker(tmp_path, checkpoint_policy="every")
+
+
+def test_cli_sweep_with_unreachable_store_exits_2_before_any_trial(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("simtune.commands.sweep")
+    uri = f"http://127.0.0.1:{free_port()}"
+    start = time.perf_counter()
+    code = main(["sweep", str(space_file(tmp_path)), "--name", "down", "--storage", str(tmp_path / "sweeps"),
+                 "--tracking-uri", uri])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and uri in err and err.startswith("simtune sweep: error:")
+    assert not (tmp_path / "sweeps" / "down" / "runs").exists()  # no trial started
+    assert time.perf_counter() - start < 15
+
+
+def test_parent_run_is_recorded_once_and_found_again_on_resume(tmp_path: Path) -> None:
+    first = open_tracker(tmp_path)
+    again = open_tracker(tmp_path, resume=True)
+    assert again.parent_run_id == first.parent_run_id
+    parents = search(first.client, first.experiment_id, {"simtune.role": "sweep"})
+    assert len(parents) == 1
+    run = parents[0]
+    assert run.info.run_name == "demo" and run.data.tags["simtune.sweep"] == "demo"
+    assert run.data.params["stage1.lambda_ci"] == "0.01" and run.data.params["data.source.size"] == "[1280, 720]"
+    assert run.data.tags["simtune.git_revision"] and run.data.tags["simtune.version.mlflow"]
+    artifacts = {a.path for a in first.client.list_artifacts(run.info.run_id, "sweep")}
+    assert artifacts >= {"sweep/space.yaml", "sweep/base_config.yaml", "sweep/provenance.json"}
+    assert first.tracking_uri == f"sqlite:///{tmp_path}/sweeps/demo/mlflow.db"
+    assert (tmp_path / "sweeps" / "demo" / "mlartifacts").is_dir()  # artifacts beside the database
+
+
+# ----------------------------------------------------------------------------- Tune runs of a trivial trainable
+
+
+def fake_trial(params: dict[str, Any], runs_dir: str, reports: int = 5) -> None:
+    """Writes a run dir like ``run_pipeline`` and reports one evaluation per step of 2 iterations.
+
+    ``lambda_ci`` 0.01 fails at its third evaluation, unless ``<runs>/.heal`` exists.
+    """
+    from ray import tune
+
+    trial_id = tune.get_context().get_trial_id()
+    run_dir = Path(runs_dir) / trial_id
+    (run_dir / "stage1").mkdir(parents=True, exist_ok=True)
+    cfg = config.build({"stage1": {"lambda_ci": params["stage1.lambda_ci"]}})
+    config.dump_yaml(cfg, run_dir / "config.yaml")
+    history = []
+    for i in range(1, reports + 1):
+        record = {"step": 2 * i, "val/miou": 100 * params["stage1.lambda_ci"] * i, "report/miou": float(i),
+                  "val/iou/road": 50.0 + i, "report/iou/car": 10.0 + i, "iteration": float(2 * i)}
+        history.append(record)
+        (run_dir / "stage1" / "history.json").write_text(json.dumps(history))
+        if params["stage1.lambda_ci"] == 0.01 and i == 3 and not (Path(runs_dir) / ".heal").exists():
+            raise RuntimeError("boom at the third evaluation")
+        tune.report({**{k: v for k, v in record.items() if k != "step"}, "stage": 1, "loss/seg_src": 1.0 / i})
+    (run_dir / "results.json").write_text(json.dumps({"stages": {"stage1": history[-1]}}))
+
+
+@pytest.fixture(scope="module")
+def ray_session() -> Any:
+    ray = pytest.importorskip("ray")
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+def run_tune(tracker: SweepTracker, values: list[float], *, reports: int = 5, concurrent: int = 2) -> Any:
+    from ray import tune
+
+    trainable = tune.with_resources(
+        tune.with_parameters(fake_trial, runs_dir=str(tracker.sweep_dir / "runs"), reports=reports), {"cpu": 1})
+    tuner = tune.Tuner(trainable, param_space={"stage1.lambda_ci": tune.grid_search(values)},
+                       tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
+                       run_config=tune.RunConfig(name="tune", storage_path=str(tracker.sweep_dir),
+                                                 callbacks=tracker.tune_callbacks(), verbose=0))
+    return tuner.fit()
+
+
+@pytest.fixture(scope="module")
+def finished(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> SweepTracker:
+    """A finished two-trial sweep: lambda_ci 0.001 finishes, 0.01 fails."""
+    tmp = tmp_path_factory.mktemp("finished")
+    tracker = open_tracker(tmp)
+    run_tune(tracker, [0.001, 0.01])
+    tracker.finish({"metric": "val/miou", "counts": {"failed": 1}})
+    return tracker
+
+
+def children(tracker: SweepTracker) -> dict[str, Any]:
+    runs = search(tracker.client, tracker.experiment_id, {"mlflow.parentRunId": tracker.parent_run_id})
+    return {r.data.params["stage1.lambda_ci"]: r for r in runs}
+
+
+@pytest.mark.slow
+def test_each_trial_is_a_child_run_with_params_metric_history_and_artifacts(finished: SweepTracker) -> None:
+    client, runs = finished.client, children(finished)
+    assert set(runs) == {"0.001", "0.01"}
+    ok, bad = runs["0.001"], runs["0.01"]
+    assert ok.info.run_name == ok.data.tags["simtune.trial_id"]
+    assert ok.data.params["stage1.bank_size"] == "50"  # the full resolved config, not just the sampled key
+    history = client.get_metric_history(ok.info.run_id, "val/miou")
+    assert [m.step for m in history] == [2, 4, 6, 8, 10]  # step = the reported global iteration
+    assert [m.value for m in history] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert {"val/iou/road", "report/iou/car", "stage", "loss/seg_src", "iteration"} <= set(ok.data.metrics)
+    assert "training_iteration" not in ok.data.metrics and "time_total_s" not in ok.data.metrics
+    assert (ok.info.status, bad.info.status) == ("FINISHED", "FAILED")
+    assert "boom at the third evaluation" in bad.data.tags["simtune.failure_reason"]
+    assert len(client.get_metric_history(bad.info.run_id, "val/miou")) == 2
+    paths = {a.path for folder in ("run", "figures", "history/stage1")
+             for a in client.list_artifacts(ok.info.run_id, folder)}
+    assert {"run/config.yaml", "figures/miou_curve.png", "figures/class_iou.png",
+            "history/stage1/history.json"} <= paths
+
+
+@pytest.mark.slow
+def test_finish_records_best_trial_and_failures_on_the_parent(finished: SweepTracker) -> None:
+    parent = finished.client.get_run(finished.parent_run_id)
+    runs = children(finished)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["trials/failed"] == 1 and parent.data.metrics["trials/finished"] == 1
+    assert parent.data.tags["simtune.best_trial_id"] == runs["0.001"].data.tags["simtune.trial_id"]
+    assert parent.data.tags["simtune.failed_trials"] == runs["0.01"].data.tags["simtune.trial_id"]
+    assert "sweep/summary.json" in {a.path for a in finished.client.list_artifacts(finished.parent_run_id, "sweep")}
+
+
+@pytest.mark.slow
+def test_eight_concurrent_trials_log_without_database_locks(ray_session: Any, tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture,
+                                                            capfd: pytest.CaptureFixture[str]) -> None:
+    tracker = open_tracker(tmp_path)
+    (tracker.sweep_dir / "runs").mkdir(parents=True)
+    (tracker.sweep_dir / "runs" / ".heal").write_text("")  # no failures here
+    values = [0.001 * (i + 1) for i in range(8)]
+    with caplog.at_level("WARNING"):
+        run_tune(tracker, values, reports=40, concurrent=8)
+    out = capfd.readouterr()
+    logs = out.out + out.err + caplog.text
+    assert logs.count("database is locked") == 0 and "simtune tracking: could not log" not in logs
+    runs = search(tracker.client, tracker.experiment_id, {"mlflow.parentRunId": tracker.parent_run_id})
+    assert len(runs) == 8 and all(r.info.status == "FINISHED" for r in runs)
+    for run in runs:
+        assert len(tracker.client.get_metric_history(run.info.run_id, "val/miou")) == 40
+
+
+@pytest.mark.slow
+def test_resumed_sweep_reuses_parent_and_children_without_duplicate_points(ray_session: Any, tmp_path: Path) -> None:
+    from ray import tune
+
+    tracker = open_tracker(tmp_path)
+    run_tune(tracker, [0.001, 0.01])
+    (tracker.sweep_dir / "runs" / ".heal").write_text("")
+    resumed = open_tracker(tmp_path, resume=True)
+    assert resumed.parent_run_id == tracker.parent_run_id
+    trainable = tune.with_resources(
+        tune.with_parameters(fake_trial, runs_dir=str(tracker.sweep_dir / "runs"), reports=5), {"cpu": 1})
+    # The callbacks come back from Tune's pickled experiment, without their MLflow client.
+    tune.Tuner.restore(str(tracker.sweep_dir / "tune"), trainable, resume_errored=True).fit()
+    resumed.finish({})
+    runs = search(tracker.client, tracker.experiment_id, {"mlflow.parentRunId": tracker.parent_run_id})
+    assert len(runs) == 2
+    assert len(search(tracker.client, tracker.experiment_id, {"simtune.role": "sweep"})) == 1
+    healed = next(r for r in runs if r.data.params["stage1.lambda_ci"] == "0.01")
+    assert healed.info.status == "FINISHED"
+    steps = [m.step for m in tracker.client.get_metric_history(healed.info.run_id, "val/miou")]
+    assert steps == [2, 4, 6, 8, 10]  # the replayed evaluations at 2 and 4 were not logged twice
+
+
+# ----------------------------------------------------------------------------- a real MLflow server
+
+
+@pytest.fixture
+def mlflow_server(finished: SweepTracker) -> Any:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", finished.tracking_uri,
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_up(url, proc)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def _wait_until_up(url: str, proc: subprocess.Popen[bytes]) -> None:
+    import requests
+
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server exited with {proc.returncode}")
+        try:
+            if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except requests.exceptions.RequestException:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("mlflow server did not start within 90 s")
+
+
+@pytest.mark.slow
+def test_rest_api_of_a_real_server_shows_parent_children_params_and_histories(finished: SweepTracker,
+                                                                             mlflow_server: str) -> None:
+    import requests
+
+    api = f"{mlflow_server}/api/2.0/mlflow"
+    found = requests.post(f"{api}/runs/search", timeout=10, json={
+        "experiment_ids": [finished.experiment_id], "filter": "tags.`simtune.role` = 'sweep'"}).json()["runs"]
+    assert [r["info"]["run_id"] for r in found] == [finished.parent_run_id]
+    trials = requests.post(f"{api}/runs/search", timeout=10, json={
+        "experiment_ids": [finished.experiment_id],
+        "filter": f"tags.`mlflow.parentRunId` = '{finished.parent_run_id}'"}).json()["runs"]
+    assert len(trials) == 2
+    by_value = {next(p["value"] for p in r["data"]["params"] if p["key"] == "stage1.lambda_ci"): r for r in trials}
+    assert {r["info"]["status"] for r in trials} == {"FINISHED", "FAILED"}
+    ok = by_value["0.001"]["info"]["run_id"]
+    history = requests.get(f"{api}/metrics/get-history", timeout=10,
+                           params={"run_id": ok, "metric_key": "val/miou"}).json()["metrics"]
+    assert sorted(int(m["step"]) for m in history) == [2, 4, 6, 8, 10]
+    assert requests.get(f"{api}/metrics/get-history", timeout=10, params={
+        "run_id": ok, "metric_key": "val/iou/road"}).json()["metrics"]
