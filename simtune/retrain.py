@@ -286,7 +286,7 @@ def _log_model(uri: str, run: SeedRun) -> str:
     net = build_segmenter(m.backbone, m.num_classes, aspp_all_branches=m.aspp_all_branches,
                           multi_level=m.multi_level, width=m.width)
     net.load_state_dict(load_segmenter_state(locate(run.run_dir)[1]))
-    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1), "image")]),
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1))]),
                                outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, m.num_classes, -1, -1))]))
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from simtune.data.synth import BenchmarkPaths, generate_benchmark
 from simtune.errors import DataError, SimtuneError
 from simtune.labels import CITYSCAPES_ID_TO_TRAIN, STUFF_IDS, THING_IDS, lookup_table
 
-TINY = {"num_source": 8, "num_target_train": 7, "num_target_val_per_city": 2}
+TINY: dict[str, Any] = {"num_source": 8, "num_target_train": 7, "num_target_val_per_city": 2}
 TO_TRAIN = lookup_table(CITYSCAPES_ID_TO_TRAIN, 256)
 
 
@@ -79,10 +80,10 @@ def test_images_and_labels_match_in_size_and_hold_valid_ids(bench: Path) -> None
         pairs.append((image, Path(label + "_labelIds.png"), (256, 128)))
     valid = set(CITYSCAPES_ID_TO_TRAIN) | {0}
     for image_path, label_path, size in pairs:
-        image, label = Image.open(image_path), Image.open(label_path)
-        assert image.mode == "RGB" and label.mode in ("L", "P")
-        assert image.size == label.size == size
-        assert set(np.unique(np.asarray(label)).tolist()) <= valid
+        rgb, ids = Image.open(image_path), Image.open(label_path)
+        assert rgb.mode == "RGB" and ids.mode in ("L", "P")
+        assert rgb.size == ids.size == size
+        assert set(np.unique(np.asarray(ids)).tolist()) <= valid
 
 
 def test_all_stuff_and_at_least_six_thing_classes_appear(bench: Path) -> None:

@@ -128,7 +128,7 @@ def test_parent_run_is_recorded_once_and_found_again_on_resume(tmp_path: Path) -
 # ----------------------------------------------------------------------------- Tune runs of a trivial trainable
 
 
-def fake_trial(params: dict[str, Any], runs_dir: str, reports: int = 5) -> None:
+def fake_trial(params: dict[str, Any], runs_dir: str, reports: int = 5, pause_s: float = 0.0) -> None:
     """Writes a run dir like ``run_pipeline`` and reports one evaluation per step of 2 iterations.
 
     ``lambda_ci`` 0.01 fails at its third evaluation, unless ``<runs>/.heal`` exists.
@@ -149,6 +149,7 @@ def fake_trial(params: dict[str, Any], runs_dir: str, reports: int = 5) -> None:
         if params["stage1.lambda_ci"] == 0.01 and i == 3 and not (Path(runs_dir) / ".heal").exists():
             raise RuntimeError("boom at the third evaluation")
         tune.report({**{k: v for k, v in record.items() if k != "step"}, "stage": 1, "loss/seg_src": 1.0 / i})
+        time.sleep(pause_s)
     (run_dir / "results.json").write_text(json.dumps({"stages": {"stage1": history[-1]}}))
 
 
@@ -163,11 +164,12 @@ def ray_session() -> Any:
     ray.shutdown()
 
 
-def run_tune(tracker: SweepTracker, values: list[float], *, reports: int = 5, concurrent: int = 2) -> Any:
+def run_tune(tracker: SweepTracker, values: list[float], *, reports: int = 5, concurrent: int = 2,
+             pause_s: float = 0.0) -> Any:
     from ray import tune
 
-    trainable = tune.with_resources(
-        tune.with_parameters(fake_trial, runs_dir=str(tracker.sweep_dir / "runs"), reports=reports), {"cpu": 1})
+    trainable = tune.with_resources(tune.with_parameters(
+        fake_trial, runs_dir=str(tracker.sweep_dir / "runs"), reports=reports, pause_s=pause_s), {"cpu": 1})
     tuner = tune.Tuner(trainable, param_space={"stage1.lambda_ci": tune.grid_search(values)},
                        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
                        run_config=tune.RunConfig(name="tune", storage_path=str(tracker.sweep_dir),
@@ -231,12 +233,13 @@ def test_eight_concurrent_trials_log_without_database_locks(ray_session: Any, tm
     (tracker.sweep_dir / "runs" / ".heal").write_text("")  # no failures here
     values = [0.001 * (i + 1) for i in range(8)]
     with caplog.at_level("WARNING"):
-        run_tune(tracker, values, reports=40, concurrent=8)
+        run_tune(tracker, values, reports=40, concurrent=8, pause_s=0.15)
     out = capfd.readouterr()
     logs = out.out + out.err + caplog.text
     assert logs.count("database is locked") == 0 and "simtune tracking: could not log" not in logs
     runs = search(tracker.client, tracker.experiment_id, {"mlflow.parentRunId": tracker.parent_run_id})
     assert len(runs) == 8 and all(r.info.status == "FINISHED" for r in runs)
+    assert max(r.info.start_time for r in runs) < min(r.info.end_time for r in runs)  # all 8 ran at once
     for run in runs:
         assert len(tracker.client.get_metric_history(run.info.run_id, "val/miou")) == 40
 
@@ -270,16 +273,26 @@ def test_resumed_sweep_reuses_parent_and_children_without_duplicate_points(ray_s
 @pytest.fixture
 def mlflow_server(finished: SweepTracker) -> Any:
     port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no background job workers
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", finished.tracking_uri,
                              "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(url, proc)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C the server's process group (it ignores SIGTERM while serving); kill it if that fails."""
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
         proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
 
 
 def _wait_until_up(url: str, proc: subprocess.Popen[bytes]) -> None:

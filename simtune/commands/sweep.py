@@ -71,8 +71,12 @@ def format_summary(summary: dict[str, Any]) -> str:
                      *(_num(trial["params"][p]) for p in params)])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
-    lines.append(f"{counts['total']} trials: {counts['TERMINATED']} finished ({counts['stopped_early']} stopped "
-                 f"early, marked *), {counts['failed']} failed, {counts['retried']} retried")
+    lines.append(f"{counts['total']} trials: {counts['finished']} finished ({counts['stopped_early']} stopped "
+                 f"early, marked *), {counts['failed']} failed, {counts['retried']} recovered after a crash")
+    unfinished = counts["total"] - counts["finished"] - counts["failed"]
+    if unfinished:
+        lines.append(f"interrupted with {unfinished} trials unfinished; continue with --resume --name "
+                     f"{summary['sweep']} --storage {Path(summary['sweep_dir']).parent}")
     for trial in summary["trials"]:
         if trial["status"] == "ERROR":
             lines.append(f"  failed {trial['trial_id']}: {trial['failure_reason']}")

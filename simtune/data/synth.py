@@ -515,16 +515,17 @@ def develop(image: np.ndarray, rng: Rng, style: Style) -> np.ndarray:
         (H, W, 3) uint8 RGB.
     """
     h, w = image.shape[:2]
-    img = image.astype(np.float32) / 255.0
+    img: np.ndarray = image.astype(np.float32) / 255.0  # (H, W, 3) in 0..1
     if style.texture > 0:  # blotchy shading at two scales, so flat regions are not flat
         for cell, amp in ((16, 1.0), (4, 0.4)):
             grid = rng.standard_normal((h // cell + 2, w // cell + 2)).astype(np.float32)
-            img *= 1 + style.texture * amp * cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)[..., None]
+            blotches = cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)  # (H, W)
+            img *= 1 + style.texture * amp * blotches[..., None]
     if style.blur > 0:
         img = cv2.GaussianBlur(img, (0, 0), style.blur)
     if style.noise > 0:
         img += rng.normal(0, style.noise / 255, img.shape).astype(np.float32)
-    img = np.clip(img, 0, 1) ** rng.uniform(*style.gamma)
+    img = (np.clip(img, 0, 1) ** rng.uniform(*style.gamma)).astype(np.float32)
     img *= 1 + rng.uniform(-style.cast, style.cast, 3).astype(np.float32)
     if style.vignette > 0:
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)

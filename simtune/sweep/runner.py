@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import uuid
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -54,15 +55,16 @@ def run_sweep(space: SearchSpace, options: SweepOptions, overrides: list[str]) -
     """
     import ray
 
-    _prepare_sweep_dir(space, options, overrides)
+    record = _check_sweep_dir(space, options, overrides)
     tracker = _open_tracker(space, options)
+    _record_sweep(space, options, record)
     started_ray = not ray.is_initialized()
     if started_ray:
         _init_ray(options.address)
     try:
         check_shared_storage(options.sweep_dir, explicit=options.storage_explicit)
-        results = _tuner(space, options, tracker).fit()
-        summary = summarize(space, options.sweep_dir, results)
+        _tuner(space, options, tracker).fit()
+        summary = summarize(space, options.sweep_dir)
     finally:
         if started_ray:
             ray.shutdown()
@@ -75,27 +77,33 @@ def run_sweep(space: SearchSpace, options: SweepOptions, overrides: list[str]) -
 # ----------------------------------------------------------------------------- setting up
 
 
-def _prepare_sweep_dir(space: SearchSpace, options: SweepOptions, overrides: list[str]) -> None:
-    """Record how the sweep was started; a resume must be the same sweep."""
+def _check_sweep_dir(space: SearchSpace, options: SweepOptions, overrides: list[str]) -> dict[str, Any]:
+    """Refuse to overwrite a sweep, or to resume a different one; returns the record to write."""
     from ray import tune
 
     record = {"name": options.name, "space_file": str(space.file.resolve()), "overrides": overrides,
-              "space_hash": space_hash(space)}
-    path = options.sweep_dir / "sweep.json"
+              "space_hash": space_hash(space), "settings": _settings(space)}
     if options.resume:
+        path = options.sweep_dir / "sweep.json"
         if not tune.Tuner.can_restore(str(options.sweep_dir)):
             raise ConfigError(f"{options.sweep_dir}: no sweep to resume here; check --name and --storage")
         old = json.loads(path.read_text()) if path.is_file() else {}
         if old.get("space_hash") != record["space_hash"]:
             raise ConfigError(f"{options.sweep_dir}: the search space or --set differ from the sweep being "
                               f"resumed (started with {old.get('space_file')} {' '.join(old.get('overrides', []))})")
-        return
-    if options.sweep_dir.exists() and any(options.sweep_dir.iterdir()):
+    elif options.sweep_dir.exists() and any(options.sweep_dir.iterdir()):
         raise ConfigError(f"{options.sweep_dir}: a sweep of this name exists; pass --resume or another --name")
+    return record
+
+
+def _record_sweep(space: SearchSpace, options: SweepOptions, record: dict[str, Any]) -> None:
+    """``sweep.json``, a copy of the space file and the resolved base config, once per sweep."""
+    if options.resume:
+        return
     options.sweep_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy2(space.file, options.sweep_dir / "space.yaml")
     config.dump_yaml(space.base_config, options.sweep_dir / "base_config.yaml")
-    path.write_text(json.dumps({**record, "settings": _settings(space)}, indent=1))
+    (options.sweep_dir / "sweep.json").write_text(json.dumps(record, indent=1))
 
 
 def space_hash(space: SearchSpace) -> str:
@@ -268,42 +276,55 @@ RESULT_NOISE = ("time_this_iter_s", "time_total_s", "timestamp", "training_itera
                 "done", "trial_id", "config", "experiment_tag", "should_checkpoint")
 
 
-def summarize(space: SearchSpace, sweep_dir: Path, results: Any) -> dict[str, Any]:
-    """Every trial's params, final metrics, status and failure reason; ``best`` and the counts."""
-    trials = sorted((_trial_summary(space, sweep_dir, result) for result in results), key=lambda t: t["trial_id"])
+def summarize(space: SearchSpace, sweep_dir: Path) -> dict[str, Any]:
+    """Every trial's params, final metrics, status and failure reason; ``best`` and the counts.
+
+    Read from the experiment state Tune saved, so an interrupted sweep shows its RUNNING and
+    PENDING trials as such.
+    """
+    from ray import tune
+
+    analysis = tune.ExperimentAnalysis(str(sweep_dir), default_metric=space.metric, default_mode=space.mode)
+    trials = sorted((_trial_summary(space, sweep_dir, trial) for trial in analysis.trials),
+                    key=lambda t: t["trial_id"])
     ranked = rank(trials, space.metric, space.mode)
-    counts = {status: sum(t["status"] == status for t in trials) for status in ("TERMINATED", "ERROR")}
-    counts.update(total=len(trials), stopped_early=sum(t["stopped_early"] for t in trials),
-                  failed=counts["ERROR"], retried=sum(t["attempts"] > 1 for t in trials))
+    counts = dict(Counter(t["status"] for t in trials))
+    counts.update(total=len(trials), finished=counts.get("TERMINATED", 0), failed=counts.get("ERROR", 0),
+                  stopped_early=sum(t["stopped_early"] for t in trials),
+                  retried=sum(t["failures"] > 0 and t["status"] != "ERROR" for t in trials))
     return {"sweep": sweep_dir.name, "sweep_dir": str(sweep_dir), "space_file": str(space.file),
             "metric": space.metric, "mode": space.mode, "max_iteration": space.scheduler.max_t,
             "counts": counts, "best": ranked[0] if ranked else None,
             "ranking": [t["trial_id"] for t in ranked], "trials": trials}
 
 
-def _trial_summary(space: SearchSpace, sweep_dir: Path, result: Any) -> dict[str, Any]:
-    trial_id = Path(result.path).name.removeprefix("trial_")
-    metrics = {k: v for k, v in (result.metrics or {}).items() if k not in RESULT_NOISE}
-    reason = metrics.pop("failure_reason", None) or (_error_line(result.error) if result.error else None)
+def _trial_summary(space: SearchSpace, sweep_dir: Path, trial: Any) -> dict[str, Any]:
+    metrics = {k: v for k, v in (trial.last_result or {}).items() if k not in RESULT_NOISE}
+    reason = metrics.pop("failure_reason", None)
     metrics.pop("failed", None)
+    if trial.status == "ERROR" and reason is None:
+        reason = _error_line(trial.get_pickled_error() or trial.get_error())
     iteration = int(metrics.get("iteration", 0))
-    run_dir = sweep_dir / "runs" / trial_id
-    attempts = (run_dir / "attempts.jsonl").read_text().count("\n") if (run_dir / "attempts.jsonl").is_file() else 0
-    return {"trial_id": trial_id, "status": "ERROR" if result.error else "TERMINATED",
-            "params": {key: result.config.get(key) for key in space.params}, "metrics": metrics,
-            "iteration": iteration, "stopped_early": result.error is None and iteration < space.scheduler.max_t,
-            "failure_reason": reason, "attempts": attempts, "run_dir": str(run_dir)}
+    run_dir = sweep_dir / "runs" / trial.trial_id
+    starts = run_dir / "attempts.jsonl"
+    return {"trial_id": trial.trial_id, "status": trial.status,
+            "params": {key: trial.config.get(key) for key in space.params}, "metrics": metrics,
+            "iteration": iteration, "stopped_early": trial.status == "TERMINATED" and iteration < space.scheduler.max_t,
+            "failure_reason": reason, "failures": trial.num_failures,
+            "starts": starts.read_text().count("\n") if starts.is_file() else 0, "run_dir": str(run_dir)}
 
 
 def rank(trials: list[dict[str, Any]], metric: str, mode: str) -> list[dict[str, Any]]:
-    """Trials that did not fail and evaluated ``metric``: those trained to the end first, then by metric."""
-    usable = [t for t in trials if t["status"] != "ERROR" and metric in t["metrics"]]
+    """Finished trials that evaluated ``metric``: those trained to the end first, then by metric."""
+    usable = [t for t in trials if t["status"] == "TERMINATED" and metric in t["metrics"]]
     sign = 1.0 if mode == "max" else -1.0
     return sorted(usable, key=lambda t: (not t["stopped_early"], sign * t["metrics"][metric]), reverse=True)
 
 
-def _error_line(error: BaseException) -> str:
+def _error_line(error: BaseException | None) -> str:
     """``Type: message`` of the exception a trial raised (Ray wraps it)."""
+    if error is None:
+        return "unknown error (no error file)"
     cause = getattr(error, "cause", None) or error
     text = str(cause).strip().splitlines()
     return f"{type(cause).__name__}: {text[-1] if text else ''}"

@@ -144,6 +144,7 @@ def sample_predictions(run_dir: Path, count: int) -> list[tuple[np.ndarray, np.n
     trg, m = cfg.data.target, cfg.model
     samples = split_samples(domain_samples(trg, split=cfg.data.val_split), "selection")[:count]
     dataset = SegmentationDataset(trg.dataset, samples, size=trg.size, label_size="original")
+    items = [dataset[i] for i in range(len(dataset))]
     predictions: dict[str, list[np.ndarray]] = {}
     for name, path in weights.items():
         net = build_segmenter(m.backbone, m.num_classes, aspp_all_branches=m.aspp_all_branches,
@@ -151,13 +152,13 @@ def sample_predictions(run_dir: Path, count: int) -> list[tuple[np.ndarray, np.n
         net.load_state_dict(load_segmenter_state(path))
         net.eval()
         with torch.no_grad():
-            for item in dataset:
+            for item in items:
                 logits = net(item["image"].unsqueeze(0)).logits  # (1, K, h, w)
                 logits = F.interpolate(logits, size=item["label"].shape[-2:], mode="bilinear", align_corners=False)
                 predictions.setdefault(name, []).append(logits.argmax(1)[0].numpy().astype(np.uint8))
     rows = []
-    for index, sample in enumerate(samples):
-        truth = dataset[index]["label"].numpy().astype(np.uint8)
+    for index, (sample, item) in enumerate(zip(samples, items)):
+        truth = item["label"].numpy().astype(np.uint8)
         rgb = read_image(sample.image_path, (truth.shape[1], truth.shape[0]))
         rows.append((rgb, truth, {name: preds[index] for name, preds in predictions.items()}))
     return rows

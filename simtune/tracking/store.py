@@ -428,6 +428,7 @@ class SweepOutcome:
 
 def sweep_outcome(children: list[Run], metric: str = SELECTION_METRIC, mode: str = "max") -> SweepOutcome:
     """Summarise a sweep's child runs (see ``SweepOutcome``)."""
+    children = sorted(children, key=lambda r: r.data.tags.get(TAG_TRIAL, ""))  # ties go to the first trial
     finished = [r for r in children if r.info.status == "FINISHED" and metric in r.data.metrics]
     failed = [r for r in children if r.info.status == "FAILED"]
     sign = 1.0 if mode == "max" else -1.0

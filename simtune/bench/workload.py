@@ -1,0 +1,198 @@
+"""What the benchmark runs: size presets, input scenes, and the training-step variants.
+
+Every variant is the real ``adaptation_step`` on its own networks, built by the training
+builders from one config (same seed, so the same initial weights); they differ only in the
+step's switches, the matcher and the precision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from simtune import config
+from simtune.config import Config
+from simtune.data.datasets import image_to_tensor
+from simtune.data.synth import SRC_STYLE, TRG_STYLE, render_scene
+from simtune.labels import CITYSCAPES_ID_TO_TRAIN, lookup_table
+from simtune.sim import SimMatcher
+from simtune.train.builders import Nets, build_matcher, build_nets, build_optimizers
+from simtune.train.steps import StepWeights, adaptation_step
+
+from simtune.bench.reference import ReferenceStyleMatcher
+
+
+@dataclass(frozen=True)
+class SizePreset:
+    """Networks and input sizes of one benchmark size (sizes are (W, H) in pixels)."""
+
+    name: str
+    backbone: str
+    width: int  # small backbone's first-stage channels (ignored for resnet101)
+    disc_width: int
+    src_size: tuple[int, int]
+    trg_size: tuple[int, int]
+    lr: float  # stage-1 SGD learning rate (its cost is the same at any value)
+    pseudo_images: tuple[int, int]  # the two target-set sizes of the pseudo-label pass
+
+
+PRESETS: dict[str, SizePreset] = {
+    # The paper's setting: DeepLab-v2 R101, GTA5 1280x720 + Cityscapes 1024x512, batch 1 + 1.
+    "paper": SizePreset("paper", "resnet101", 32, 64, (1280, 720), (1024, 512), 2.5e-4, (32, 128)),
+    # The built-in benchmark (experiments/synthetic.yaml): the small CPU net.
+    "small": SizePreset("small", "small", 16, 16, (160, 96), (192, 96), 0.01, (16, 64)),
+}
+NUM_PAIRS = 2  # distinct source/target scenes, cycled through the steps
+
+
+def preset_config(preset: SizePreset, *, channels_last: bool, seed: int = 0) -> Config:
+    """The training config of a preset (stage 1, mode aa_sim), validated like any experiment."""
+    changes = {
+        "seed": seed, "mode": "aa_sim",
+        "data": {"source": {"size": list(preset.src_size)}, "target": {"size": list(preset.trg_size)}},
+        "model": {"backbone": preset.backbone, "width": preset.width},
+        "discriminator": {"width": preset.disc_width},
+        "stage1": {"lr": preset.lr},
+        "runtime": {"channels_last": channels_last},
+    }
+    return config.build(changes, source="simtune bench")
+
+
+@dataclass(frozen=True)
+class ScenePair:
+    """One source and one target image on the device, with their ground truth (train ids)."""
+
+    src_image: Tensor  # (1, 3, Hs, Ws)
+    src_label: Tensor  # (1, Hs, Ws) int64
+    trg_image: Tensor  # (1, 3, Ht, Wt)
+    trg_label: Tensor  # (1, Ht, Wt) int64: for the matcher-only inputs, never trained on
+
+
+def _scene(seed: int, index: int, target: bool, size: tuple[int, int],
+           device: torch.device) -> tuple[Tensor, Tensor]:
+    rng = np.random.default_rng([seed, 1 if target else 0, index])
+    rgb, label_ids = render_scene(rng, TRG_STYLE if target else SRC_STYLE, size)
+    train_ids = lookup_table(CITYSCAPES_ID_TO_TRAIN, 256)[label_ids].astype(np.int64)
+    return image_to_tensor(rgb)[None].to(device), torch.from_numpy(train_ids)[None].to(device)
+
+
+def make_pairs(preset: SizePreset, device: torch.device, seed: int = 0) -> list[ScenePair]:
+    """``NUM_PAIRS`` street scenes of the built-in benchmark's generator at the preset's sizes."""
+    pairs = []
+    for i in range(NUM_PAIRS):
+        src_image, src_label = _scene(seed, i, False, preset.src_size, device)
+        trg_image, trg_label = _scene(seed, i, True, preset.trg_size, device)
+        pairs.append(ScenePair(src_image, src_label, trg_image, trg_label))
+    return pairs
+
+
+def step_weights_for(cfg: Config, mode: str) -> StepWeights:
+    """The loss switches of an ablation row for stage 1 (as the pipeline sets them)."""
+    s = cfg.stage1
+    return StepWeights(lambda_seg=s.lambda_seg, lambda_adv=s.lambda_adv, lambda_d=s.lambda_d,
+                       lambda_ci=s.lambda_ci, lambda_seg_aux=s.lambda_seg_aux, lambda_adv_aux=s.lambda_adv_aux,
+                       adversarial=mode != "source_only", matching=mode == "aa_sim", gan=cfg.discriminator.gan)
+
+
+@dataclass
+class Variant:
+    """One timed training step: networks, optimizers, switches, matcher and precision."""
+
+    name: str
+    description: str
+    nets: Nets
+    optimizers: dict[str, torch.optim.Optimizer]
+    weights: StepWeights
+    matcher: SimMatcher | ReferenceStyleMatcher | None
+    autocast: bool
+    pairs: list[ScenePair]
+    calls: int = 0  # steps run so far
+
+    def step(self, i: int) -> dict[str, Tensor]:
+        """The ``i``-th training step (scene pair ``i mod NUM_PAIRS``)."""
+        pair = self.pairs[i % len(self.pairs)]
+        self.calls += 1
+        needs_target = self.weights.adversarial or self.weights.matching
+        # The reference-style matcher duck-types SimMatcher.step, which is all the step calls.
+        return adaptation_step(self.nets, self.optimizers, self.weights, pair.src_image, pair.src_label,
+                               pair.trg_image if needs_target else None, None,
+                               cast(SimMatcher | None, self.matcher), self.autocast)
+
+    def source_vectors_pushed(self) -> int:
+        """Source stuff + instance vectors pushed to the banks so far (0 without a matcher)."""
+        if isinstance(self.matcher, SimMatcher):
+            return int(self.matcher.stuff_bank.counts.sum() + self.matcher.thing_bank.counts.sum())
+        return 0
+
+
+def build_variants(preset: SizePreset, device: torch.device, *, amp: bool, seed: int = 0,
+                   pairs: list[ScenePair] | None = None) -> dict[str, Variant]:
+    """source_only, aa, aa_sim (ours), aa_sim_fp32 (ours without autocast; only with ``amp``) and
+    aa_sim_reference (the authors' way: fp32, contiguous layout, reference-style matcher)."""
+    fast = preset_config(preset, channels_last=amp, seed=seed)
+    plain = preset_config(preset, channels_last=False, seed=seed)
+    pairs = pairs if pairs is not None else make_pairs(preset, device, seed)
+    rows = [("source_only", "source only (L_seg)", fast, "source_only", None, amp),
+            ("aa", "AA: + output-space adversarial, D update", fast, "aa", None, amp),
+            ("aa_sim", "AA + SIM, ours", fast, "aa_sim", "ours", amp)]
+    if amp:
+        rows.append(("aa_sim_fp32", "AA + SIM, ours in fp32", fast, "aa_sim", "ours", False))
+    rows.append(("aa_sim_reference", "AA + SIM, reference style (fp32, per-region syncs)", plain, "aa_sim",
+                 "reference", False))
+    variants = {}
+    for name, description, cfg, mode, matcher_kind, autocast in rows:
+        nets, _ = build_nets(cfg, device)
+        nets.segmenter.train()
+        matcher: SimMatcher | ReferenceStyleMatcher | None = None
+        if matcher_kind is not None:
+            matcher = build_matcher(cfg, cfg.stage1, nets, device)
+            if matcher_kind == "reference":
+                matcher = ReferenceStyleMatcher.like(matcher)
+        variants[name] = Variant(name, description, nets, build_optimizers(nets, cfg.stage1, cfg),
+                                 step_weights_for(cfg, mode), matcher, autocast, pairs)
+    return variants
+
+
+MatcherInputs = tuple[Tensor, Tensor, Tensor, Tensor]
+
+
+def _feature_map(label: Tensor, size: tuple[int, ...]) -> Tensor:
+    return F.interpolate(label[:, None].float(), size=size, mode="nearest")[:, 0].long()
+
+
+@torch.no_grad()
+def matcher_inputs(variant: Variant) -> list[MatcherInputs]:
+    """Fixed inputs of ``SimMatcher.step`` for each scene pair, from the variant's networks.
+
+    Features are fp32; the label maps are the scenes' ground truth at feature resolution,
+    so every class of the scene has its regions whatever the (untrained) network predicts.
+    """
+    out = []
+    for pair in variant.pairs:
+        src = variant.nets.segmenter(pair.src_image).features.float()
+        trg = variant.nets.segmenter(pair.trg_image).features.float()
+        out.append((src, _feature_map(pair.src_label, tuple(src.shape[-2:])), trg,
+                    _feature_map(pair.trg_label, tuple(trg.shape[-2:]))))
+    return out
+
+
+def matcher_step(matcher: SimMatcher | ReferenceStyleMatcher,
+                 inputs: list[MatcherInputs]) -> Callable[[int], object]:
+    """One matcher step (push, losses, backward into the target features) on fixed inputs."""
+
+    def step(i: int) -> object:
+        src_f, src_l, trg_f, trg_l = inputs[i % len(inputs)]
+        trg = trg_f.detach().requires_grad_(True)
+        losses = matcher.step(src_f, src_l, trg, trg_l)
+        total = losses["loss/stuff_trg"] + losses["loss/inst_trg"]
+        if total.requires_grad:
+            total.backward()
+        return total
+
+    return step

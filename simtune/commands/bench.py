@@ -1,0 +1,56 @@
+"""``simtune bench``: time the training-step variants, the matcher and the pseudo-label pass."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from simtune.errors import ConfigError
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    """``"16,64"`` -> (16, 64); ``""`` or ``"0"`` -> () (skip the pass)."""
+    try:
+        counts = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated image counts, e.g. 16,64, but got {text!r}")
+    return tuple(n for n in counts if n != 0)
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser("bench", help="time source-only / AA / AA+SIM steps, ours vs the reference way")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--size", default="small",
+                        help="paper (R101, 1280x720 + 1024x512) or small (the built-in benchmark's net)")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per variant and repeat (default 30)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds over the variants (default 3)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps per variant first (default 5)")
+    parser.add_argument("--pseudo-images", type=_counts, default=None, metavar="N,M",
+                        help="target-set sizes of the pseudo-label pass (default 16,64 small, 32,128 paper; "
+                             "0 skips it)")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="also profile this many AA+SIM steps (top ops by device time)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--clock", default="wall",
+                        help="wall (default) or cpu: process CPU time per step, for a CPU shared with other jobs")
+    parser.add_argument("--json", action="store_true", help="print the full result as one JSON object")
+    parser.add_argument("--out", type=Path, help="also write the JSON result to this file")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from simtune.bench import BenchSettings, format_report, run_bench
+
+    if args.out is not None and not args.out.parent.is_dir():
+        raise ConfigError(f"--out {args.out}: folder {args.out.parent} does not exist")
+    settings = BenchSettings(device=args.device, size=args.size, steps=args.steps, repeats=args.repeats,
+                             warmup=args.warmup, pseudo_images=args.pseudo_images, profile_steps=args.profile,
+                             threads=args.threads, clock=args.clock)
+    result = run_bench(settings, log=lambda line: print(f"bench: {line}", file=sys.stderr, flush=True))
+    text = json.dumps(result, indent=1)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    print(text if args.json else format_report(result))
+    return 0

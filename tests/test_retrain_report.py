@@ -1,0 +1,202 @@
+"""``simtune retrain`` and ``simtune report``: on hand-written run directories (fast) and on a
+tiny real sweep run through the ``simtune sweep`` CLI (slow)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from simtune import config
+from simtune.cli import main
+from simtune.errors import ConfigError
+from simtune.report import build_report, find_sweep, load_trials, rank_trials
+from simtune.retrain import retrain_best, scale_iters
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["stage1.iters=4", "stage1.schedule_iters=4", "stage2.iters=2", "stage2.schedule_iters=2", "eval.every=2",
+        "eval.max_images=2", "runtime.threads=1", "runtime.checkpoint_every=2"]
+
+
+# ----------------------------------------------------------------------------- hand-written sweeps
+
+
+def write_trial(sweep: Path, trial_id: str, vals: list[float], *, lambda_ci: float = 0.01, bank_size: int = 50,
+                finished: bool = True, seed: int = 0) -> Path:
+    """A run dir with a stage-1 history whose ``val/miou`` goes through ``vals`` (report = val + 1)."""
+    run_dir = sweep / "runs" / trial_id
+    (run_dir / "stage1").mkdir(parents=True)
+    cfg = config.build({"seed": seed, "stage1": {"lambda_ci": lambda_ci, "bank_size": bank_size}})
+    config.dump_yaml(cfg, run_dir / "config.yaml")
+    history = [{"step": 10 * (i + 1), "val/miou": v, "report/miou": v + 1, "val/iou/road": 2 * v,
+                "report/iou/road": 2 * v + 1, "iteration": 10.0 * (i + 1)} for i, v in enumerate(vals)]
+    (run_dir / "stage1" / "history.json").write_text(json.dumps(history))
+    if finished:
+        (run_dir / "results.json").write_text(json.dumps({"stages": {"stage1": history[-1]}}))
+    return run_dir
+
+
+def test_best_trial_is_chosen_by_its_last_evaluation_not_its_best_ever(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweeps" / "s"
+    write_trial(sweep, "a", [50.0, 10.0])  # best-ever 50, last 10
+    write_trial(sweep, "b", [20.0, 30.0])
+    write_trial(sweep, "c", [99.0], finished=False)  # never finished: not a candidate
+    ranked = rank_trials(load_trials(sweep))
+    assert [t.trial_id for t in ranked] == ["b", "a"]
+    assert ranked[0].final["val/miou"] == 30.0 and ranked[0].final["report/miou"] == 31.0
+
+
+def test_most_recent_sweep_is_the_default_and_unknown_names_are_one_line_errors(tmp_path: Path,
+                                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    storage = tmp_path / "sweeps"
+    write_trial(storage / "old", "a", [1.0])
+    write_trial(storage / "new", "a", [1.0])
+    (storage / "new" / "summary.json").write_text("{}")
+    assert find_sweep(storage, None).name == "new"
+    with pytest.raises(ConfigError, match="no sweep 'nope'.*new, old"):
+        find_sweep(storage, "nope")
+    assert main(["report", "--storage", str(storage), "--sweep", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("simtune report: error: no sweep 'nope'") and "\n" not in err
+
+
+def test_iters_scale_multiplies_iterations_schedules_and_eval_period() -> None:
+    cfg = config.build({"stage1": {"iters": 600, "schedule_iters": 600}, "stage2": {"iters": 300},
+                        "eval": {"every": 300}})
+    scaled = scale_iters(cfg, 0.1)
+    assert (scaled.stage1.iters, scaled.stage1.schedule_iters) == (60, 60)
+    assert (scaled.stage2.iters, scaled.stage2.schedule_iters, scaled.eval.every) == (30, 25_000, 30)
+    assert scaled.stage1.lambda_ci == cfg.stage1.lambda_ci
+
+
+def test_retrain_rejects_bad_arguments_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--seeds must be >= 1, but got 0"):
+        retrain_best(storage=tmp_path, seeds=0)
+    with pytest.raises(ConfigError, match="--iters-scale must be > 0"):
+        retrain_best(storage=tmp_path, iters_scale=0)
+
+
+def test_report_of_hand_written_sweep_has_tables_importance_and_class_iou(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweeps" / "s"
+    grid = [(lam, w) for lam in (0.001, 0.01, 0.1) for w in (10, 50)]
+    for index, (lam, w) in enumerate(grid):
+        for seed in (0, 1):  # two repeats per point: the tables show a spread
+            score = 40 - 5 * abs(np.log10(lam) + 2) - abs(w - 50) / 10 + seed
+            write_trial(sweep, f"t{index}_{seed}", [score - 3, score], lambda_ci=lam, bank_size=w, seed=seed)
+    report = build_report(sweep)
+    names = {p.name for p in report.files}
+    assert names == {"table3_stage1.lambda_ci.png", "table4_stage1.bank_size.png", "importance.png",
+                     "best_class_iou.png", "summary.md"}
+    assert report.best is not None and report.best.params["stage1.lambda_ci"] == 0.01
+    assert report.best.params["stage1.bank_size"] == 50
+    text = (sweep / "report" / "summary.md").read_text()
+    assert "## Table 3 form: mIoU vs `stage1.lambda_ci` (stage1.bank_size = 50" in text
+    assert "| 0.01 | 40.50 ± 0.71 | 41.50 ± 0.71 | 2 |" in text  # mean ± std over the two seeds
+    assert "| road |" in text and "## Parameter importance" in text
+    assert any("not attached to MLflow" in note for note in report.notes)
+
+
+# ----------------------------------------------------------------------------- a tiny real sweep
+
+
+def simtune(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "simtune.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=900)
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """2 x 2 grid over lambda_ci and bank_size, real pipeline, 6 iterations per trial."""
+    from simtune.data.synth import generate_benchmark
+
+    tmp = tmp_path_factory.mktemp("tiny")
+    bench = generate_benchmark(tmp / "bench", num_source=8, num_target_train=6, num_target_val_per_city=2, workers=1)
+    space = tmp / "space.yaml"
+    space.write_text(f"base: {REPO / 'experiments' / 'synthetic.yaml'}\nsearch: {{algorithm: grid}}\n"
+                     "resources: {cpus: 1}\nmax_concurrent: 2\nparams:\n"
+                     "  stage1.lambda_ci: {grid: [0.001, 0.01]}\n  stage1.bank_size: {grid: [10, 50]}\n")
+    sets = [f"--set={s}" for s in [*TINY, f"data.source.root={bench.source_root}",
+                                   f"data.target.root={bench.target_root}"]]
+    done = simtune("sweep", str(space), "--name", "tiny", "--storage", "sweeps", *sets, cwd=tmp)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "database is locked" not in done.stdout + done.stderr
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp}/sweeps/tiny/mlflow.db"
+    return {"dir": tmp, "uri": uri, "client": MlflowClient(uri, registry_uri=uri)}
+
+
+def runs_by_role(client: Any, role: str) -> list[Any]:
+    experiment = client.get_experiment_by_name("simtune")
+    return client.search_runs([experiment.experiment_id], filter_string=f"tags.`simtune.role` = '{role}'")
+
+
+@pytest.mark.slow
+def test_real_sweep_is_one_parent_with_a_child_per_trial(tiny_sweep: dict[str, Any]) -> None:
+    client = tiny_sweep["client"]
+    (parent,) = runs_by_role(client, "sweep")
+    trials = runs_by_role(client, "trial")
+    assert len(trials) == 4 and {t.data.tags["mlflow.parentRunId"] for t in trials} == {parent.info.run_id}
+    summary = json.loads((tiny_sweep["dir"] / "sweeps" / "tiny" / "summary.json").read_text())
+    assert {t.info.run_name for t in trials} == {t["trial_id"] for t in summary["trials"]}
+    assert parent.data.tags["simtune.best_trial_id"] == summary["best"]["trial_id"]
+    for run in trials:
+        assert run.info.status == "FINISHED"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val/miou")] == [2, 4, 6]
+        assert {"report/miou", "val/iou/car", "report/iou/road", "stage", "iteration"} <= set(run.data.metrics)
+        assert run.data.params["stage1.lambda_ci"] in ("0.001", "0.01") and run.data.params["model.backbone"] == "small"
+    best = next(t for t in trials if t.info.run_name == summary["best"]["trial_id"])
+    arts = {a.path for folder in ("figures", "pseudo", "checkpoint/stage2", "run")
+            for a in client.list_artifacts(best.info.run_id, folder)}
+    assert {"figures/miou_curve.png", "figures/class_iou.png", "figures/predictions.png", "pseudo/thresholds.json",
+            "checkpoint/stage2/model.pt", "run/config.yaml"} <= arts
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")} >= {
+        "sweep/space.yaml", "sweep/summary.json", "sweep/best_config.yaml"}
+
+
+@pytest.mark.slow
+def test_retrain_two_seeds_logs_mean_std_and_registers_the_champion(tiny_sweep: dict[str, Any]) -> None:
+    import mlflow
+
+    tmp, client = tiny_sweep["dir"], tiny_sweep["client"]
+    done = simtune("retrain", "--best", "--seeds", "2", "--compare-runner-up", cwd=tmp)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "LAST evaluation" in done.stdout and "@champion" in done.stdout
+    (parent,) = runs_by_role(client, "retrain")
+    (sweep_parent,) = runs_by_role(client, "sweep")
+    assert parent.data.tags["simtune.sweep_parent_run_id"] == sweep_parent.info.run_id
+    seeds = runs_by_role(client, "retrain_seed")
+    assert len(seeds) == 4 and {s.data.tags["mlflow.parentRunId"] for s in seeds} == {parent.info.run_id}
+    best = [s for s in seeds if s.data.tags["simtune.candidate"] == "best"]
+    assert sorted(s.data.params["seed"] for s in best) == ["0", "1"]
+    values = [s.data.metrics["report/miou"] for s in best]
+    assert parent.data.metrics["best/report/miou_mean"] == pytest.approx(np.mean(values))
+    assert parent.data.metrics["best/report/miou_std"] == pytest.approx(np.std(values, ddof=1))
+    assert "runner_up/report/miou_mean" in parent.data.metrics
+    assert {"loss/seg_src", "lr"} <= set(best[0].data.metrics)  # losses logged live during retraining
+    version = client.get_model_version_by_alias("simtune-tiny", "champion")
+    assert version.run_id in {s.info.run_id for s in best}
+    mlflow.set_registry_uri(tiny_sweep["uri"])
+    mlflow.set_tracking_uri(tiny_sweep["uri"])
+    model = mlflow.pyfunc.load_model("models:/simtune-tiny@champion")
+    logits = model.predict(np.zeros((1, 3, 96, 192), dtype=np.float32))
+    assert logits.shape[:2] == (1, 19)
+
+
+@pytest.mark.slow
+def test_report_of_real_sweep_writes_figures_and_attaches_them(tiny_sweep: dict[str, Any]) -> None:
+    tmp, client = tiny_sweep["dir"], tiny_sweep["client"]
+    done = simtune("report", "--sweep", "tiny", cwd=tmp)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp / "sweeps" / "tiny" / "report"
+    for name in ("table3_stage1.lambda_ci.png", "table4_stage1.bank_size.png", "best_class_iou.png", "summary.md"):
+        assert (out / name).is_file(), name
+    (parent,) = runs_by_role(client, "sweep")
+    attached = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/summary.md", "report/table3_stage1.lambda_ci.png"} <= attached
+    assert "attached to MLflow run" in done.stdout

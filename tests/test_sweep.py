@@ -1,0 +1,254 @@
+"""Real sweeps on a real local Ray (and a real 2-node Ray cluster), through the real CLI.
+
+Every trial runs the real pipeline for a few iterations on the tiny benchmark: stage 1 = 4
+iterations, stage 2 = 2, an evaluation every 2, so a full trial reports iterations 2, 4, 6.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from simtune import config
+from simtune.testing import SYNTHETIC_EXPERIMENT, tiny_overrides
+
+FULL = 6  # iterations of a complete tiny trial (4 + 2)
+RAY = Path(sys.executable).with_name("ray")
+# Ray's token authentication: every node, `ray status` and the driver use ~/.ray/auth_token.
+CLUSTER_ENV = {**os.environ, "RAY_AUTH_MODE": "token"}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def write_space(folder: Path, tiny_bench: tuple[Path, Path], params: dict[str, Any], **settings: Any) -> Path:
+    """A space over the synthetic experiment, shrunk to the tiny benchmark through its ``set:``."""
+    tiny = dict(text.split("=", 1) for text in tiny_overrides(*tiny_bench))
+    body = {"base": str(SYNTHETIC_EXPERIMENT), "set": {k: yaml.safe_load(v) for k, v in tiny.items()},
+            "max_concurrent": 2, **settings, "params": params}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "space.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def sweep_command(space: Path, storage: Path, name: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "simtune.cli", "sweep", str(space), "--storage", str(storage), "--name", name,
+            *extra]
+
+
+def run_sweep(space: Path, storage: Path, name: str, *extra: str, env: dict[str, str] | None = None,
+              timeout: int = 240) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(sweep_command(space, storage, name, *extra), capture_output=True, text=True,
+                          timeout=timeout, cwd=storage.parent, env={**os.environ, **(env or {})})
+    assert proc.returncode == 0, f"sweep failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def summary_of(sweep_dir: Path) -> dict[str, Any]:
+    return json.loads((sweep_dir / "summary.json").read_text())
+
+
+def by_param(summary: dict[str, Any], key: str) -> dict[Any, dict[str, Any]]:
+    return {trial["params"][key]: trial for trial in summary["trials"]}
+
+
+def tune_results(sweep_dir: Path, trial_id: str) -> list[dict[str, Any]]:
+    """Every result Tune recorded for a trial, over all its attempts."""
+    lines = (sweep_dir / f"trial_{trial_id}" / "result.json").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def attempts(sweep_dir: Path, trial_id: str) -> list[dict[str, Any]]:
+    path = sweep_dir / "runs" / trial_id / "attempts.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def kill_group(process: subprocess.Popen[Any], sig: int = signal.SIGKILL) -> None:
+    """Signal the process group this test started (the process was made its leader)."""
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+
+def test_grid_sweep_end_to_end_shares_stage1(tmp_path: Path, tiny_bench: tuple[Path, Path]) -> None:
+    space = write_space(tmp_path, tiny_bench, {"pseudo_label.quantile": {"grid": [0.3, 0.6]}})
+    proc = run_sweep(space, tmp_path / "sweeps", "grid")
+    sweep_dir = tmp_path / "sweeps" / "grid"
+    summary = summary_of(sweep_dir)
+    assert summary["counts"]["total"] == summary["counts"]["finished"] == 2 and summary["counts"]["failed"] == 0
+    trials = by_param(summary, "pseudo_label.quantile")
+    assert set(trials) == {0.3, 0.6}
+    assert all(t["iteration"] == FULL and t["metrics"]["stage"] == 2 for t in trials.values())
+    best = max(trials.values(), key=lambda t: t["metrics"]["val/miou"])  # selection split, last evaluation
+    assert summary["best"]["trial_id"] == best["trial_id"]
+    best_cfg = config.load(sweep_dir / "best_config.yaml")
+    assert best_cfg.pseudo_label.quantile == best["params"]["pseudo_label.quantile"]
+    assert best_cfg.stage1.iters == 4 and best_cfg.model.backbone == "small"
+    assert "best config:" in proc.stdout and best["trial_id"] in proc.stdout
+    # The global iteration grows over both stages; stage 1 ran once and was shared.
+    for trial in trials.values():
+        reported = tune_results(sweep_dir, trial["trial_id"])
+        assert [(r["iteration"], r["stage"]) for r in reported] == [(2, 1), (4, 1), (6, 2)]
+    done = [json.loads((Path(t["run_dir"]) / "stage1" / "done.json").read_text()) for t in trials.values()]
+    assert sorted("from_cache" in d for d in done) == [False, True]
+    assert len([p for p in (sweep_dir / "stage1_cache").iterdir() if p.is_dir() and not p.name.startswith(".")]) == 1
+
+
+@pytest.mark.slow
+def test_optuna_with_asha_stops_some_trials_early(tmp_path: Path, tiny_bench: tuple[Path, Path]) -> None:
+    params = {"seed": {"randint": [0, 1000]}, "stage1.lambda_ci": {"loguniform": [0.001, 0.1]}}
+    space = write_space(tmp_path, tiny_bench, params, num_samples=6,
+                        search={"algorithm": "optuna", "seed": 0},
+                        scheduler={"type": "asha", "grace_period": 2, "reduction_factor": 4, "max_t": FULL})
+    proc = run_sweep(space, tmp_path / "sweeps", "asha")
+    summary = summary_of(tmp_path / "sweeps" / "asha")
+    iterations = sorted(t["iteration"] for t in summary["trials"])
+    assert len(iterations) == 6 and summary["counts"]["failed"] == 0
+    assert iterations[0] < FULL, "ASHA stopped no trial"
+    assert iterations[-1] == FULL
+    assert summary["counts"]["stopped_early"] == sum(i < FULL for i in iterations)
+    assert summary["best"]["iteration"] == FULL  # fully trained trials rank first
+    assert "*" in proc.stdout or summary["counts"]["stopped_early"] > 0
+
+
+@pytest.mark.slow
+def test_crash_is_retried_from_checkpoint_and_nan_fails_alone(tmp_path: Path, tiny_bench: tuple[Path, Path]) -> None:
+    space = write_space(tmp_path, tiny_bench, {"stage1.lambda_ci": {"grid": [0.01, 0.02, 0.03]}}, max_failures=2)
+    fault = "crash_once_at=2@stage1.lambda_ci=0.01;nan_at=4@stage1.lambda_ci=0.03"
+    proc = run_sweep(space, tmp_path / "sweeps", "faults", env={"SIMTUNE_FAULT": fault})
+    sweep_dir = tmp_path / "sweeps" / "faults"
+    summary = summary_of(sweep_dir)
+    crashed, healthy, diverged = (by_param(summary, "stage1.lambda_ci")[v] for v in (0.01, 0.02, 0.03))
+
+    assert crashed["status"] == "TERMINATED" and crashed["iteration"] == FULL and crashed["failures"] == 1
+    second = attempts(sweep_dir, crashed["trial_id"])[1]
+    assert second["restored_checkpoint_iteration"] == 2  # from Tune's checkpoint, not from scratch
+    reported = [r["iteration"] for r in tune_results(sweep_dir, crashed["trial_id"])]
+    assert reported == [2, 4, 6]  # continued after 2; never restarted at 0
+
+    assert diverged["status"] == "ERROR" and "nan" in diverged["failure_reason"]
+    assert diverged["failures"] == 1 and len(attempts(sweep_dir, diverged["trial_id"])) == 1  # not retried
+    assert (Path(diverged["run_dir"]) / "failure.json").is_file()
+
+    assert healthy["status"] == "TERMINATED" and healthy["iteration"] == FULL
+    assert summary["counts"]["failed"] == 1 and summary["counts"]["retried"] == 1
+    assert summary["best"]["trial_id"] != diverged["trial_id"]
+    assert f"failed {diverged['trial_id']}:" in proc.stdout
+
+
+@pytest.mark.slow
+def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path: Path,
+                                                                 tiny_bench: tuple[Path, Path]) -> None:
+    values = [0.01, 0.02, 0.03]
+    space = write_space(tmp_path, tiny_bench, {"stage1.lambda_ci": {"grid": values}}, max_concurrent=1)
+    storage, sweep_dir = tmp_path / "sweeps", tmp_path / "sweeps" / "killed"
+    driver = subprocess.Popen(sweep_command(space, storage, "killed"), cwd=tmp_path, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        finished = _wait_for_second_trial(sweep_dir, driver)
+        before = {t: len(tune_results(sweep_dir, t)) for t in finished}
+        driver.kill()  # kill -9 of the driver only
+        driver.wait(timeout=30)
+    finally:
+        time.sleep(2)
+        kill_group(driver)  # Ray helpers the dead driver left behind
+    proc = run_sweep(space, storage, "killed", "--resume")
+    summary = summary_of(sweep_dir)
+    assert summary["counts"]["total"] == summary["counts"]["finished"] == len(values)
+    assert all(t["iteration"] == FULL for t in summary["trials"])
+    for trial_id, count in before.items():
+        assert len(attempts(sweep_dir, trial_id)) == 1, f"finished trial {trial_id} ran again"
+        assert len(tune_results(sweep_dir, trial_id)) == count
+    assert "best config:" in proc.stdout
+
+
+def _wait_for_second_trial(sweep_dir: Path, driver: subprocess.Popen[Any], timeout: float = 180) -> list[str]:
+    """Wait until one trial finished and the next one reported (Tune has saved the first as done)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert driver.poll() is None, "the sweep ended before it could be killed"
+        runs = sorted(p for p in (sweep_dir / "runs").glob("*") if p.is_dir())
+        finished = [p.name for p in runs if (p / "results.json").is_file()]
+        running = [p.name for p in runs if p.name not in finished]
+        if finished and running and (sweep_dir / f"trial_{running[0]}" / "result.json").is_file() \
+                and (sweep_dir / f"trial_{running[0]}" / "result.json").read_text().strip():
+            time.sleep(1)
+            return finished
+        time.sleep(0.5)
+    raise AssertionError("no trial finished in time")
+
+
+# ----------------------------------------------------------------------------- a real 2-node cluster
+
+
+@pytest.fixture
+def two_node_cluster(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A head and a worker node on 127.0.0.1, one CPU each; yields the address."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    temp_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"rt{port}"  # short: Ray's socket paths are limited
+    common = {"start_new_session": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
+              "env": CLUSTER_ENV}
+    nodes = [subprocess.Popen([str(RAY), "start", "--head", f"--port={port}", "--num-cpus=1", "--block",
+                               "--include-dashboard=false", f"--temp-dir={temp_dir}"], **common)]  # type: ignore[call-overload]
+    try:
+        _wait_for_nodes(address, 1)
+        nodes.append(subprocess.Popen([str(RAY), "start", f"--address={address}", "--num-cpus=1", "--block"],
+                                      **common))  # type: ignore[call-overload]
+        _wait_for_nodes(address, 2)
+        yield address
+    finally:
+        for node in reversed(nodes):
+            kill_group(node, signal.SIGTERM)
+        time.sleep(3)
+        for node in nodes:
+            kill_group(node)
+            node.wait(timeout=30)
+
+
+def _wait_for_nodes(address: str, count: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = subprocess.run([str(RAY), "status", f"--address={address}"], capture_output=True, text=True,
+                                timeout=60, env=CLUSTER_ENV)
+        active = status.stdout.split("Pending:")[0] if status.returncode == 0 else ""
+        if active.count("node_") >= count:
+            return
+        time.sleep(1)
+    raise AssertionError(f"Ray cluster at {address} did not reach {count} nodes")
+
+
+@pytest.mark.slow
+def test_sweep_on_a_two_node_cluster(tmp_path: Path, tiny_bench: tuple[Path, Path], two_node_cluster: str) -> None:
+    space = write_space(tmp_path, tiny_bench, {"pseudo_label.quantile": {"grid": [0.3, 0.6]}})
+    implicit = subprocess.run([sys.executable, "-m", "simtune.cli", "sweep", str(space), "--address",
+                               two_node_cluster, "--name", "nostorage"], capture_output=True, text=True,
+                              timeout=180, cwd=tmp_path, env=CLUSTER_ENV)
+    error = implicit.stderr.strip().splitlines()[-1]  # after Ray's own connection warnings
+    assert implicit.returncode == 2 and error.startswith("simtune sweep: error:") and "--storage" in error
+
+    run_sweep(space, tmp_path / "shared", "cluster", "--address", two_node_cluster, env=CLUSTER_ENV)
+    summary = summary_of(tmp_path / "shared" / "cluster")
+    assert summary["counts"]["finished"] == 2
+    assert all(t["iteration"] == FULL for t in summary["trials"])
