@@ -190,7 +190,7 @@ def _build_dataclass(cls: type, data: Any, *, prefix: str, source: str) -> Any:
             if not isinstance(raw, dict):
                 raise ConfigError(f"{source}: '{path}' must be a mapping, got {raw!r}")
             merged = deep_merge(dataclasses.asdict(getattr(defaults, key)), raw)
-            values[key] = _build_dataclass(hint, merged, prefix=path + ".", source=source)
+            values[key] = _build_dataclass(typing.cast(type, hint), merged, prefix=path + ".", source=source)
         else:
             values[key] = _coerce(hint, raw, path=path, source=source)
     return dataclasses.replace(defaults, **values)

@@ -126,9 +126,11 @@ def build_nets(cfg: Config, device: torch.device) -> tuple[Nets, str]:
     disc = build_discriminator(m.num_classes, width=d_width)
     disc_aux = build_discriminator(m.num_classes, width=d_width) if m.multi_level else None
     nets = Nets(seg, disc, disc_aux)
-    memory_format = torch.channels_last if device.type == "cuda" and cfg.runtime.channels_last else None
+    channels_last = device.type == "cuda" and cfg.runtime.channels_last
     for module in nets.modules().values():
-        module.to(device=device, memory_format=memory_format) if memory_format else module.to(device)
+        module.to(device)
+        if channels_last:
+            module.to(memory_format=torch.channels_last)
     return nets, report
 
 

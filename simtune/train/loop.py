@@ -144,17 +144,19 @@ class LossMonitor(Hook):
 
 @dataclass
 class Periodic(Hook):
-    """Calls ``action(state)`` every ``every`` iterations and at the end of the stage."""
+    """Calls ``action(state)`` every ``every`` iterations and (``at_end``) when the stage ends."""
 
     every: int
     action: Callable[[LoopState], None]
+    at_end: bool = True
 
     def after_step(self, state: LoopState, losses: dict[str, Tensor]) -> None:
         if self.every > 0 and state.iteration % self.every == 0 and not state.done:
             self.action(state)
 
     def after_stage(self, state: LoopState) -> None:
-        self.action(state)
+        if self.at_end:
+            self.action(state)
 
 
 class Progress(Hook):

@@ -119,7 +119,7 @@ def make_pseudo_labels(segmenter: torch.nn.Module, dataset: Dataset[Any], rule: 
     ``pred_dir`` may already hold the predictions (shared stage 1): then no model pass runs
     for the SIM rule.
     """
-    num_classes = segmenter.num_classes if hasattr(segmenter, "num_classes") else 19
+    num_classes = int(getattr(segmenter, "num_classes"))
     if (pred_dir / "histogram.npy").is_file():
         hist = ConfidenceHistogram.from_counts(torch.as_tensor(np.load(pred_dir / "histogram.npy")))
     else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,7 +72,7 @@ class StageRun:
         self.state.iteration = state["iteration"]
 
 
-def eval_metrics(nets: Nets, val: dict[str, Dataset[Any]], device: torch.device, autocast: bool,
+def eval_metrics(nets: Nets, val: Mapping[str, Dataset[Any]], device: torch.device, autocast: bool,
                  source_dataset: str = "gta5") -> dict[str, float]:
     """mIoU and per-class IoU on each val part: ``val/...`` = selection, ``report/...`` = report.
 
@@ -94,7 +94,7 @@ def eval_metrics(nets: Nets, val: dict[str, Dataset[Any]], device: torch.device,
     return metrics
 
 
-def run_stage(plan: StagePlan, cfg: Config, *, val: dict[str, Dataset[Any]], device: torch.device,
+def run_stage(plan: StagePlan, cfg: Config, *, val: Mapping[str, Dataset[Any]], device: torch.device,
               stage_dir: Path, callbacks: Sequence[Callback], resume_from: dict[str, Any] | None,
               progress: bool) -> dict[str, float]:
     """Train one stage from fresh initial weights (or a mid-stage checkpoint).
@@ -119,6 +119,10 @@ def run_stage(plan: StagePlan, cfg: Config, *, val: dict[str, Dataset[Any]], dev
         ckpt.atomic_save(run.state_dict(), path)
         return path
 
+    def save_between_evals(state: LoopState) -> None:
+        if cfg.eval.every <= 0 or state.iteration % cfg.eval.every:  # an evaluation saves anyway
+            save(state)
+
     def evaluate(state: LoopState) -> None:
         metrics = eval_metrics(nets, val, device, autocast, cfg.data.source.dataset)
         metrics["iteration"] = float(state.global_iteration)
@@ -133,7 +137,7 @@ def run_stage(plan: StagePlan, cfg: Config, *, val: dict[str, Dataset[Any]], dev
         PolyLR(list(optimizers.values()), plan.settings.schedule_iters, plan.settings.poly_power),
         monitor,
         Periodic(cfg.eval.every, evaluate),
-        Periodic(cfg.runtime.checkpoint_every, lambda s: None if s.iteration % cfg.eval.every == 0 else save(s)),
+        Periodic(cfg.runtime.checkpoint_every, save_between_evals, at_end=False),  # the final eval saves
         Progress(monitor, progress),
     ]
     nets.segmenter.train()

@@ -7,6 +7,7 @@ one label-map copy inside ``SimMatcher.step``.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -57,9 +58,9 @@ def gan_loss(d_logits: Tensor, target: float, kind: str) -> Tensor:
     return F.binary_cross_entropy_with_logits(d_logits.float(), goal.float())
 
 
-def upsampled_softmax(logits: Tensor, size: tuple[int, int]) -> Tensor:
+def upsampled_softmax(logits: Tensor, size: Sequence[int]) -> Tensor:
     """D's input: softmax of the logits upsampled (bilinear) to the image size, (N, K, H, W)."""
-    up = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    up = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
     return F.softmax(up.float(), dim=1)
 
 
