@@ -76,6 +76,7 @@ class RetrainResult:
     model_name: str | None = None
     model_version: str | None = None
     champion: SeedRun | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def scale_iters(cfg: Config, scale: float) -> Config:
@@ -109,27 +110,19 @@ def retrain_best(*, storage: Path, sweep: str | None = None, seeds: int = 3, ite
         raise ConfigError(f"--seeds must be >= 1, but got {seeds}")
     if not iters_scale > 0:
         raise ConfigError(f"--iters-scale must be > 0, but got {iters_scale}")
-    sweep_dir = find_sweep(storage, sweep)
-    metric, mode = selection_rule(sweep_dir)
-    ranked = rank_trials(load_trials(sweep_dir), metric, mode)
-    if not ranked:
-        raise ConfigError(f"{sweep_dir}: no finished trial with {metric}; nothing to retrain")
-    roles = ["best", "runner_up"][: 2 if compare_runner_up else 1]
-    candidates = [Candidate(role, trial) for role, trial in zip(roles, ranked)]
-    uri = normalise_uri(tracking_uri) if tracking_uri else default_tracking_uri(sweep_dir)
-    client = connect(uri)
-    experiment_id = ensure_experiment(client, EXPERIMENT, uri)
-    sweep_parent = find_sweep_parent(client, experiment_id, sweep_dir.name, sweep_dir)
-    result = RetrainResult(sweep_dir, metric, mode, uri, "", sweep_parent.info.run_id if sweep_parent else None,
-                           candidates)
+    result = _plan(find_sweep(storage, sweep), compare_runner_up, tracking_uri)
+    client = connect(result.tracking_uri)
+    experiment_id = ensure_experiment(client, EXPERIMENT, result.tracking_uri)
+    sweep_parent = find_sweep_parent(client, experiment_id, result.sweep_dir.name, result.sweep_dir)
+    result.sweep_parent_run_id = sweep_parent.info.run_id if sweep_parent else None
     result.parent_run_id = _create_parent(client, experiment_id, result, seeds, iters_scale)
     try:
-        for candidate in candidates:
+        for candidate in result.candidates:
             for index in range(seeds):
                 candidate.runs.append(_train_seed(client, experiment_id, result, candidate, index, iters_scale,
                                                   progress))
         _log_spread(client, result)
-        _register(client, result, model_name or f"simtune-{sweep_dir.name}")
+        _register(client, result, model_name or f"simtune-{result.sweep_dir.name}")
     except KeyboardInterrupt:
         client.set_terminated(result.parent_run_id, "KILLED")
         raise
@@ -137,6 +130,21 @@ def retrain_best(*, storage: Path, sweep: str | None = None, seeds: int = 3, ite
         client.set_terminated(result.parent_run_id, "FAILED")
         raise
     client.set_terminated(result.parent_run_id, "FINISHED")
+    return result
+
+
+def _plan(sweep_dir: Path, compare_runner_up: bool, tracking_uri: str | None) -> RetrainResult:
+    """The candidates (best, runner-up) by the sweep's selection rule, and the store to log to."""
+    metric, mode = selection_rule(sweep_dir)
+    ranked = rank_trials(load_trials(sweep_dir), metric, mode)
+    if not ranked:
+        raise ConfigError(f"{sweep_dir}: no finished trial with {metric}; nothing to retrain")
+    roles = ["best", "runner_up"][: 2 if compare_runner_up else 1]
+    uri = normalise_uri(tracking_uri) if tracking_uri else default_tracking_uri(sweep_dir)
+    result = RetrainResult(sweep_dir, metric, mode, uri, "", None,
+                           [Candidate(role, trial) for role, trial in zip(roles, ranked)])
+    if compare_runner_up and len(ranked) < 2:
+        result.notes.append("no runner-up to compare: the sweep has a single finished trial")
     return result
 
 
@@ -157,6 +165,7 @@ def _train_seed(client: Any, experiment_id: str, result: RetrainResult, candidat
                 scale: float, progress: bool) -> SeedRun:
     """Run (or reuse) the pipeline for one seed and log it as a child of the retrain run."""
     from simtune.pipeline import run_pipeline
+    from simtune.tracking.figures import history_records
     from simtune.tracking.tune_callback import log_trial_artifacts
 
     trial = candidate.trial
@@ -180,7 +189,7 @@ def _train_seed(client: Any, experiment_id: str, result: RetrainResult, candidat
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
-    log_history(client, run_id, _histories(out), skip=logger.last_step)
+    log_history(client, run_id, history_records(out), logger.logged)
     log_trial_artifacts(client, run_id, out)
     client.set_terminated(run_id, "FINISHED")
     return SeedRun(cfg.seed, out, run_id, dict(pipeline.final))
@@ -196,19 +205,13 @@ def _reusable(out: Path, cfg: Config) -> bool:
     raise ConfigError(f"{out}: holds a different run; delete it to retrain this configuration again")
 
 
-def _histories(run_dir: Path) -> list[dict[str, Any]]:
-    from simtune.tracking.figures import read_histories
-
-    return [record for records in read_histories(run_dir).values() for record in records]
-
-
 class RunLogger(Callback):
     """Logs a pipeline's losses and evaluations to one MLflow run as they happen."""
 
     def __init__(self, client: Any, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
-        self.last_step: dict[str, int] = {}
+        self.logged: dict[str, set[int]] = {}
 
     def on_log(self, stage: str, step: int, values: dict[str, float]) -> None:
         self._log(step, values)
@@ -219,7 +222,7 @@ class RunLogger(Callback):
     def _log(self, step: int, values: dict[str, float]) -> None:
         log_metrics(self.client, self.run_id, [(k, v, step) for k, v in values.items()])
         for key in values:
-            self.last_step[key] = max(step, self.last_step.get(key, -1))
+            self.logged.setdefault(key, set()).add(step)
 
 
 def _log_spread(client: Any, result: RetrainResult) -> None:
@@ -324,4 +327,5 @@ def format_result(result: RetrainResult) -> str:
         lines.append("no model registered: every seed of the best configuration failed")
     lines.append(f"MLflow: retrain run {result.parent_run_id} in {result.tracking_uri} "
                  f"(sweep run {result.sweep_parent_run_id or 'not found'})")
+    lines += [f"note: {note}" for note in result.notes]
     return "\n".join(lines)

@@ -125,6 +125,27 @@ def test_parent_run_is_recorded_once_and_found_again_on_resume(tmp_path: Path) -
     assert (tmp_path / "sweeps" / "demo" / "mlartifacts").is_dir()  # artifacts beside the database
 
 
+def test_evaluations_that_never_reached_the_driver_are_filled_in_from_the_run_dir(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    tracker = open_tracker(tmp_path)
+    (logger,) = tracker.tune_callbacks()
+    run_dir = tracker.sweep_dir / "runs" / "t1"
+    (run_dir / "stage1").mkdir(parents=True)
+    config.dump_yaml(config.Config(), run_dir / "config.yaml")
+    history = [{"step": s, "val/miou": float(s), "iteration": float(s)} for s in (2, 4, 6)]
+    (run_dir / "stage1" / "history.json").write_text(json.dumps(history))
+    trial = SimpleNamespace(trial_id="t1", config={"stage1.lambda_ci": 0.01}, error_file=None)
+    logger.on_trial_result(0, [], trial, {"iteration": 4, "val/miou": 4.0, "stage": 1, "training_iteration": 1})
+    logger.on_trial_result(0, [], trial, {"iteration": 4, "val/miou": 4.0, "stage": 1, "training_iteration": 2})
+    logger.on_trial_complete(0, [], trial)
+    assert logger.write_errors == 0
+    (run,) = search(tracker.client, tracker.experiment_id, {"simtune.trial_id": "t1"})
+    steps = sorted(m.step for m in tracker.client.get_metric_history(run.info.run_id, "val/miou"))
+    assert steps == [2, 4, 6]  # 2 and 6 from history.json, 4 once
+    assert run.data.tags["simtune.stopped_early"] == "true"  # no results.json: a scheduler stopped it
+
+
 # ----------------------------------------------------------------------------- Tune runs of a trivial trainable
 
 
@@ -205,8 +226,10 @@ def test_each_trial_is_a_child_run_with_params_metric_history_and_artifacts(fini
     assert {"val/iou/road", "report/iou/car", "stage", "loss/seg_src", "iteration"} <= set(ok.data.metrics)
     assert "training_iteration" not in ok.data.metrics and "time_total_s" not in ok.data.metrics
     assert (ok.info.status, bad.info.status) == ("FINISHED", "FAILED")
+    assert ok.data.tags["simtune.stopped_early"] == "false"  # its run dir has results.json
     assert "boom at the third evaluation" in bad.data.tags["simtune.failure_reason"]
-    assert len(client.get_metric_history(bad.info.run_id, "val/miou")) == 2
+    # Reported at 2 and 4; the evaluation at 6 reached history.json before the crash and is filled in.
+    assert [m.step for m in client.get_metric_history(bad.info.run_id, "val/miou")] == [2, 4, 6]
     paths = {a.path for folder in ("run", "figures", "history/stage1")
              for a in client.list_artifacts(ok.info.run_id, folder)}
     assert {"run/config.yaml", "figures/miou_curve.png", "figures/class_iou.png",

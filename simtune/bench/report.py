@@ -44,6 +44,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "torch_cuda": torch.version.cuda,
         "cudnn": cudnn,
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "python": platform.python_version(),
         "packages": {name: _version(name) for name in PACKAGES},
         "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
@@ -66,7 +67,7 @@ def _variant_lines(result: dict[str, Any]) -> list[str]:
 def _ratio_lines(result: dict[str, Any]) -> list[str]:
     lines = ["ratios of per-repeat medians: median [min, max] over repeats"]
     for name, row in result["ratios"].items():
-        lines.append(f"  {name:<34} {row['median']:6.3f}  [{row['min']:.3f}, {row['max']:.3f}]")
+        lines.append(f"  {name:<50} {row['median']:6.3f}  [{row['min']:.3f}, {row['max']:.3f}]")
     return lines
 
 
@@ -83,7 +84,7 @@ def _pseudo_lines(pseudo: dict[str, Any]) -> list[str]:
 
 
 def _profile_lines(prof: dict[str, Any]) -> list[str]:
-    lines = [f"profile of aa_sim ({prof['steps']} steps, top ops by {prof['sorted_by']}; "
+    lines = [f"profile of {prof['variant']} ({prof['steps']} steps, top ops by {prof['sorted_by']}; "
              f"busy {prof['busy_ms_per_step']:.2f} ms/step):"]
     for op in prof["ops"]:
         lines.append(f"  {op['self_ms_per_step']:8.3f} ms/step {100 * op['share']:5.1f}%  "
@@ -98,33 +99,47 @@ def _load(env: dict[str, Any]) -> str:
     return f"{start[0]:.1f} at start, {end[0]:.1f} at end" if end else f"{start[0]:.1f} at start"
 
 
+def _equivalence_line(eq: dict[str, Any] | None) -> str:
+    if eq is None:
+        return "equivalence: not checked (aa_sim_reference not selected)"
+    return (f"equivalence, reference style vs ours ({eq['steps']} matcher steps, {eq['regions_per_step']:.0f} regions "
+            f"each): max |loss diff| {eq['max_loss_diff']:.3g} (losses up to {eq['max_loss']:.3g}), "
+            f"max |grad diff| {eq['max_grad_diff']:.3g}")
+
+
+def _workload_lines(result: dict[str, Any]) -> list[str]:
+    lines = []
+    m = result.get("matcher_only")
+    if m is not None:
+        lines.append(f"matcher alone (push + L_stf + L_ins + backward; fixed inputs, ground-truth maps, "
+                     f"{m['reference_regions_per_step']:.0f} regions/step): ours {m['ours']['median_ms']:.2f} ms, "
+                     f"reference {m['reference']['median_ms']:.2f} ms, reference/ours {m['ratio']['median']:.2f} "
+                     f"[{m['ratio']['min']:.2f}, {m['ratio']['max']:.2f}]")
+    w = result["workload"]
+    parts = [f"{k.replace('_per_step', '').replace('_', ' ')} {v:.1f}" for k, v in w.items() if v is not None]
+    if parts:
+        lines.append("per timed step: " + ", ".join(parts))
+    return lines
+
+
 def format_report(result: dict[str, Any]) -> str:
     """The human-readable summary of a ``run_bench`` result."""
-    env, s, eq = result["environment"], result["settings"], result["equivalence"]
-    precision = "bf16 autocast + channels_last" if s["amp"] else "fp32"
+    env, s = result["environment"], result["settings"]
+    precision = "bf16 autocast + channels_last (reference, fp32 variants: fp32)" if s["amp"] else "fp32"
     lines = [
         f"simtune bench --size {s['size']} on {env['device']} ({env['cpu_count']} CPUs, "
         f"{env['torch_threads']} torch threads)",
-        f"torch {env['torch']} (CUDA {env['torch_cuda']}, cuDNN {env['cudnn'] or '-'}); {precision}; "
+        f"torch {env['torch']} (CUDA {env['torch_cuda']}, cuDNN {env['cudnn'] or '-'}); {precision}",
         f"source {s['src_size'][0]}x{s['src_size'][1]} + target {s['trg_size'][0]}x{s['trg_size'][1]}, "
         f"{s['backbone']}; {s['repeats']} repeats x {s['steps']} steps, {s['warmup']} warm-up, {s['clock']} clock; "
         f"load average {_load(env)}",
-        f"equivalence, reference style vs ours ({eq['steps']} matcher steps, {eq['regions_per_step']:.0f} regions "
-        f"each): max |loss diff| {eq['max_loss_diff']:.3g} (losses up to {eq['max_loss']:.3g}), "
-        f"max |grad diff| {eq['max_grad_diff']:.3g}",
+        _equivalence_line(result["equivalence"]),
         "",
         *_variant_lines(result),
-        "",
-        *_ratio_lines(result),
     ]
-    m = result["matcher_only"]
-    lines += ["", f"matcher alone (push + L_stf + L_ins + backward, fixed inputs, ground-truth maps): "
-                  f"ours {m['ours']['median_ms']:.2f} ms, reference {m['reference']['median_ms']:.2f} ms, "
-                  f"reference/ours {m['ratio']['median']:.2f}"]
-    w = result["workload"]
-    lines.append(f"workload per aa_sim step: {w['source_vectors_per_step']:.1f} source vectors pushed; reference "
-                 f"path: {w['reference_regions_per_step']:.1f} regions, {w['reference_syncs_per_step']:.1f} syncs"
-                 + (f"; ours: {w['ours_syncs_per_step']} syncs" if w.get("ours_syncs_per_step") is not None else ""))
+    if result["ratios"]:
+        lines += ["", *_ratio_lines(result)]
+    lines += ["", *_workload_lines(result)]
     if result.get("pseudo_label") is not None:
         lines += ["", *_pseudo_lines(result["pseudo_label"])]
     if result.get("profile") is not None:

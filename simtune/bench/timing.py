@@ -11,7 +11,7 @@ wall time of an idle machine; with more it adds the threads' spin-waits).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,7 +62,7 @@ class VariantTimes:
                 "repeat_medians_ms": self.repeat_medians(), "steps": int(steps.shape[0])}
 
 
-def interleave(variants: dict[str, Step], *, steps: int, repeats: int, warmup: int,
+def interleave(variants: Mapping[str, Step], *, steps: int, repeats: int, warmup: int,
                device: torch.device, clock: str = "wall", on_block: Callable[[str, int, list[float]], None] | None = None
                ) -> dict[str, VariantTimes]:
     """Warm every variant up, then time ``repeats`` rounds of ``steps`` steps of each, round-robin.

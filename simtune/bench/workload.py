@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from simtune import config
+from simtune.bench.reference import ReferenceStyleMatcher
 from simtune.config import Config
 from simtune.data.datasets import image_to_tensor
 from simtune.data.synth import SRC_STYLE, TRG_STYLE, render_scene
@@ -24,8 +25,6 @@ from simtune.labels import CITYSCAPES_ID_TO_TRAIN, lookup_table
 from simtune.sim import SimMatcher
 from simtune.train.builders import Nets, build_matcher, build_nets, build_optimizers
 from simtune.train.steps import StepWeights, adaptation_step
-
-from simtune.bench.reference import ReferenceStyleMatcher
 
 
 @dataclass(frozen=True)
@@ -100,12 +99,40 @@ def step_weights_for(cfg: Config, mode: str) -> StepWeights:
                        adversarial=mode != "source_only", matching=mode == "aa_sim", gan=cfg.discriminator.gan)
 
 
+@dataclass(frozen=True)
+class VariantSpec:
+    """How one variant differs: the ablation row, the matcher, precision and layout."""
+
+    description: str
+    mode: str  # source_only | aa | aa_sim (the switches of StepWeights)
+    matcher: str | None  # None | "ours" | "reference"
+    fast: bool  # bf16 autocast + channels_last when the device has them (CUDA)
+    cuda_only: bool = False
+
+
+VARIANTS: dict[str, VariantSpec] = {
+    "source_only": VariantSpec("source only (L_seg)", "source_only", None, True),
+    "aa": VariantSpec("AA: + output-space adversarial loss and D update", "aa", None, True),
+    "aa_sim": VariantSpec("AA + SIM, ours", "aa_sim", "ours", True),
+    # Splits ours-vs-reference into the precision gain and the matching gain; same as aa_sim off CUDA.
+    "aa_sim_fp32": VariantSpec("AA + SIM, ours in fp32", "aa_sim", "ours", False, cuda_only=True),
+    "aa_sim_reference": VariantSpec("AA + SIM, reference style (fp32, a sync per region)", "aa_sim",
+                                    "reference", False),
+}
+
+
+def default_variants(amp: bool) -> tuple[str, ...]:
+    """Every variant that means something on this device (aa_sim_fp32 only with bf16)."""
+    return tuple(name for name, spec in VARIANTS.items() if amp or not spec.cuda_only)
+
+
 @dataclass
 class Variant:
     """One timed training step: networks, optimizers, switches, matcher and precision."""
 
     name: str
-    description: str
+    spec: VariantSpec
+    cfg: Config
     nets: Nets
     optimizers: dict[str, torch.optim.Optimizer]
     weights: StepWeights
@@ -124,6 +151,10 @@ class Variant:
                                pair.trg_image if needs_target else None, None,
                                cast(SimMatcher | None, self.matcher), self.autocast)
 
+    def new_matcher(self) -> SimMatcher:
+        """A fresh ``SimMatcher`` (empty banks) as training would build it for these networks."""
+        return build_matcher(self.cfg, self.cfg.stage1, self.nets, next(self.nets.segmenter.parameters()).device)
+
     def source_vectors_pushed(self) -> int:
         """Source stuff + instance vectors pushed to the banks so far (0 without a matcher)."""
         if isinstance(self.matcher, SimMatcher):
@@ -131,31 +162,27 @@ class Variant:
         return 0
 
 
-def build_variants(preset: SizePreset, device: torch.device, *, amp: bool, seed: int = 0,
-                   pairs: list[ScenePair] | None = None) -> dict[str, Variant]:
-    """source_only, aa, aa_sim (ours), aa_sim_fp32 (ours without autocast; only with ``amp``) and
-    aa_sim_reference (the authors' way: fp32, contiguous layout, reference-style matcher)."""
-    fast = preset_config(preset, channels_last=amp, seed=seed)
-    plain = preset_config(preset, channels_last=False, seed=seed)
-    pairs = pairs if pairs is not None else make_pairs(preset, device, seed)
-    rows = [("source_only", "source only (L_seg)", fast, "source_only", None, amp),
-            ("aa", "AA: + output-space adversarial, D update", fast, "aa", None, amp),
-            ("aa_sim", "AA + SIM, ours", fast, "aa_sim", "ours", amp)]
-    if amp:
-        rows.append(("aa_sim_fp32", "AA + SIM, ours in fp32", fast, "aa_sim", "ours", False))
-    rows.append(("aa_sim_reference", "AA + SIM, reference style (fp32, per-region syncs)", plain, "aa_sim",
-                 "reference", False))
+def build_variants(preset: SizePreset, device: torch.device, names: tuple[str, ...], *, amp: bool,
+                   seed: int = 0) -> dict[str, Variant]:
+    """The named variants (``VARIANTS``), each on its own networks with the same initial weights.
+
+    ``amp``: bf16 autocast + channels_last for the variants marked fast (CUDA).
+    """
+    pairs = make_pairs(preset, device, seed)
     variants = {}
-    for name, description, cfg, mode, matcher_kind, autocast in rows:
+    for name in names:
+        spec = VARIANTS[name]
+        fast = amp and spec.fast
+        cfg = preset_config(preset, channels_last=fast, seed=seed)
         nets, _ = build_nets(cfg, device)
         nets.segmenter.train()
         matcher: SimMatcher | ReferenceStyleMatcher | None = None
-        if matcher_kind is not None:
+        if spec.matcher is not None:
             matcher = build_matcher(cfg, cfg.stage1, nets, device)
-            if matcher_kind == "reference":
+            if spec.matcher == "reference":
                 matcher = ReferenceStyleMatcher.like(matcher)
-        variants[name] = Variant(name, description, nets, build_optimizers(nets, cfg.stage1, cfg),
-                                 step_weights_for(cfg, mode), matcher, autocast, pairs)
+        variants[name] = Variant(name, spec, cfg, nets, build_optimizers(nets, cfg.stage1, cfg),
+                                 step_weights_for(cfg, spec.mode), matcher, fast, pairs)
     return variants
 
 

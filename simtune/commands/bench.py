@@ -19,6 +19,10 @@ def _counts(text: str) -> tuple[int, ...]:
     return tuple(n for n in counts if n != 0)
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser("bench", help="time source-only / AA / AA+SIM steps, ours vs the reference way")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -27,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--steps", type=int, default=30, help="timed steps per variant and repeat (default 30)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds over the variants (default 3)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps per variant first (default 5)")
+    parser.add_argument("--variants", type=_names, default=None, metavar="A,B",
+                        help="time only these: source_only, aa, aa_sim, aa_sim_fp32 (CUDA), aa_sim_reference "
+                             "(default all; the equivalence check and matcher timing need aa_sim_reference)")
     parser.add_argument("--pseudo-images", type=_counts, default=None, metavar="N,M",
                         help="target-set sizes of the pseudo-label pass (default 16,64 small, 32,128 paper; "
                              "0 skips it)")
@@ -47,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {args.out}: folder {args.out.parent} does not exist")
     settings = BenchSettings(device=args.device, size=args.size, steps=args.steps, repeats=args.repeats,
                              warmup=args.warmup, pseudo_images=args.pseudo_images, profile_steps=args.profile,
-                             threads=args.threads, clock=args.clock)
+                             threads=args.threads, clock=args.clock, variants=args.variants)
     result = run_bench(settings, log=lambda line: print(f"bench: {line}", file=sys.stderr, flush=True))
     text = json.dumps(result, indent=1)
     if args.out is not None:

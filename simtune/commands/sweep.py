@@ -23,11 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--address", default=None, help="existing Ray cluster, e.g. HEAD:6379 (default: "
                         "RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--num-samples", type=int, help="trials (grid: passes over the grid)")
+    parser.add_argument("--search-seed", type=int, help="seed of the search algorithm (replaces search.seed)")
     parser.add_argument("--cpus-per-trial", type=float, help="CPUs one trial reserves")
     parser.add_argument("--gpus-per-trial", type=float, help="GPUs one trial reserves; fractions share a GPU")
     parser.add_argument("--max-concurrent", type=int, help="most trials running at once")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value of the base experiment (repeatable)")
+    parser.add_argument("--no-stage1-cache", action="store_true",
+                        help="train stage 1 in every trial, even where another trial's stage 1 is identical")
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the tracking layer's)")
     parser.set_defaults(func=run)
 
@@ -38,11 +41,12 @@ def run(args: argparse.Namespace) -> int:
 
     space = override_settings(load_space(args.space, args.overrides), num_samples=args.num_samples,
                               cpus=args.cpus_per_trial, gpus=args.gpus_per_trial,
-                              max_concurrent=args.max_concurrent)
+                              max_concurrent=args.max_concurrent, search_seed=args.search_seed)
     storage = (args.storage or Path("sweeps")).resolve()
     name = args.name or _default_name(args.space, storage, args.resume)
     options = SweepOptions(name=name, storage=storage, storage_explicit=args.storage is not None,
-                           resume=args.resume, address=args.address, tracking_uri=args.tracking_uri)
+                           resume=args.resume, address=args.address, tracking_uri=args.tracking_uri,
+                           share_stage1=not args.no_stage1_cache)
     summary = run_sweep(space, options, list(args.overrides))
     print(format_summary(summary))
     return 0

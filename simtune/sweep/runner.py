@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -39,6 +40,7 @@ class SweepOptions:
     resume: bool = False
     address: str | None = None  # an existing Ray cluster; None = RAY_ADDRESS or a local one
     tracking_uri: str | None = None
+    share_stage1: bool = True  # trials with identical stage-1 settings share one stage-1 result
 
     @property
     def sweep_dir(self) -> Path:
@@ -57,12 +59,12 @@ def run_sweep(space: SearchSpace, options: SweepOptions, overrides: list[str]) -
 
     record = _check_sweep_dir(space, options, overrides)
     tracker = _open_tracker(space, options)
-    _record_sweep(space, options, record)
     started_ray = not ray.is_initialized()
     if started_ray:
         _init_ray(options.address)
     try:
-        check_shared_storage(options.sweep_dir, explicit=options.storage_explicit)
+        check_shared_storage(options.storage, explicit=options.storage_explicit)
+        _record_sweep(space, options, record)
         _tuner(space, options, tracker).fit()
         summary = summarize(space, options.sweep_dir)
     finally:
@@ -91,7 +93,7 @@ def _check_sweep_dir(space: SearchSpace, options: SweepOptions, overrides: list[
         if old.get("space_hash") != record["space_hash"]:
             raise ConfigError(f"{options.sweep_dir}: the search space or --set differ from the sweep being "
                               f"resumed (started with {old.get('space_file')} {' '.join(old.get('overrides', []))})")
-    elif options.sweep_dir.exists() and any(options.sweep_dir.iterdir()):
+    elif (options.sweep_dir / "sweep.json").is_file():
         raise ConfigError(f"{options.sweep_dir}: a sweep of this name exists; pass --resume or another --name")
     return record
 
@@ -140,13 +142,13 @@ def _init_ray(address: str | None) -> None:
     env = {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else {}
     runtime_env = {"env_vars": env} if env else None
     if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address, runtime_env=runtime_env, logging_level="WARNING")
+        ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
     else:
-        ray.init(include_dashboard=False, runtime_env=runtime_env, logging_level="WARNING")
+        ray.init(include_dashboard=False, runtime_env=runtime_env, logging_level=logging.WARNING)
 
 
-def check_shared_storage(sweep_dir: Path, *, explicit: bool) -> None:
-    """On a multi-node cluster, every node must see the sweep folder (run dirs, stage-1 cache).
+def check_shared_storage(storage: Path, *, explicit: bool) -> None:
+    """On a multi-node cluster, every node must see the sweep storage (run dirs, stage-1 cache).
 
     A marker file is written here and a zero-CPU task on every alive node looks for it.
     Raises:
@@ -161,7 +163,8 @@ def check_shared_storage(sweep_dir: Path, *, explicit: bool) -> None:
     if not explicit:
         raise ConfigError(f"the Ray cluster has {len(nodes)} nodes: give --storage DIR on a filesystem that "
                           f"every node mounts at the same path")
-    marker = sweep_dir / f".storage-check-{uuid.uuid4().hex}"
+    storage.mkdir(parents=True, exist_ok=True)
+    marker = storage / f".storage-check-{uuid.uuid4().hex}"
     marker.write_text(marker.name)
     try:
         probe = ray.remote(num_cpus=0)(_sees_marker)
@@ -172,7 +175,7 @@ def check_shared_storage(sweep_dir: Path, *, explicit: bool) -> None:
         marker.unlink(missing_ok=True)
     blind = [node["NodeManagerAddress"] for node, ok in zip(nodes, seen) if not ok]
     if blind:
-        raise ConfigError(f"--storage {sweep_dir.parent}: not visible from node(s) {', '.join(blind)}; "
+        raise ConfigError(f"--storage {storage}: not visible from node(s) {', '.join(blind)}; "
                           f"a multi-node sweep needs a filesystem every node shares")
 
 
@@ -187,7 +190,7 @@ def _sees_marker(path: str) -> bool:
 def _tuner(space: SearchSpace, options: SweepOptions, tracker: Any) -> Any:
     from ray import tune
 
-    context = TrialContext(space=space, sweep_dir=options.sweep_dir)
+    context = TrialContext(space=space, sweep_dir=options.sweep_dir, share_stage1=options.share_stage1)
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context),
                                     {"cpu": space.resources.cpus, "gpu": space.resources.gpus})
     callbacks = [NoRetryOnNonFinite(), *(tracker.tune_callbacks() if tracker is not None else [])]
@@ -198,7 +201,9 @@ def _tuner(space: SearchSpace, options: SweepOptions, tracker: Any) -> Any:
     if options.resume:
         tuner = tune.Tuner.restore(str(options.sweep_dir), trainable, resume_unfinished=True, resume_errored=False)
         # The callbacks were pickled with the first run; this run's tracker must receive the events.
-        tuner._local_tuner.get_run_config().callbacks = callbacks
+        internal = tuner._local_tuner
+        if internal is not None:
+            internal.get_run_config().callbacks = callbacks
         return tuner
     return tune.Tuner(
         trainable,

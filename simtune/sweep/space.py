@@ -357,9 +357,13 @@ def _plain(value: Any) -> Any:
 
 
 def override_settings(space: SearchSpace, *, num_samples: int | None = None, cpus: float | None = None,
-                      gpus: float | None = None, max_concurrent: int | None = None) -> SearchSpace:
+                      gpus: float | None = None, max_concurrent: int | None = None,
+                      search_seed: int | None = None) -> SearchSpace:
     """The space with command-line settings replacing the file's (None keeps the file's value)."""
     where = Path("command line")
+    if search_seed is not None:
+        space = dataclasses.replace(space, search=dataclasses.replace(
+            space.search, seed=_int(where, "--search-seed", search_seed, 0)))
     resources = Resources(
         cpus=space.resources.cpus if cpus is None else _resources(where, {"cpus": cpus}).cpus,
         gpus=space.resources.gpus if gpus is None else _resources(where, {"gpus": gpus}).gpus,

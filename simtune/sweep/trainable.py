@@ -50,13 +50,14 @@ class TrialContext:
 
     space: SearchSpace
     sweep_dir: Path
+    share_stage1: bool = True
 
     def run_dir(self, trial_id: str) -> Path:
         return self.sweep_dir / "runs" / trial_id
 
     @property
-    def stage1_cache(self) -> Path:
-        return self.sweep_dir / "stage1_cache"
+    def stage1_cache(self) -> Path | None:
+        return self.sweep_dir / "stage1_cache" if self.share_stage1 else None
 
 
 def run_trial(params: dict[str, Any], context: TrialContext) -> None:
@@ -69,13 +70,13 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
     from simtune.pipeline import run_pipeline
 
     run_dir = context.run_dir(tune.get_context().get_trial_id())
-    previous = _read_json(run_dir / "failure.json")
-    if previous is not None:  # a --resume of a diverged trial: it would only diverge again
-        raise NonFiniteLoss(previous["reason"])
-    restored = _restore(run_dir)
-    _log_attempt(run_dir, restored)
-    cfg = context.space.config_for(params)
     reporter = TuneReporter(run_dir, Faults.from_env(os.environ.get(FAULT_ENV, ""), params))
+    previous = _read_json(run_dir / "failure.json")
+    if previous is not None:  # a diverged trial restarted by a --resume: it would only diverge again
+        reporter.report_failure(previous["reason"])
+        raise NonFiniteLoss(previous["reason"])
+    _log_attempt(run_dir, _restore(run_dir))
+    cfg = context.space.config_for(params)
     try:
         # resume=True: the run dir of a retried or resumed trial is not empty, and that is expected.
         run_pipeline(cfg, run_dir, callbacks=[reporter], resume=True, stage1_cache=context.stage1_cache)

@@ -38,6 +38,11 @@ def read_histories(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def history_records(run_dir: Path) -> list[dict[str, Any]]:
+    """Every evaluation record of every stage, in order."""
+    return [record for records in read_histories(run_dir).values() for record in records]
+
+
 def last_evaluation(histories: Mapping[str, list[dict[str, Any]]]) -> tuple[str, dict[str, Any]] | None:
     """(stage, record) of the last evaluation of the last stage that evaluated."""
     for stage in reversed(STAGES):

@@ -17,7 +17,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +43,7 @@ TAG_SWEEP_DIR = "simtune.sweep_dir"
 TAG_TRIAL = "simtune.trial_id"
 TAG_RUN_DIR = "simtune.run_dir"
 TAG_FAILURE = "simtune.failure_reason"
+TAG_STOPPED = "simtune.stopped_early"  # "true" when a scheduler (ASHA) ended the trial early
 TAG_PARENT = "mlflow.parentRunId"
 
 _PROBE_TIMEOUT_S = 3.0
@@ -240,15 +241,18 @@ def log_metrics(client: MlflowClient, run_id: str, points: Iterable[tuple[str, f
 
 
 def log_history(client: MlflowClient, run_id: str, history: Iterable[Mapping[str, Any]],
-                skip: Mapping[str, int] | None = None) -> int:
+                logged: MutableMapping[str, set[int]] | None = None) -> int:
     """Log evaluation records (``{"step": s, "val/miou": ..., ...}``) at their global step.
 
     Args:
-        skip: key -> last step already logged; points at or before it are left out.
+        logged: key -> steps already in the store; those points are left out, and the
+            points logged here are added to it.
     """
-    skip = skip or {}
+    logged = logged if logged is not None else {}
     points = [(key, value, int(record["step"])) for record in history for key, value in record.items()
-              if key != "step" and _is_number(value) and int(record["step"]) > skip.get(key, -1)]
+              if key != "step" and _is_number(value) and int(record["step"]) not in logged.get(key, ())]
+    for key, _, step in points:
+        logged.setdefault(key, set()).add(step)
     return log_metrics(client, run_id, points)
 
 
@@ -359,7 +363,8 @@ class SweepTracker:
         """Log the sweep's outcome to the parent run and end it.
 
         The best trial is the finished child with the best selection metric (``val/miou``)
-        at its *last* evaluation (MLflow's latest value), not its best-ever one; failed
+        at its *last* evaluation (MLflow's latest value), not its best-ever one, trials
+        trained to the end ranking before those a scheduler stopped early; failed
         trials are counted and listed. ``summary`` (the runner's) is attached as JSON.
         """
         from simtune.tracking.tune_callback import log_checkpoint
@@ -432,6 +437,10 @@ def sweep_outcome(children: list[Run], metric: str = SELECTION_METRIC, mode: str
     finished = [r for r in children if r.info.status == "FINISHED" and metric in r.data.metrics]
     failed = [r for r in children if r.info.status == "FAILED"]
     sign = 1.0 if mode == "max" else -1.0
-    best = max(finished, key=lambda r: sign * r.data.metrics[metric]) if finished else None
+
+    def rank(run: Run) -> tuple[bool, float]:  # trials trained to the end first, as the sweep ranks
+        return run.data.tags.get(TAG_STOPPED) != "true", sign * run.data.metrics[metric]
+
+    best = max(finished, key=rank) if finished else None
     return SweepOutcome(len(children), len(finished), len(failed), best,
                         tuple(sorted(r.data.tags.get(TAG_TRIAL, r.info.run_id) for r in failed)), metric)

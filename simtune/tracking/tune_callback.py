@@ -6,10 +6,13 @@ once (SQLite allows one writer). For each trial it
 - creates the child run on the first result (or, on resume, finds it by its trial-id tag),
   with the trial's resolved config as params;
 - logs every reported number at ``step = result["iteration"]`` (the global iteration),
-  skipping points already logged, so retried and resumed trials do not repeat them;
+  skipping points already logged, so retried and resumed trials do not repeat them; at
+  the end, evaluations that never reached the driver (a sweep interrupted between a
+  trial's report and its callback) are filled in from the run dir's ``history.json``;
 - on completion or error logs the run directory's config, pseudo-label thresholds,
   evaluation histories, figures and (policy "all") the final model, then ends the run
-  FINISHED or FAILED with the failure reason as a tag.
+  FINISHED (tagged ``simtune.stopped_early`` when a scheduler cut it short) or FAILED with
+  the failure reason as a tag.
 
 A tracking failure is logged as a warning and counted; it never stops the sweep (the run
 directories keep everything).
@@ -31,8 +34,8 @@ from ray.tune.result import AUTO_RESULT_KEYS
 from simtune import config
 from simtune.errors import ConfigError
 from simtune.tracking import figures
-from simtune.tracking.store import (TAG_FAILURE, TAG_PARENT, TAG_ROLE, TAG_RUN_DIR, TAG_SWEEP, TAG_TRIAL, log_metrics,
-                                    log_params, one_line, search)
+from simtune.tracking.store import (TAG_FAILURE, TAG_PARENT, TAG_ROLE, TAG_RUN_DIR, TAG_STOPPED, TAG_SWEEP, TAG_TRIAL,
+                                    log_history, log_metrics, log_params, one_line, search)
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +47,10 @@ PREDICTION_SAMPLES = 3  # selection images drawn per trial (Figure 4 layout)
 
 @dataclass
 class _Child:
-    """A trial's child run and, per metric, the last step already in the store."""
+    """A trial's child run and, per metric, the steps already in the store."""
 
     run_id: str
-    last_step: dict[str, int] = field(default_factory=dict)
+    logged: dict[str, set[int]] = field(default_factory=dict)
 
 
 class MlflowTrialLogger(tune.Callback):
@@ -111,11 +114,11 @@ class MlflowTrialLogger(tune.Callback):
     def _log_result(self, trial: Any, result: dict[str, Any]) -> None:
         child = self._child(trial)
         step = int(result.get("iteration", result.get("training_iteration", 0)))
-        points = [(k, v, step) for k, v in result_metrics(result).items() if step > child.last_step.get(k, -1)]
+        points = [(k, v, step) for k, v in result_metrics(result).items() if step not in child.logged.get(k, ())]
         stamp = int(float(result.get("timestamp") or time.time()) * 1000)
         log_metrics(self.client, child.run_id, points, timestamp_ms=stamp)
         for key, _, _ in points:
-            child.last_step[key] = step
+            child.logged.setdefault(key, set()).add(step)
         if isinstance(result.get("failure_reason"), str):
             self.client.set_tag(child.run_id, TAG_FAILURE, result["failure_reason"][:5000])
 
@@ -127,7 +130,7 @@ class MlflowTrialLogger(tune.Callback):
         found = search(self.client, self.experiment_id, {TAG_PARENT: self.parent_run_id, TAG_TRIAL: trial_id})
         if found:
             run = found[0]
-            child = _Child(run.info.run_id, self._last_steps(run))
+            child = _Child(run.info.run_id, self._logged_steps(run))
             if run.info.status != "RUNNING":
                 self.client.update_run(run.info.run_id, status="RUNNING")
         else:
@@ -154,8 +157,8 @@ class MlflowTrialLogger(tune.Callback):
         extra = {f"search.{k}": v for k, v in searched.items() if k not in resolved}
         return {**resolved, **extra}
 
-    def _last_steps(self, run: Any) -> dict[str, int]:
-        return {key: max((m.step for m in self.client.get_metric_history(run.info.run_id, key)), default=-1)
+    def _logged_steps(self, run: Any) -> dict[str, set[int]]:
+        return {key: {int(m.step) for m in self.client.get_metric_history(run.info.run_id, key)}
                 for key in run.data.metrics}
 
     def _end(self, trial: Any, status: str, reason: str | None) -> None:
@@ -163,6 +166,9 @@ class MlflowTrialLogger(tune.Callback):
         if reason:
             self.client.set_tag(child.run_id, TAG_FAILURE, reason)
         run_dir = self.runs_dir / str(trial.trial_id)
+        if status == "FINISHED":  # a trial ASHA stopped also completes, without its results.json
+            self.client.set_tag(child.run_id, TAG_STOPPED, str(not (run_dir / "results.json").is_file()).lower())
+        log_history(self.client, child.run_id, figures.history_records(run_dir), child.logged)
         log_trial_artifacts(self.client, child.run_id, run_dir, samples=self.samples)
         if self.checkpoint_policy == "all" and status == "FINISHED":
             log_checkpoint(self.client, child.run_id, run_dir)
