@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 PACKAGES = ("torch", "numpy", "scipy", "scikit-image")
+MAX_REPEATS_SHOWN = 8  # per-repeat medians printed per variant (all are in the JSON)
 
 
 def cpu_model() -> str:
@@ -59,15 +60,17 @@ def _variant_lines(result: dict[str, Any]) -> list[str]:
     lines = [f"{'variant':<18} {'median ms':>9} {'p10 ms':>9} {'p90 ms':>9}  repeat medians ms",
              "-" * 78]
     for name, row in result["variants"].items():
-        medians = ", ".join(f"{m:.1f}" for m in row["repeat_medians_ms"])
+        shown = row["repeat_medians_ms"][:MAX_REPEATS_SHOWN]
+        medians = ", ".join(f"{m:.1f}" for m in shown) + (", ..." if len(shown) < len(row["repeat_medians_ms"]) else "")
         lines.append(f"{name:<18} {_ms(row['median_ms'])} {_ms(row['p10_ms'])} {_ms(row['p90_ms'])}  [{medians}]")
     return lines
 
 
 def _ratio_lines(result: dict[str, Any]) -> list[str]:
-    lines = ["ratios of per-repeat medians: median [min, max] over repeats"]
+    lines = ["ratios of per-repeat medians: median [p10, p90] (min, max) over repeats"]
     for name, row in result["ratios"].items():
-        lines.append(f"  {name:<50} {row['median']:6.3f}  [{row['min']:.3f}, {row['max']:.3f}]")
+        lines.append(f"  {name:<50} {row['median']:6.3f}  [{row['p10']:.3f}, {row['p90']:.3f}]  "
+                     f"({row['min']:.3f}, {row['max']:.3f})")
     return lines
 
 
@@ -114,7 +117,7 @@ def _workload_lines(result: dict[str, Any]) -> list[str]:
         lines.append(f"matcher alone (push + L_stf + L_ins + backward; fixed inputs, ground-truth maps, "
                      f"{m['reference_regions_per_step']:.0f} regions/step): ours {m['ours']['median_ms']:.2f} ms, "
                      f"reference {m['reference']['median_ms']:.2f} ms, reference/ours {m['ratio']['median']:.2f} "
-                     f"[{m['ratio']['min']:.2f}, {m['ratio']['max']:.2f}]")
+                     f"[{m['ratio']['p10']:.2f}, {m['ratio']['p90']:.2f}]")
     w = result["workload"]
     parts = [f"{k.replace('_per_step', '').replace('_', ' ')} {v:.1f}" for k, v in w.items() if v is not None]
     if parts:

@@ -91,6 +91,7 @@ def ratio(numerator: VariantTimes, denominator: VariantTimes) -> dict[str, objec
     the machine cancel out.
     """
     per_repeat = [a / b for a, b in zip(numerator.repeat_medians(), denominator.repeat_medians())]
-    return {"median": float(np.median(per_repeat)), "min": float(min(per_repeat)),
+    return {"median": float(np.median(per_repeat)), "p10": float(np.percentile(per_repeat, 10)),
+            "p90": float(np.percentile(per_repeat, 90)), "min": float(min(per_repeat)),
             "max": float(max(per_repeat)), "per_repeat": per_repeat,
             "of_medians": float(np.median(numerator.all_steps()) / np.median(denominator.all_steps()))}
