@@ -4,8 +4,8 @@ Cityscapes-like target domain, written in those datasets' on-disk layouts.
 It lets the whole pipeline run without the real (large, licence-bound) datasets while
 keeping SIM's premise -- *things* differ more across domains than *stuff*:
 
-- appearance: the source is flat and saturated with clean edges; the target is muted and
-  hue-shifted, with shading texture, noise, blur, vignetting and per-image lighting.
+- appearance: the source is saturated, nearly flat and sharp-edged; the target is muted
+  and cooler, with stronger shading texture, noise, blur, vignetting and per-image lighting.
   Stuff colours move moderately; things change colour *and* shape (boxy primary-coloured
   cars vs. low grey sedans, upright brightly dressed people vs. walking dark-clad ones,
   triangular vs. rectangular signs, yellow vs. black traffic lights on arms).
@@ -48,6 +48,7 @@ PERSON, RIDER, CAR, TRUCK, BUS, MOTORCYCLE, BICYCLE = 24, 25, 26, 27, 28, 32, 33
 
 RGB = tuple[int, int, int]
 Rng = np.random.Generator
+Segment = tuple[float, float, int, float, RGB]  # roadside piece: z0, z1 (m), label, height, RGB
 DARK: RGB = (22, 22, 24)  # tyres and shadows: the same in both domains
 
 
@@ -104,15 +105,21 @@ SRC_STYLE = Style(
     texture=0.03, noise=2.5, blur=0.0, vignette=0.0, gamma=(0.9, 1.1), cast=0.03,
 )
 
+
+def muted(colour: RGB) -> RGB:
+    """The target's version of a source stuff colour: 40% less saturated, 10% darker, cooler.
+
+    Stuff shifts only this much between domains; things get separate, unrelated palettes.
+    """
+    grey = sum(colour) / 3
+    r, g, b = (int(np.clip(0.9 * (grey + 0.6 * (v - grey)) + tint, 0, 255))
+               for v, tint in zip(colour, (-4, 0, 6)))
+    return r, g, b
+
+
 TRG_STYLE = Style(
     shapes="real", horizon=(0.30, 0.40), cam_height=(1.9, 2.5), focal=0.7, depth=(6.0, 45.0),
-    stuff={
-        ROAD: ((72, 74, 82), (90, 86, 90)), SIDEWALK: ((138, 120, 128), (152, 146, 140)),
-        BUILDING: ((105, 100, 95), (142, 130, 114), (88, 94, 106), (162, 152, 140)),
-        WALL: ((126, 120, 104),), FENCE: ((104, 110, 110),),
-        VEGETATION: ((72, 108, 42), (58, 92, 50)), TERRAIN: ((130, 142, 84),),
-        SKY: ((168, 190, 222), (196, 208, 226)),
-    },
+    stuff={label: tuple(muted(c) for c in options) for label, options in SRC_STYLE.stuff.items()},
     jitter=16,
     cars=((62, 62, 66), (26, 26, 30), (182, 182, 186), (120, 124, 130), (44, 54, 80),
           (104, 32, 32)),
@@ -154,10 +161,14 @@ class Spot:
     s: float  # px per metre at the thing's distance
     flip: float  # +1 or -1: mirrors the thing's local x (facing direction)
 
-    def px(self, pts: Sequence[tuple[float, float]]) -> np.ndarray:
-        """Local metres (x right, y up from the ground point) -> (N, 2) pixel coordinates."""
+    def px(self, pts: Sequence[tuple[float, float]], widen: float = 1.0) -> np.ndarray:
+        """Local metres (x right, y up from the ground point) -> (N, 2) pixel coordinates.
+
+        ``widen`` stretches x, so one outline gives narrower and wider instances.
+        """
         a = np.asarray(pts, dtype=np.float64)
-        return np.stack([self.u + self.flip * a[:, 0] * self.s, self.v - a[:, 1] * self.s], 1)
+        x = self.u + self.flip * widen * a[:, 0] * self.s
+        return np.stack([x, self.v - a[:, 1] * self.s], 1)
 
 
 class Canvas:
@@ -241,23 +252,25 @@ def paint_sky_and_ground(c: Canvas, cam: Camera, street: Street, colours: dict[i
     c.image[road & (z < 40) & (dashes | edges)] = (215, 215, 205)
 
 
-def sample_row(rng: Rng, style: Style, colours: dict[int, RGB], near: bool) -> list[tuple]:
+def sample_row(rng: Rng, style: Style, colours: dict[int, RGB], near: bool) -> list[Segment]:
     """Roadside segments along z: (z0, z1, label, height m, colour); the near row has gaps."""
     labels = (BUILDING, WALL, FENCE, VEGETATION, VOID) if near else (BUILDING, VEGETATION)
     probs = (0.4, 0.14, 0.14, 0.22, 0.1) if near else (0.65, 0.35)
     heights = {BUILDING: (6, 22), WALL: (1, 2.5), FENCE: (1, 2), VEGETATION: (3, 9)}
-    segments, z = [], 0.5
+    segments: list[Segment] = []
+    z = 0.5
     while z < 250:
         length, label = rng.uniform(5, 25), labels[rng.choice(len(labels), p=probs)]
-        if label != VOID:
-            colour = pick(rng, style.stuff[BUILDING], style.jitter) if label == BUILDING \
-                else colours[label]
+        if label != VOID:  # each building gets its own colour, the rest share the image's
+            colour = (pick(rng, style.stuff[BUILDING], style.jitter) if label == BUILDING
+                      else colours[label])
             segments.append((z, z + length, label, rng.uniform(*heights[label]), colour))
         z += length
     return segments
 
 
-def paint_row(c: Canvas, cam: Camera, lateral: float, segments: list[tuple], window: RGB) -> None:
+def paint_row(c: Canvas, cam: Camera, lateral: float, segments: list[Segment],
+              window: RGB) -> None:
     """Vertical facades standing ``lateral`` m beside the camera (the sign picks the side)."""
     if not segments:
         return
@@ -300,28 +313,25 @@ def paint_skyline(c: Canvas, cam: Camera, rng: Rng, style: Style) -> None:
 
 def draw_car(c: Canvas, at: Spot, rng: Rng, style: Style) -> None:
     """A car from behind: the source's tall boxy game car or the target's low wide sedan."""
-    body, k = pick(rng, style.cars, style.jitter), rng.uniform(0.9, 1.1)
+    body, k = pick(rng, style.cars, style.jitter), rng.uniform(0.9, 1.1)  # k: width factor
     if style.shapes == "game":
         for x in (-0.9, 0.55):
-            c.poly(at.px(rect(x * k, 0, (x + 0.35) * k, 0.35)), CAR, DARK)
-        c.poly(at.px(rect(-0.95 * k, 0.25, 0.95 * k, 0.95)), CAR, body)
-        c.poly(at.px([(-0.75 * k, 0.95), (0.75 * k, 0.95), (0.55 * k, 1.6), (-0.55 * k, 1.6)]),
-               CAR, body)
-        c.poly(at.px([(-0.6 * k, 1.0), (0.6 * k, 1.0), (0.46 * k, 1.5), (-0.46 * k, 1.5)]),
-               None, style.window)
+            c.poly(at.px(rect(x, 0, x + 0.35, 0.35), k), CAR, DARK)
+        c.poly(at.px(rect(-0.95, 0.25, 0.95, 0.95), k), CAR, body)
+        c.poly(at.px([(-0.75, 0.95), (0.75, 0.95), (0.55, 1.6), (-0.55, 1.6)], k), CAR, body)
+        c.poly(at.px([(-0.6, 1.0), (0.6, 1.0), (0.46, 1.5), (-0.46, 1.5)], k), None, style.window)
         for x in (-0.9, 0.65):
-            c.poly(at.px(rect(x * k, 0.65, (x + 0.25) * k, 0.85)), None, (255, 70, 30))
+            c.poly(at.px(rect(x, 0.65, x + 0.25, 0.85), k), None, (255, 70, 30))
         return
-    c.poly(at.px([(-1.2, -0.1), (1.2, -0.1), (1.0, 0.12), (-1.0, 0.12)]), None, DARK)  # shadow
+    c.poly(at.px([(-1.2, -0.1), (1.2, -0.1), (1.0, 0.12), (-1.0, 0.12)], k), None, DARK)  # shadow
     for x in (-0.85, 0.6):
-        c.poly(at.px(rect(x * k, 0, (x + 0.25) * k, 0.3)), CAR, DARK)
-    c.poly(at.px([(-0.9 * k, 0.15), (0.9 * k, 0.15), (0.93 * k, 0.6), (0.8 * k, 0.78),
-                  (-0.8 * k, 0.78), (-0.93 * k, 0.6)]), CAR, body)
-    c.poly(at.px([(-0.74 * k, 0.78), (0.74 * k, 0.78), (0.45 * k, 1.32), (-0.45 * k, 1.32)]),
-           CAR, body)
-    c.poly(at.px([(-0.64 * k, 0.82), (0.64 * k, 0.82), (0.42 * k, 1.26), (-0.42 * k, 1.26)]),
-           None, style.window)
-    c.poly(at.px(rect(-0.88 * k, 0.55, 0.88 * k, 0.64)), None, (150, 24, 24))  # light bar
+        c.poly(at.px(rect(x, 0, x + 0.25, 0.3), k), CAR, DARK)
+    c.poly(at.px([(-0.9, 0.15), (0.9, 0.15), (0.93, 0.6), (0.8, 0.78), (-0.8, 0.78),
+                  (-0.93, 0.6)], k), CAR, body)
+    c.poly(at.px([(-0.74, 0.78), (0.74, 0.78), (0.45, 1.32), (-0.45, 1.32)], k), CAR, body)
+    c.poly(at.px([(-0.64, 0.82), (0.64, 0.82), (0.42, 1.26), (-0.42, 1.26)], k), None,
+           style.window)
+    c.poly(at.px(rect(-0.88, 0.55, 0.88, 0.64), k), None, (150, 24, 24))  # light bar
     c.poly(at.px(rect(-0.2, 0.32, 0.2, 0.44)), None, (225, 225, 220))  # plate
 
 
@@ -586,11 +596,13 @@ def _one_thread() -> None:
 
 def _render_all(root: Path, spec: dict[str, Any], workers: int) -> None:
     jobs = _plan(root, spec)
-    for folder in sorted({p for job in jobs for p in (job.image.parent, job.label.parent)}):
+    folders = {p for job in jobs for p in (job.image.parent, job.label.parent)}
+    folders |= {root / "cityscapes" / top / split / city  # every city, even one left empty
+                for top in ("leftImg8bit", "gtFine")
+                for split, cities in (("train", TRAIN_CITIES), ("val", VAL_CITIES))
+                for city in cities}
+    for folder in sorted(folders):
         folder.mkdir(parents=True, exist_ok=True)
-    for split, cities in (("train", TRAIN_CITIES), ("val", VAL_CITIES)):
-        for top, city in ((top, city) for top in ("leftImg8bit", "gtFine") for city in cities):
-            (root / "cityscapes" / top / split / city).mkdir(parents=True, exist_ok=True)
     work = partial(_render_job, int(spec["seed"]))
     if workers == 1:
         for job in jobs:
@@ -611,9 +623,9 @@ def _readme(spec: dict[str, Any]) -> str:
         f"{tw}x{th}: {spec['num_target_train']} train images in {', '.join(TRAIN_CITIES)} and "
         f"{spec['num_target_val_per_city']} val images in each of {', '.join(VAL_CITIES)}. "
         "Labels are 8-bit PNGs of Cityscapes label ids (0 = void, the target's ego hood). "
-        "The source is flat and saturated like a game; the target is muted, textured, noisy "
-        "and blurred, seen from a higher camera, and its things (cars, people, signs, lights, "
-        "bikes) have other shapes and colours, while stuff changes less. benchmark.json "
+        "The source is saturated and nearly flat, like a game; the target is muted, textured, "
+        "noisy and blurred, seen from a higher camera, and its things (cars, people, signs, "
+        "lights, bikes) have other shapes and colours, while stuff changes less. benchmark.json "
         "holds the generation arguments; the same arguments give byte-identical files.\n"
     )
 
