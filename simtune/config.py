@@ -314,12 +314,17 @@ def parse_override(text: str) -> dict[str, Any]:
         parsed = yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError:
         parsed = value
+    return nest(key, parsed)
+
+
+def nest(path: str, value: Any) -> dict[str, Any]:
+    """``("stage1.lambda_ci", 0.01)`` -> ``{"stage1": {"lambda_ci": 0.01}}``."""
     nested: dict[str, Any] = {}
     node = nested
-    parts = key.split(".")
+    parts = path.split(".")
     for part in parts[:-1]:
         node = node.setdefault(part, {})
-    node[parts[-1]] = parsed
+    node[parts[-1]] = value
     return nested
 
 

@@ -25,9 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from simtune.data.datasets import Sample, list_samples, read_label_ids, to_train_ids
+from simtune.data.datasets import Sample, list_samples, read_label_ids, read_png8, to_train_ids
 from simtune.data.splits import split_samples
 from simtune.errors import DataError
 from simtune.labels import ALL_19, CLASS_NAMES, NUM_CLASSES, SYNTHIA_13, SYNTHIA_16
@@ -215,15 +214,7 @@ def read_prediction(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     Returns:
         (H, W) uint8 train ids.
     """
-    try:
-        with Image.open(path) as img:
-            mode = img.mode
-            pred = np.array(img)
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{path}: cannot read prediction ({' '.join(str(exc).split())})") from exc
-    if mode not in ("L", "P"):
-        raise DataError(f"{path}: prediction has PIL mode {mode}; expected a single-channel "
-                        "8-bit PNG of train ids")
+    pred = read_png8(path, "prediction")
     if pred.shape != tuple(shape):
         raise DataError(f"{path}: prediction is {pred.shape[1]}x{pred.shape[0]} but its label "
                         f"is {shape[1]}x{shape[0]}")

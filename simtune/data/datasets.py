@@ -239,16 +239,25 @@ def read_label_ids(dataset: str, path: Path) -> np.ndarray:
     _spec(dataset)
     if dataset == "synthia":
         return _read_synthia_label(path)
+    return read_png8(path, "label")
+
+
+def read_png8(path: Path, what: str) -> np.ndarray:
+    """Read an 8-bit single-channel PNG (greyscale, or palette indices as values).
+
+    GTA5 labels are palette PNGs whose indices are the ids; Cityscapes' are greyscale.
+    Raises:
+        DataError: naming ``path`` and ``what`` it should hold, when unreadable or multi-channel.
+    """
     try:
         with Image.open(path) as img:
             mode = img.mode
-            ids = np.array(img)
+            values = np.array(img)
     except (OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{path}: cannot read label ({_one_line(exc)})") from exc
-    # GTA5 labels are palette PNGs whose indices are the ids; Cityscapes' are greyscale.
+        raise DataError(f"{path}: cannot read {what} ({_one_line(exc)})") from exc
     if mode not in ("L", "P"):
-        raise DataError(f"{path}: label has PIL mode {mode}; expected an 8-bit single-channel PNG")
-    return ids
+        raise DataError(f"{path}: {what} has PIL mode {mode}; expected an 8-bit single-channel PNG")
+    return values
 
 
 def _read_synthia_label(path: Path) -> np.ndarray:
