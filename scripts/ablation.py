@@ -1,6 +1,8 @@
 """Regenerate the ablation table (paper Table 2) on an experiment, mean ± std over seeds.
 
-    python scripts/ablation.py experiments/synthetic.yaml --seeds 3 --out runs/ablation
+    python scripts/ablation.py experiments/synthetic.yaml --seeds 3 --out runs/ablation \
+        --set stage1.iters=3000 --set stage1.schedule_iters=3000 \
+        --set stage2.iters=1500 --set stage2.schedule_iters=1500 --set eval.every=1500
 
 Every row runs the real pipeline; +SIM and +SSL share their stage 1 through the stage-1
 cache. Scores are the *report* split at the last iteration (no checkpoint selection).
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import statistics
 import time
 from pathlib import Path
@@ -27,19 +30,29 @@ ROWS = (
 )
 
 
-def run_rows(experiment: Path, seeds: int, out: Path, overrides: list[str]) -> dict[str, list[dict[str, float]]]:
+def run_one(job: tuple[Path, int, str, Path, list[str]]) -> dict[str, float]:
+    """One (seed, mode) run; resumes a run directory a previous call left unfinished."""
+    experiment, seed, mode, out, overrides = job
+    cfg = config.load(experiment, [*overrides, f"mode={mode}", f"seed={seed}"])
+    run_dir = out / f"{mode}-seed{seed}"
+    start = time.perf_counter()
+    result = run_pipeline(cfg, run_dir, resume=run_dir.exists(), stage1_cache=out / "stage1_cache")
+    final = dict(result.final)
+    final["seconds"] = time.perf_counter() - start
+    print(f"{mode:<12} seed {seed}: report/miou {final['report/miou']:.2f} "
+          f"val/miou {final['val/miou']:.2f} ({final['seconds']:.0f} s)", flush=True)
+    return final
+
+
+def run_rows(experiment: Path, seeds: int, out: Path, overrides: list[str],
+             jobs: int) -> dict[str, list[dict[str, float]]]:
+    """Every row for every seed, ``jobs`` runs at a time (stage-1 sharing is lock-safe)."""
+    work = [(experiment, seed, mode, out, overrides) for seed in range(seeds) for _, mode in ROWS]
+    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+        finals = pool.map(run_one, work, chunksize=1)
     results: dict[str, list[dict[str, float]]] = {mode: [] for _, mode in ROWS}
-    for seed in range(seeds):
-        for _, mode in ROWS:
-            cfg = config.load(experiment, [*overrides, f"mode={mode}", f"seed={seed}"])
-            run_dir = out / f"{mode}-seed{seed}"
-            start = time.perf_counter()
-            result = run_pipeline(cfg, run_dir, resume=run_dir.exists(), stage1_cache=out / "stage1_cache")
-            final = dict(result.final)
-            final["seconds"] = time.perf_counter() - start
-            results[mode].append(final)
-            print(f"{mode:<12} seed {seed}: report/miou {final['report/miou']:.2f} "
-                  f"val/miou {final['val/miou']:.2f} ({final['seconds']:.0f} s)", flush=True)
+    for (_, _, mode, _, _), final in zip(work, finals):
+        results[mode].append(final)
     return results
 
 
@@ -66,10 +79,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    results = run_rows(args.experiment, args.seeds, out, args.overrides)
+    results = run_rows(args.experiment, args.seeds, out, args.overrides, args.jobs)
     (out / "ablation.json").write_text(json.dumps(results, indent=1))
     command = f"python scripts/ablation.py {args.experiment} --seeds {args.seeds}" + "".join(
         f" --set {o}" for o in args.overrides)
