@@ -172,3 +172,13 @@ def test_defaults_and_command_line_settings(write_space) -> None:  # type: ignor
         (3, 0.25, 1.0, 4)
     with pytest.raises(SearchSpaceError, match="must be a number > 0"):
         override_settings(space, cpus=0)
+
+
+def test_relative_paths_in_set_and_overrides_become_absolute(write_space, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_space({"set": {"data.source.root": "gta"}, "params": {"seed": {"grid": [0, 1]}}})
+    monkeypatch.chdir(tmp_path / "..")
+    space = load_space(path, ["data.target.root=city"])
+    cfg = space.base_config
+    assert cfg.data.source.root == str(tmp_path / "gta")  # relative to the space file
+    assert cfg.data.target.root == str((tmp_path / ".." / "city").resolve())  # relative to where simtune runs

@@ -40,7 +40,9 @@ ALGORITHMS = ("grid", "random", "optuna")
 SCHEDULERS = ("fifo", "asha")
 TOP_LEVEL_KEYS = ("base", "set", "metric", "mode", "search", "scheduler", "num_samples", "resources",
                   "max_concurrent", "max_failures", "params")
-STAGE2_ONLY = ("stage2.", "pseudo_label.")  # keys that matter only when stage 2 runs (mode aa_sim_ssl)
+STAGE2_ONLY = ("stage2.", "pseudo_label.")
+PATH_KEYS = ("data.source.root", "data.target.root", "data.source.list_file", "data.target.list_file",
+             "model.init_weights")  # keys that matter only when stage 2 runs (mode aa_sim_ssl)
 
 
 @dataclass(frozen=True)
@@ -161,9 +163,12 @@ def _base_changes(path: Path, data: dict[str, Any], overrides: Sequence[str]) ->
         changes = config.experiment_changes(base)
         for key, value in settings.items():
             config.check_value(str(key), value, source=f"{path}: set")
-            changes = config.deep_merge(changes, _nest(str(key), value))
+            changes = config.deep_merge(changes, _nest(str(key), _absolute(str(key), value, path.parent)))
         for text in overrides:
-            changes = config.deep_merge(changes, config.parse_override(text))
+            key, _, _ = text.partition("=")
+            override = config.parse_override(text)
+            value = _absolute(key, _leaf(override, key), Path.cwd())
+            changes = config.deep_merge(changes, _nest(key, value))
         config.build(changes, source=str(base))
     except ConfigError as exc:
         raise SearchSpaceError(str(exc)) from None
@@ -348,6 +353,20 @@ def _nest(path: str, value: Any) -> dict[str, Any]:
         node = node.setdefault(part, {})
     node[parts[-1]] = value
     return nested
+
+
+def _absolute(key: str, value: Any, folder: Path) -> Any:
+    """A relative dataset root or weights path, made absolute: trials run in their own directory."""
+    if key in PATH_KEYS and isinstance(value, str) and value:
+        return str((folder / value).resolve())
+    return value
+
+
+def _leaf(nested: dict[str, Any], path: str) -> Any:
+    node: Any = nested
+    for part in path.split("."):
+        node = node[part]
+    return node
 
 
 def _plain(value: Any) -> Any:
