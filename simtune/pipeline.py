@@ -58,6 +58,9 @@ def run_pipeline(cfg: Config, out_dir: Path, *, callbacks: Sequence[Callback] = 
         ConfigError / DataError: bad input, before any compute.
         NonFiniteLoss: a loss became NaN/inf.
     """
+    if cfg.pseudo_label.spatial_prior:
+        raise ConfigError("pseudo_label.spatial_prior: the CBST spatial prior is not available in the pipeline "
+                          "yet (simtune.pseudo_label has it); set it to false")
     data = build_datasets(cfg)
     device = pick_device(cfg.runtime.device)
     if cfg.runtime.threads:

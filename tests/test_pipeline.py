@@ -103,3 +103,15 @@ def test_missing_dataset_root_fails_before_any_compute(tmp_path: Path, capsys: p
     err = capsys.readouterr().err.strip()
     assert "nowhere" in err and "\n" not in err
     assert not out.exists()  # nothing half-written
+
+
+def test_unwired_spatial_prior_is_refused_before_compute(tiny_bench: tuple[Path, Path], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    args = ["train", str(SYNTHETIC_EXPERIMENT), "--out", str(out), "--set", "pseudo_label.method=cbst",
+            "--set", "pseudo_label.spatial_prior=true"]
+    for item in tiny_overrides(*tiny_bench):
+        args += ["--set", item]
+    assert main(args) == 2
+    assert "pseudo_label.spatial_prior" in capsys.readouterr().err
+    assert not out.exists()
