@@ -94,9 +94,14 @@ class TuneReporter(Callback):
         self.run_dir = run_dir
         self.faults = faults
         self.last: dict[str, Any] = {}
+        self.losses: dict[str, float] = {}
+
+    def on_log(self, stage: str, step: int, values: dict[str, float]) -> None:
+        """Keep the latest averaged losses and lr; they ride along with the next evaluation."""
+        self.losses = dict(values)
 
     def on_eval(self, stage: str, step: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
-        self.last = _result(metrics, step, stage)
+        self.last = {**self.losses, **_result(metrics, step, stage)}
         if checkpoint is None:  # an evaluation replayed from the shared stage-1 cache
             tune.report(self.last)
         else:
