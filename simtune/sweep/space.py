@@ -106,7 +106,7 @@ class SearchSpace:
         """The resolved config of one trial: ``values`` (dotted key -> value) over the base."""
         changes = self.changes
         for path, value in values.items():
-            changes = config.deep_merge(changes, _nest(path, _plain(value)))
+            changes = config.deep_merge(changes, config.nest(path, _plain(value)))
         return config.build(changes, source=f"{self.file} trial")
 
     def total_iters(self) -> int:
@@ -163,12 +163,12 @@ def _base_changes(path: Path, data: dict[str, Any], overrides: Sequence[str]) ->
         changes = config.experiment_changes(base)
         for key, value in settings.items():
             config.check_value(str(key), value, source=f"{path}: set")
-            changes = config.deep_merge(changes, _nest(str(key), _absolute(str(key), value, path.parent)))
+            changes = config.deep_merge(changes, config.nest(str(key), _absolute(str(key), value, path.parent)))
         for text in overrides:
             key, _, _ = text.partition("=")
             override = config.parse_override(text)
             value = _absolute(key, _leaf(override, key), Path.cwd())
-            changes = config.deep_merge(changes, _nest(key, value))
+            changes = config.deep_merge(changes, config.nest(key, value))
         config.build(changes, source=str(base))
     except ConfigError as exc:
         raise SearchSpaceError(str(exc)) from None
@@ -342,17 +342,6 @@ def _optional_int(path: Path, key: str, value: Any, minimum: int) -> int | None:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _nest(path: str, value: Any) -> dict[str, Any]:
-    """``("stage1.lambda_ci", 0.01)`` -> ``{"stage1": {"lambda_ci": 0.01}}``."""
-    nested: dict[str, Any] = {}
-    node = nested
-    parts = path.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return nested
 
 
 def _absolute(key: str, value: Any, folder: Path) -> Any:
