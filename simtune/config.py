@@ -281,12 +281,13 @@ def experiment_changes(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, An
     return deep_merge(base, data)
 
 
-_PATH_KEYS = (("data", "source", "root"), ("data", "target", "root"), ("data", "source", "list_file"),
-              ("data", "target", "list_file"), ("model", "init_weights"))
+# Dotted keys holding file paths: made absolute against the file that names them.
+PATH_KEYS: tuple[str, ...] = ("data.source.root", "data.target.root", "data.source.list_file",
+                              "data.target.list_file", "model.init_weights")
 
 
 def _absolutise_paths(data: dict[str, Any], folder: Path) -> None:
-    for keys in _PATH_KEYS:
+    for keys in (key.split(".") for key in PATH_KEYS):
         node: Any = data
         for key in keys[:-1]:
             node = node.get(key) if isinstance(node, dict) else None

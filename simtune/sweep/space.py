@@ -40,9 +40,7 @@ ALGORITHMS = ("grid", "random", "optuna")
 SCHEDULERS = ("fifo", "asha")
 TOP_LEVEL_KEYS = ("base", "set", "metric", "mode", "search", "scheduler", "num_samples", "resources",
                   "max_concurrent", "max_failures", "params")
-STAGE2_ONLY = ("stage2.", "pseudo_label.")
-PATH_KEYS = ("data.source.root", "data.target.root", "data.source.list_file", "data.target.list_file",
-             "model.init_weights")  # keys that matter only when stage 2 runs (mode aa_sim_ssl)
+STAGE2_ONLY = ("stage2.", "pseudo_label.")  # keys that matter only when stage 2 runs (mode aa_sim_ssl)
 
 
 @dataclass(frozen=True)
@@ -346,7 +344,7 @@ def _is_number(value: Any) -> bool:
 
 def _absolute(key: str, value: Any, folder: Path) -> Any:
     """A relative dataset root or weights path, made absolute: trials run in their own directory."""
-    if key in PATH_KEYS and isinstance(value, str) and value:
+    if key in config.PATH_KEYS and isinstance(value, str) and value:
         return str((folder / value).resolve())
     return value
 

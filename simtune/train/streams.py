@@ -43,7 +43,3 @@ def stream(dataset: Dataset[Any], *, seed: int, start: int, count: int, num_work
     for batch in loader:
         yield {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
-
-def paired(*streams: Iterator[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], ...]]:
-    """Zip several streams into one stream of tuples."""
-    return zip(*streams)
