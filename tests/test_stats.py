@@ -1,0 +1,120 @@
+"""Interval arithmetic, verdict wording and ranking reproducibility on hand-computed numbers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from simtune import stats
+
+
+def test_spread_is_mean_and_sample_std() -> None:
+    s = stats.spread([2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0])
+    assert s.n == 8
+    assert s.mean == pytest.approx(5.0)
+    assert s.std == pytest.approx(math.sqrt(32.0 / 7.0))  # ddof = 1, not the population 2.0
+
+
+def test_spread_of_one_value_has_unknown_std() -> None:
+    assert stats.spread([3.5]) == stats.Spread(n=1, mean=3.5, std=None)
+
+
+def test_t_quantiles_match_the_table() -> None:
+    assert stats.t_quantile(1) == pytest.approx(12.7062, abs=1e-4)
+    assert stats.t_quantile(2) == pytest.approx(4.3027, abs=1e-4)
+    assert stats.t_quantile(9) == pytest.approx(2.2622, abs=1e-4)
+
+
+def test_paired_interval_n3_by_hand() -> None:
+    # d = [2, 3, 3]: mean 8/3, sd = sqrt(1/3), se = 1/3, t_{0.975,2} = 4.302653 -> h = 1.434218
+    diff = stats.paired_difference([3.0, 5.0, 7.0], [1.0, 2.0, 4.0])
+    assert diff.n == 3
+    assert diff.mean == pytest.approx(8.0 / 3.0)
+    assert diff.half_width == pytest.approx(1.434218, abs=1e-6)
+    assert diff.low == pytest.approx(8.0 / 3.0 - 1.434218, abs=1e-6)
+    assert diff.beyond_noise is True
+
+
+def test_paired_interval_n2_is_wide() -> None:
+    # d = [1, 3]: mean 2, sd = sqrt(2), se = 1, t_{0.975,1} = 12.7062 -> the interval holds 0
+    diff = stats.paired_difference([11.0, 13.0], [10.0, 10.0])
+    assert diff.half_width == pytest.approx(12.7062, abs=1e-4)
+    assert diff.beyond_noise is False
+
+
+def test_pairing_removes_the_shared_seed_effect() -> None:
+    # Seeds move both configurations by up to 10; the difference is always exactly 1.
+    best, runner_up = [21.0, 11.0, 31.0], [20.0, 10.0, 30.0]
+    diff = stats.paired_difference(best, runner_up)
+    assert diff.mean == pytest.approx(1.0)
+    assert diff.half_width == pytest.approx(0.0, abs=1e-12)
+    assert diff.beyond_noise is True
+
+
+def test_identical_configurations_are_within_noise() -> None:
+    diff = stats.paired_difference([1.0, 2.0], [1.0, 2.0])
+    assert (diff.mean, diff.half_width, diff.beyond_noise) == (0.0, 0.0, False)
+
+
+def test_single_pair_has_unknown_noise() -> None:
+    diff = stats.paired_difference([5.0], [4.0])
+    assert diff.half_width is None and diff.low is None and diff.beyond_noise is None
+
+
+def test_paired_difference_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="equal lengths"):
+        stats.paired_difference([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="at least one"):
+        stats.paired_difference([], [])
+    with pytest.raises(ValueError, match="finite"):
+        stats.paired_difference([1.0, float("nan")], [1.0, 2.0])
+
+
+def test_verdict_lines() -> None:
+    beyond = stats.PairedDifference(n=3, mean=1.8, half_width=0.9)
+    within = stats.PairedDifference(n=3, mean=0.4, half_width=0.9)
+    assert stats.verdict(beyond, digits=1) == (
+        "Verdict: best beats runner-up by 1.8 ± 0.9 mIoU (paired, n = 3): beyond noise"
+    )
+    assert stats.verdict(within).endswith("by 0.40 ± 0.90 mIoU (paired, n = 3): within noise")
+    behind = stats.PairedDifference(n=2, mean=-0.25, half_width=0.1)
+    assert "best trails runner-up by 0.25 ± 0.10" in stats.verdict(behind)
+
+
+def test_verdict_with_one_replicate_says_how_to_measure_noise() -> None:
+    line = stats.verdict(stats.PairedDifference(n=1, mean=0.55, half_width=None))
+    assert line.startswith("Verdict: best beats runner-up by 0.55 mIoU in a single run each")
+    assert "noise unknown" in line and "--replicates" in line and "±" not in line
+
+
+def test_spearman_with_ties() -> None:
+    # ranks x = [1, 2.5, 2.5, 4], y = [1, 2, 3, 4]: rho = 4.5 / sqrt(4.5 * 5)
+    assert stats.spearman([1.0, 2.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0]) == pytest.approx(
+        4.5 / math.sqrt(22.5)
+    )
+    assert stats.spearman([1.0, 2.0, 3.0], [30.0, 20.0, 10.0]) == pytest.approx(-1.0)
+    assert stats.spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) is None
+
+
+def test_split_half_by_hand() -> None:
+    # half means (seeds 0-1 | 2-3): a 1.5 | 3.5, b 2.5 | 1.0, c 2.0 | 5.5
+    # ranks a, b, c: [1, 3, 2] and [2, 1, 3]; d = [-1, 2, -1]: rho = 1 - 6 * 6 / 24 = -0.5
+    result = stats.split_half(
+        {"a": [1.0, 2.0, 3.0, 4.0], "b": [2.0, 3.0, 1.0, 1.0], "c": [3.0, 1.0, 5.0, 6.0]}
+    )
+    assert result == stats.SplitHalf(rho=pytest.approx(-0.5), n_configs=3, half_size=2)
+    assert "Spearman -0.50" in stats.split_half_line(result)
+
+
+def test_split_half_odd_k_and_missing_replicates() -> None:
+    # K = 3: seeds 0 | 1, seed 2 unused; c lacks seed 1 and is left out.
+    result = stats.split_half({"a": [1.0, 2.0, 99.0], "b": [2.0, 3.0, -99.0], "c": [5.0, None, 1.0]})
+    assert (result.half_size, result.n_configs) == (1, 2)
+    assert result.rho == pytest.approx(1.0)
+
+
+def test_split_half_needs_two_replicates() -> None:
+    result = stats.split_half({"a": [1.0], "b": [2.0]})
+    assert result == stats.SplitHalf(rho=None, n_configs=0, half_size=0)
+    assert "unknown with a single replicate" in stats.split_half_line(result)
