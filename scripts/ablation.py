@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from simtune import config
-from simtune.pipeline import run_pipeline
+from simtune.train.pipeline import run_pipeline
 
 ROWS = (
     ("source only", "source_only"),

@@ -10,7 +10,6 @@ The schema is frozen dataclasses; each field's ``metadata["help"]`` is its one-l
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import typing
 from dataclasses import dataclass, field
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from simtune.errors import ConfigError
+from simtune.keys import flat_dict, suggest
 
 DatasetName = Literal["gta5", "synthia", "cityscapes"]
 Mode = Literal["source_only", "aa", "aa_sim", "aa_sim_ssl", "target_only"]
@@ -184,7 +184,7 @@ def _build_dataclass(cls: type, data: Any, *, prefix: str, source: str) -> Any:
     for key, raw in data.items():
         path = f"{prefix}{key}"
         if key not in fields:
-            raise ConfigError(f"{source}: unknown key '{path}'{_suggest(prefix, str(key), list(fields))}")
+            raise ConfigError(f"{source}: unknown key '{path}'{suggest(str(key), list(fields), prefix, list_all=True)}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             if not isinstance(raw, dict):
@@ -194,13 +194,6 @@ def _build_dataclass(cls: type, data: Any, *, prefix: str, source: str) -> Any:
         else:
             values[key] = _coerce(hint, raw, path=path, source=source)
     return dataclasses.replace(defaults, **values)
-
-
-def _suggest(prefix: str, key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    if close:
-        return f"; did you mean '{prefix}{close[0]}'?"
-    return f"; valid keys here: {', '.join(prefix + v for v in valid)}"
 
 
 def _coerce(hint: Any, raw: Any, *, path: str, source: str) -> Any:
@@ -352,17 +345,7 @@ def _plain(value: Any) -> Any:
 
 def flatten(cfg: Config) -> dict[str, Any]:
     """``{"stage1.lambda_ci": 0.01, ...}`` for every leaf field."""
-    out: dict[str, Any] = {}
-
-    def walk(node: dict[str, Any], prefix: str) -> None:
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            else:
-                out[f"{prefix}{key}"] = value
-
-    walk(to_dict(cfg), "")
-    return out
+    return flat_dict(to_dict(cfg))
 
 
 def leaf_types() -> dict[str, Any]:
@@ -384,17 +367,8 @@ def check_value(path: str, value: Any, *, source: str) -> Any:
     """Validate one value for a dotted path; ``ConfigError`` names the path."""
     types_ = leaf_types()
     if path not in types_:
-        close = difflib.get_close_matches(path, list(types_), n=1, cutoff=0.5)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"{source}: unknown config key '{path}'{hint}")
+        raise ConfigError(f"{source}: unknown config key '{path}'{suggest(path, list(types_))}")
     return _coerce(types_[path], value, path=path, source=source)
-
-
-def dump_yaml(cfg: Config, path: Path) -> None:
-    """Write the resolved config as YAML (atomically)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    tmp.replace(path)
 
 
 def help_table() -> list[tuple[str, Any, str]]:

@@ -11,7 +11,7 @@ import yaml
 
 from simtune import config
 from simtune.cli import main
-from simtune.pipeline import run_pipeline
+from simtune.train.pipeline import run_pipeline
 from simtune.testing import SYNTHETIC_EXPERIMENT, tiny_overrides
 from simtune.train.loop import Callback
 

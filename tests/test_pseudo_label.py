@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from simtune.pseudo_label import (
+from simtune.sim.thresholds import (
     ConfidenceHistogram,
     accumulate_class_frequency,
     apply_cbst,

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 
 from simtune import config
+from simtune.rundir import write_config
 from simtune.cli import main
 from simtune.errors import ConfigError
-from simtune.report import build_report, find_sweep, load_trials, rank_trials
-from simtune.retrain import retrain_best, scale_iters
+from simtune.sweep.report import build_report
+from simtune.sweep.results import find_sweep, load_trials, rank_trials
+from simtune.sweep.retrain import retrain_best, scale_iters
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["stage1.iters=4", "stage1.schedule_iters=4", "stage2.iters=2", "stage2.schedule_iters=2", "eval.every=2",
@@ -32,7 +34,7 @@ def write_trial(sweep: Path, trial_id: str, vals: list[float], *, lambda_ci: flo
     run_dir = sweep / "runs" / trial_id
     (run_dir / "stage1").mkdir(parents=True)
     cfg = config.build({"seed": seed, "stage1": {"lambda_ci": lambda_ci, "bank_size": bank_size}})
-    config.dump_yaml(cfg, run_dir / "config.yaml")
+    write_config(cfg, run_dir / "config.yaml")
     history = [{"step": 10 * (i + 1), "val/miou": v, "report/miou": v + 1, "val/iou/road": 2 * v,
                 "report/iou/road": 2 * v + 1, "iteration": 10.0 * (i + 1)} for i, v in enumerate(vals)]
     (run_dir / "stage1" / "history.json").write_text(json.dumps(history))

@@ -20,9 +20,11 @@ from typing import Any
 import pytest
 
 from simtune import config
+from simtune.rundir import write_config
 from simtune.cli import main
 from simtune.errors import TrackingError
-from simtune.tracking.store import (SweepTracker, default_tracking_uri, resolve_sweep_dir, search, sqlite_path)
+from simtune.sweep.tracker import SweepTracker
+from simtune.tracking.store import default_tracking_uri, resolve_sweep_dir, search, sqlite_path
 
 SPACE = "base: {base}\nparams:\n  stage1.lambda_ci: {{grid: [0.001, 0.01]}}\n"
 
@@ -132,7 +134,7 @@ def test_evaluations_that_never_reached_the_driver_are_filled_in_from_the_run_di
     (logger,) = tracker.tune_callbacks()
     run_dir = tracker.sweep_dir / "runs" / "t1"
     (run_dir / "stage1").mkdir(parents=True)
-    config.dump_yaml(config.Config(), run_dir / "config.yaml")
+    write_config(config.Config(), run_dir / "config.yaml")
     history = [{"step": s, "val/miou": float(s), "iteration": float(s)} for s in (2, 4, 6)]
     (run_dir / "stage1" / "history.json").write_text(json.dumps(history))
     trial = SimpleNamespace(trial_id="t1", config={"stage1.lambda_ci": 0.01}, error_file=None)
@@ -160,7 +162,7 @@ def fake_trial(params: dict[str, Any], runs_dir: str, reports: int = 5, pause_s:
     run_dir = Path(runs_dir) / trial_id
     (run_dir / "stage1").mkdir(parents=True, exist_ok=True)
     cfg = config.build({"stage1": {"lambda_ci": params["stage1.lambda_ci"]}})
-    config.dump_yaml(cfg, run_dir / "config.yaml")
+    write_config(cfg, run_dir / "config.yaml")
     history = []
     for i in range(1, reports + 1):
         record = {"step": 2 * i, "val/miou": 100 * params["stage1.lambda_ci"] * i, "report/miou": float(i),

@@ -9,7 +9,7 @@ memory at two target-set sizes. Results: ``run_bench`` (a JSON-ready dict) and
 """
 
 from simtune.bench.reference import Equivalence, ReferenceStyleMatcher, max_abs_diff
-from simtune.bench.report import format_report
+from simtune.bench.text import format_report
 from simtune.bench.runner import BenchSettings, run_bench
 from simtune.bench.workload import PRESETS, SizePreset
 

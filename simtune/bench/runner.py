@@ -10,9 +10,9 @@ from typing import Any
 import torch
 
 from simtune.bench.profile import count_syncs, profile_steps
-from simtune.bench.pseudo import pseudo_label_pass
+from simtune.bench.pseudo_memory import pseudo_label_pass
 from simtune.bench.reference import Equivalence, ReferenceStyleMatcher, max_abs_diff, require_skimage
-from simtune.bench.report import environment
+from simtune.bench.text import environment
 from simtune.bench.timing import CLOCKS, VariantTimes, interleave, ratio
 from simtune.bench.workload import (PRESETS, Variant, build_variants, default_variants, matcher_inputs,
                                     matcher_step)

@@ -24,7 +24,7 @@ from simtune.data.synth import SRC_STYLE, TRG_STYLE, render_scene
 from simtune.labels import CITYSCAPES_ID_TO_TRAIN, lookup_table
 from simtune.sim import SimMatcher
 from simtune.train.builders import Nets, build_matcher, build_nets, build_optimizers
-from simtune.train.steps import StepWeights, adaptation_step
+from simtune.train.steps import StepWeights, adaptation_step, step_weights
 
 
 @dataclass(frozen=True)
@@ -91,20 +91,12 @@ def make_pairs(preset: SizePreset, device: torch.device, seed: int = 0) -> list[
     return pairs
 
 
-def step_weights_for(cfg: Config, mode: str) -> StepWeights:
-    """The loss switches of an ablation row for stage 1 (as the pipeline sets them)."""
-    s = cfg.stage1
-    return StepWeights(lambda_seg=s.lambda_seg, lambda_adv=s.lambda_adv, lambda_d=s.lambda_d,
-                       lambda_ci=s.lambda_ci, lambda_seg_aux=s.lambda_seg_aux, lambda_adv_aux=s.lambda_adv_aux,
-                       adversarial=mode != "source_only", matching=mode == "aa_sim", gan=cfg.discriminator.gan)
-
-
 @dataclass(frozen=True)
 class VariantSpec:
     """How one variant differs: the ablation row, the matcher, precision and layout."""
 
     description: str
-    mode: str  # source_only | aa | aa_sim (the switches of StepWeights)
+    mode: str  # source_only | aa | aa_sim (steps.MODE_SWITCHES)
     matcher: str | None  # None | "ours" | "reference"
     fast: bool  # bf16 autocast + channels_last when the device has them (CUDA)
     cuda_only: bool = False
@@ -182,7 +174,7 @@ def build_variants(preset: SizePreset, device: torch.device, names: tuple[str, .
             if spec.matcher == "reference":
                 matcher = ReferenceStyleMatcher.like(matcher)
         variants[name] = Variant(name, spec, cfg, nets, build_optimizers(nets, cfg.stage1, cfg),
-                                 step_weights_for(cfg, spec.mode), matcher, fast, pairs)
+                                 step_weights(cfg.stage1, spec.mode, cfg.discriminator.gan), matcher, fast, pairs)
     return variants
 
 

@@ -42,7 +42,7 @@ def _eval_predictions(args: argparse.Namespace) -> int:
 
 
 def _eval_checkpoint(args: argparse.Namespace) -> int:
-    from simtune.checkpoints import evaluate_checkpoint
+    from simtune.train.pipeline import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(args.checkpoint)
     _print(metrics, args.json)

@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from simtune.report import build_report, find_sweep
+    from simtune.sweep.report import build_report
+    from simtune.sweep.results import find_sweep
 
     report = build_report(find_sweep(args.storage, args.sweep), args.out, tracking_uri=args.tracking_uri)
     best = report.best

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from simtune.errors import ConfigError
+from simtune.tables import text_table
 
 TOP = 5  # trials shown in the final table
 
@@ -73,8 +74,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         rows.append([str(rank), trial_id, str(trial["iteration"]) + ("*" if trial["stopped_early"] else ""),
                      _num(trial["metrics"].get(metric)), _num(trial["metrics"].get("report/miou")),
                      *(_num(trial["params"][p]) for p in params)])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines = [text_table(rows, rule=False)]
     lines.append(f"{counts['total']} trials: {counts['finished']} finished ({counts['stopped_early']} stopped "
                  f"early, marked *), {counts['failed']} failed, {counts['retried']} recovered after a crash")
     unfinished = counts["total"] - counts["finished"] - counts["failed"]

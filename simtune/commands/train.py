@@ -20,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from simtune.pipeline import run_pipeline
-    from simtune.report_table import final_table
+    from simtune.train.pipeline import run_pipeline
+    from simtune.tables import final_table
 
     cfg = load_config(args)
     out = args.out or Path("runs") / f"{args.experiment.stem}-{time.strftime('%Y%m%d-%H%M%S')}"

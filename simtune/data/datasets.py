@@ -1,17 +1,4 @@
-"""Loaders for GTA5, SYNTHIA-RAND-CITYSCAPES and Cityscapes in their published layouts.
-
-Layouts (``ROOT`` is the dataset root a user points at):
-
-- gta5:       ``ROOT/images/NNNNN.png`` (RGB), ``ROOT/labels/NNNNN.png`` (8-bit Cityscapes
-  label ids). A CycleGAN-translated copy is another images folder (``images_dir``).
-- synthia:    ``ROOT/RGB/NNNNNNN.png``, ``ROOT/GT/LABELS/NNNNNNN.png`` (16-bit, the class
-  id in the PNG's first channel).
-- cityscapes: ``ROOT/leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png`` and
-  ``ROOT/gtFine/<split>/<city>/<stem>_gtFine_labelIds.png``.
-
-A sample's ``name`` is its path relative to the images folder, exactly as it appears in
-the authors' list files (``00001.png``, ``frankfurt/frankfurt_000000_000294_leftImg8bit.png``),
-so a list file can be written back from samples and predictions saved under the name.
+"""Loading GTA5, SYNTHIA-RAND-CITYSCAPES and Cityscapes samples (layouts: ``simtune.data.layouts``).
 
 Images are fed the way the authors' DeepLab-v2 weights expect: BGR, minus the mean
 ``MEAN_BGR``, no division by a standard deviation.
@@ -22,7 +9,6 @@ a part for reporting (lindau + munster); see ``simtune.data.splits``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -33,15 +19,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from simtune.data.layouts import (CITYSCAPES_IMAGE_SUFFIX, CITYSCAPES_LABEL_SUFFIX, DATASETS, DEFAULT_IMAGES_DIR,
+                                   DatasetSpec, Sample, dataset_spec)
 from simtune.data.splits import SPLIT_PARTS, VAL_SPLITS, split_samples
 from simtune.errors import DataError
-from simtune.labels import (
-    CITYSCAPES_ID_TO_TRAIN,
-    CITYSCAPES_LABEL_IDS,
-    SYNTHIA_ID_TO_TRAIN,
-    SYNTHIA_LABEL_IDS,
-    lookup_table,
-)
+from simtune.labels import lookup_table
 
 __all__ = [
     "DATASETS", "MEAN_BGR", "SPLIT_PARTS", "VAL_SPLITS", "Sample", "SegmentationDataset",
@@ -50,57 +32,8 @@ __all__ = [
     "to_train_ids",
 ]
 
-DATASETS: tuple[str, ...] = ("gta5", "synthia", "cityscapes")
 # Per-channel mean of the authors' preprocessing, in B, G, R order.
 MEAN_BGR: tuple[float, float, float] = (104.008, 116.669, 122.675)
-DEFAULT_IMAGES_DIR = "images"  # list_samples' stand-in for "the dataset's own folder"
-CITYSCAPES_IMAGE_SUFFIX = "_leftImg8bit.png"
-CITYSCAPES_LABEL_SUFFIX = "_gtFine_labelIds.png"
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One image and (optionally) its label file.
-
-    Attributes:
-        image_path: the RGB image.
-        label_path: the label PNG, or None for unlabelled (target) samples.
-        name: path relative to the images folder, as in the authors' list files.
-        city: Cityscapes city (``"frankfurt"``); ``""`` for GTA5 and SYNTHIA.
-    """
-
-    image_path: Path
-    label_path: Path | None
-    name: str
-    city: str
-
-
-@dataclass(frozen=True)
-class _Spec:
-    """What differs between the three datasets."""
-
-    images_dir: str  # default images folder under the root
-    labels_dir: str  # label folder under the root
-    has_splits: bool  # Cityscapes nests both folders by split, then city
-    id_to_train: dict[int, int]
-    label_ids: frozenset[int]  # every id a valid label file may hold
-    id_kind: str  # how error messages name the ids
-
-
-_SPECS: dict[str, _Spec] = {
-    "gta5": _Spec("images", "labels", False, CITYSCAPES_ID_TO_TRAIN, CITYSCAPES_LABEL_IDS,
-                  "Cityscapes"),
-    "synthia": _Spec("RGB", "GT/LABELS", False, SYNTHIA_ID_TO_TRAIN, SYNTHIA_LABEL_IDS,
-                     "SYNTHIA"),
-    "cityscapes": _Spec("leftImg8bit", "gtFine", True, CITYSCAPES_ID_TO_TRAIN,
-                        CITYSCAPES_LABEL_IDS, "Cityscapes"),
-}
-
-
-def _spec(dataset: str) -> _Spec:
-    if dataset not in _SPECS:
-        raise DataError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
-    return _SPECS[dataset]
 
 
 # ----------------------------------------------------------------------------- listing
@@ -134,7 +67,7 @@ def list_samples(
         DataError: missing root or folder, no images, an image without its label, a
             list-file entry that does not exist.
     """
-    spec = _spec(dataset)
+    spec = dataset_spec(dataset)
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: {dataset} root does not exist")
@@ -236,8 +169,7 @@ def read_label_ids(dataset: str, path: Path) -> np.ndarray:
     Raises:
         DataError: the file is missing, cannot be decoded, or is not a label image.
     """
-    _spec(dataset)
-    if dataset == "synthia":
+    if dataset_spec(dataset).sixteen_bit_labels:
         return _read_synthia_label(path)
     return read_png8(path, "label")
 
@@ -272,7 +204,7 @@ def _read_synthia_label(path: Path) -> np.ndarray:
 
 @lru_cache(maxsize=None)
 def _train_id_table(dataset: str) -> np.ndarray:
-    return lookup_table(_spec(dataset).id_to_train)
+    return lookup_table(dataset_spec(dataset).id_to_train)
 
 
 def to_train_ids(dataset: str, raw: np.ndarray) -> np.ndarray:
@@ -328,7 +260,7 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
             label_size: ``"input"`` resizes the label (nearest) to the image's size;
                 ``"original"`` keeps the label's resolution (evaluation upsamples logits).
         """
-        _spec(dataset)
+        dataset_spec(dataset)
         if label_size not in ("input", "original"):
             raise DataError(f"label_size must be 'input' or 'original', got {label_size!r}")
         self.dataset = dataset
@@ -384,7 +316,7 @@ def check_samples(
             (``"<file>: label id 77 is not a Cityscapes label id (expected 0..33)"``),
             or an image and label of different sizes.
     """
-    spec = _spec(dataset)
+    spec = dataset_spec(dataset)
     for sample in samples if max_files is None else samples[:max_files]:
         image_size = _decoded_size(sample.image_path)
         if sample.label_path is None:
@@ -409,7 +341,7 @@ def _decoded_size(path: Path) -> tuple[int, int]:
         raise DataError(f"{path}: cannot read image ({_one_line(exc)})") from exc
 
 
-def _check_label_ids(spec: _Spec, path: Path, raw: np.ndarray) -> None:
+def _check_label_ids(spec: DatasetSpec, path: Path, raw: np.ndarray) -> None:
     unknown = sorted(set(np.unique(raw).tolist()) - spec.label_ids)
     if unknown:
         raise DataError(

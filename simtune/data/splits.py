@@ -13,12 +13,8 @@ appears on both sides:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from simtune.data.layouts import Sample
 from simtune.errors import DataError
-
-if TYPE_CHECKING:
-    from simtune.data.datasets import Sample
 
 VAL_SPLITS: dict[str, tuple[str, ...]] = {
     "selection": ("frankfurt",),

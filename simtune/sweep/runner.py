@@ -1,6 +1,6 @@
 """Start or resume a sweep on Ray Tune and write its summary.
 
-A sweep lives in ``<storage>/<name>/``::
+A sweep lives in ``<storage>/<name>/`` (paths: ``results.SweepDir``)::
 
     sweep.json          how it was started (space file, --set, settings) and the space's hash
     space.yaml          a copy of the search-space file
@@ -9,6 +9,9 @@ A sweep lives in ``<storage>/<name>/``::
     trial_<trial_id>/   Tune's per-trial results and checkpoints
     summary.json        every trial: params, final metrics, status, failure reason
     best_config.yaml    the resolved config of the best trial (``simtune train`` accepts it)
+
+A trial whose loss became non-finite ends normally in Tune (it would only diverge again
+if retried) and is marked ERROR here, from its run directory's ``failure.json``.
 """
 
 from __future__ import annotations
@@ -24,10 +27,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from simtune import config
 from simtune.errors import ConfigError
+from simtune.rundir import write_config, write_json
+from simtune.sweep.algorithms import ALGORITHMS, SCHEDULERS
+from simtune.sweep.results import Standing, SweepDir, rank
 from simtune.sweep.space import Param, SearchSpace
-from simtune.sweep.trainable import FAULT_ENV, NoRetryOnNonFinite, TrialContext, run_trial
+from simtune.sweep.trainable import FAULT_ENV, TrialContext, run_trial
+from simtune.sweep.tracker import SweepTracker
 
 
 @dataclass(frozen=True)
@@ -86,14 +92,14 @@ def _check_sweep_dir(space: SearchSpace, options: SweepOptions, overrides: list[
     record = {"name": options.name, "space_file": str(space.file.resolve()), "overrides": overrides,
               "space_hash": space_hash(space), "settings": _settings(space)}
     if options.resume:
-        path = options.sweep_dir / "sweep.json"
+        path = SweepDir(options.sweep_dir).record
         if not tune.Tuner.can_restore(str(options.sweep_dir)):
             raise ConfigError(f"{options.sweep_dir}: no sweep to resume here; check --name and --storage")
         old = json.loads(path.read_text()) if path.is_file() else {}
         if old.get("space_hash") != record["space_hash"]:
             raise ConfigError(f"{options.sweep_dir}: the search space or --set differ from the sweep being "
                               f"resumed (started with {old.get('space_file')} {' '.join(old.get('overrides', []))})")
-    elif (options.sweep_dir / "sweep.json").is_file():
+    elif SweepDir(options.sweep_dir).record.is_file():
         raise ConfigError(f"{options.sweep_dir}: a sweep of this name exists; pass --resume or another --name")
     return record
 
@@ -102,10 +108,11 @@ def _record_sweep(space: SearchSpace, options: SweepOptions, record: dict[str, A
     """``sweep.json``, a copy of the space file and the resolved base config, once per sweep."""
     if options.resume:
         return
-    options.sweep_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(space.file, options.sweep_dir / "space.yaml")
-    config.dump_yaml(space.base_config, options.sweep_dir / "base_config.yaml")
-    (options.sweep_dir / "sweep.json").write_text(json.dumps(record, indent=1))
+    folder = SweepDir(options.sweep_dir)
+    folder.root.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(space.file, folder.space_copy)
+    write_config(space.base_config, folder.base_config)
+    write_json(folder.record, record)
 
 
 def space_hash(space: SearchSpace) -> str:
@@ -122,14 +129,8 @@ def _settings(space: SearchSpace) -> dict[str, Any]:
             "max_failures": space.max_failures}
 
 
-def _open_tracker(space: SearchSpace, options: SweepOptions) -> Any:
-    """The MLflow sweep tracker when ``simtune.tracking`` is part of this build, else None."""
-    try:
-        from simtune.tracking import SweepTracker  # type: ignore[attr-defined]
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("simtune.tracking"):
-            return None
-        raise
+def _open_tracker(space: SearchSpace, options: SweepOptions) -> SweepTracker:
+    """The sweep's MLflow parent run, reached before Ray starts."""
     return SweepTracker.open(tracking_uri=options.tracking_uri, storage=options.storage, sweep_name=options.name,
                              space_file=space.file, space=space, base_config=space.base_config,
                              resume=options.resume)
@@ -193,18 +194,13 @@ def _tuner(space: SearchSpace, options: SweepOptions, tracker: Any) -> Any:
     context = TrialContext(space=space, sweep_dir=options.sweep_dir, share_stage1=options.share_stage1)
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context),
                                     {"cpu": space.resources.cpus, "gpu": space.resources.gpus})
-    callbacks = [NoRetryOnNonFinite(), *(tracker.tune_callbacks() if tracker is not None else [])]
+    callbacks = tracker.tune_callbacks() if tracker is not None else []
     # The compact CLIReporter table instead of Tune's per-trial boxes of every metric; a
     # checkpoint at every evaluation is wanted, so no warning about frequent snapshots.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if options.resume:
-        tuner = tune.Tuner.restore(str(options.sweep_dir), trainable, resume_unfinished=True, resume_errored=False)
-        # The callbacks were pickled with the first run; this run's tracker must receive the events.
-        internal = tuner._local_tuner
-        if internal is not None:
-            internal.get_run_config().callbacks = callbacks
-        return tuner
+    if options.resume:  # the callbacks come back from Tune's saved experiment (see mlflow_callback)
+        return tune.Tuner.restore(str(options.sweep_dir), trainable, resume_unfinished=True, resume_errored=False)
     return tune.Tuner(
         trainable,
         param_space={key: _domain(param) for key, param in space.params.items()},
@@ -212,7 +208,7 @@ def _tuner(space: SearchSpace, options: SweepOptions, tracker: Any) -> Any:
             metric=space.metric, mode=space.mode, search_alg=_search_alg(space), scheduler=_scheduler(space),
             num_samples=space.num_samples, trial_dirname_creator=_trial_dirname, reuse_actors=False,
             # Tune limits a Searcher (Optuna) this way; the grid/random generator limits itself.
-            max_concurrent_trials=space.max_concurrent if space.search.algorithm == "optuna" else None),
+            max_concurrent_trials=space.max_concurrent if ALGORITHMS[space.search.algorithm].searcher else None),
         run_config=tune.RunConfig(
             name=options.name, storage_path=str(options.storage), callbacks=callbacks, verbose=1,
             progress_reporter=_live_table(space),
@@ -253,25 +249,11 @@ def _domain(param: Param) -> Any:
 
 def _search_alg(space: SearchSpace) -> Any:
     points = [dict(p) for p in space.search.points_to_evaluate] or None
-    if space.search.algorithm == "optuna":
-        import optuna
-        from ray.tune.search.optuna import OptunaSearch
-
-        return OptunaSearch(points_to_evaluate=points, sampler=optuna.samplers.TPESampler(seed=space.search.seed))
-    from ray.tune.search import BasicVariantGenerator
-
-    return BasicVariantGenerator(points_to_evaluate=points, random_state=space.search.seed,
-                                 max_concurrent=space.max_concurrent or 0)
+    return ALGORITHMS[space.search.algorithm].build(space.search, points, space.max_concurrent)
 
 
 def _scheduler(space: SearchSpace) -> Any:
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    settings = space.scheduler
-    if settings.type == "fifo":
-        return FIFOScheduler()
-    return ASHAScheduler(time_attr="iteration", max_t=settings.max_t, grace_period=settings.grace_period,
-                         reduction_factor=settings.reduction_factor)
+    return SCHEDULERS[space.scheduler.type].build(space.scheduler)
 
 
 # ----------------------------------------------------------------------------- summary
@@ -292,7 +274,8 @@ def summarize(space: SearchSpace, sweep_dir: Path) -> dict[str, Any]:
     analysis = tune.ExperimentAnalysis(str(sweep_dir), default_metric=space.metric, default_mode=space.mode)
     trials = sorted((_trial_summary(space, sweep_dir, trial) for trial in analysis.trials),
                     key=lambda t: t["trial_id"])
-    ranked = rank(trials, space.metric, space.mode)
+    ranked = rank(trials, lambda t: Standing(t["metrics"].get(space.metric), t["status"] == "TERMINATED"
+                                             and not t["stopped_early"], t["stopped_early"]), space.mode)
     counts = dict(Counter(t["status"] for t in trials))
     counts.update(total=len(trials), finished=counts.get("TERMINATED", 0), failed=counts.get("ERROR", 0),
                   stopped_early=sum(t["stopped_early"] for t in trials),
@@ -310,20 +293,15 @@ def _trial_summary(space: SearchSpace, sweep_dir: Path, trial: Any) -> dict[str,
     if trial.status == "ERROR" and reason is None:
         reason = _error_line(trial.get_pickled_error() or trial.get_error())
     iteration = int(metrics.get("iteration", 0))
-    run_dir = sweep_dir / "runs" / trial.trial_id
-    starts = run_dir / "attempts.jsonl"
-    return {"trial_id": trial.trial_id, "status": trial.status,
+    run = SweepDir(sweep_dir).run(trial.trial_id)
+    diverged = run.failure_reason()
+    status = "ERROR" if diverged is not None else trial.status
+    return {"trial_id": trial.trial_id, "status": status,
             "params": {key: trial.config.get(key) for key in space.params}, "metrics": metrics,
-            "iteration": iteration, "stopped_early": trial.status == "TERMINATED" and iteration < space.scheduler.max_t,
-            "failure_reason": reason, "failures": trial.num_failures,
-            "starts": starts.read_text().count("\n") if starts.is_file() else 0, "run_dir": str(run_dir)}
-
-
-def rank(trials: list[dict[str, Any]], metric: str, mode: str) -> list[dict[str, Any]]:
-    """Finished trials that evaluated ``metric``: those trained to the end first, then by metric."""
-    usable = [t for t in trials if t["status"] == "TERMINATED" and metric in t["metrics"]]
-    sign = 1.0 if mode == "max" else -1.0
-    return sorted(usable, key=lambda t: (not t["stopped_early"], sign * t["metrics"][metric]), reverse=True)
+            "iteration": iteration, "stopped_early": status == "TERMINATED" and iteration < space.scheduler.max_t,
+            "failure_reason": reason or diverged, "failures": trial.num_failures,
+            "starts": run.attempts.read_text().count("\n") if run.attempts.is_file() else 0,
+            "run_dir": str(run.root)}
 
 
 def _error_line(error: BaseException | None) -> str:
@@ -337,8 +315,7 @@ def _error_line(error: BaseException | None) -> str:
 
 def write_summary(space: SearchSpace, sweep_dir: Path, summary: dict[str, Any]) -> None:
     """``summary.json`` always; ``best_config.yaml`` when some trial evaluated the metric."""
-    tmp = sweep_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1, default=str))
-    tmp.replace(sweep_dir / "summary.json")
+    folder = SweepDir(sweep_dir)
+    write_json(folder.summary, summary)
     if summary["best"] is not None:
-        config.dump_yaml(space.config_for(summary["best"]["params"]), sweep_dir / "best_config.yaml")
+        write_config(space.config_for(summary["best"]["params"]), folder.best_config)

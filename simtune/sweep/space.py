@@ -24,7 +24,6 @@ Parameter kinds: ``grid``/``choice`` (a list of values), ``uniform``/``logunifor
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,11 +32,10 @@ from typing import Any
 from simtune import config
 from simtune.config import Config
 from simtune.errors import ConfigError, SearchSpaceError
+from simtune.keys import suggest
+from simtune.sweep.algorithms import ALGORITHMS, PARAM_KINDS, SCHEDULERS, with_starting_points
 from simtune.labels import CLASS_NAMES
 
-PARAM_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
-ALGORITHMS = ("grid", "random", "optuna")
-SCHEDULERS = ("fifo", "asha")
 TOP_LEVEL_KEYS = ("base", "set", "metric", "mode", "search", "scheduler", "num_samples", "resources",
                   "max_concurrent", "max_failures", "params")
 STAGE2_ONLY = ("stage2.", "pseudo_label.")  # keys that matter only when stage 2 runs (mode aa_sim_ssl)
@@ -138,7 +136,7 @@ def load_space(path: Path, overrides: Sequence[str] = ()) -> SearchSpace:
         metric=_metric(path, data.get("metric", "val/miou")),
         mode=_one_of(path, "mode", data.get("mode", "max"), ("max", "min")),
         search=dataclasses.replace(search, points_to_evaluate=_points(path, search_raw, params)),
-        num_samples=_int(path, "num_samples", data.get("num_samples", 1 if search.algorithm == "grid" else 10), 1),
+        num_samples=_int(path, "num_samples", data.get("num_samples", ALGORITHMS[search.algorithm].default_num_samples), 1),
         resources=_resources(path, data.get("resources", {})),
         max_concurrent=_optional_int(path, "max_concurrent", data.get("max_concurrent"), 1),
         max_failures=_int(path, "max_failures", data.get("max_failures", 2), -1),
@@ -179,11 +177,8 @@ def _param(path: Path, key: Any, spec: Any, algorithm: str) -> Param:
         raise SearchSpaceError(f"{where}: expected one of {{{' | '.join(k + ': ...' for k in PARAM_KINDS)}}}, "
                                f"got {spec!r}")
     kind, raw = next(iter(spec.items()))
-    if kind == "grid" and algorithm == "optuna":
-        raise SearchSpaceError(f"{where}: 'grid' cannot be used with search.algorithm optuna; use 'choice'")
-    if kind != "grid" and algorithm == "grid":
-        raise SearchSpaceError(f"{where}: search.algorithm grid needs every parameter as {{grid: [...]}}, "
-                               f"got '{kind}'; use algorithm random or optuna")
+    if kind not in ALGORITHMS[algorithm].kinds:
+        raise SearchSpaceError(f"{where}: " + ALGORITHMS[algorithm].refusal.format(kind=kind))
     values = _list_values(where, kind, raw) if kind in ("grid", "choice") else _range_values(where, kind, raw)
     samples = values if kind in ("grid", "choice") else _range_samples(kind, values)
     try:
@@ -220,22 +215,23 @@ def _range_samples(kind: str, bounds: tuple[Any, ...]) -> list[Any]:
 
 def _search(path: Path, raw: dict[str, Any]) -> Search:
     _check_keys(path, "search.", raw, ("algorithm", "seed", "points_to_evaluate"))
-    algorithm = _one_of(path, "search.algorithm", raw.get("algorithm", "grid"), ALGORITHMS)
+    algorithm = _one_of(path, "search.algorithm", raw.get("algorithm", "grid"), tuple(ALGORITHMS))
     return Search(algorithm=algorithm, seed=_optional_int(path, "search.seed", raw.get("seed"), 0))
 
 
 def _points(path: Path, raw: dict[str, Any], params: dict[str, Param]) -> tuple[dict[str, Any], ...]:
     """Starting points: each a mapping over (some of) the swept keys, type-checked."""
     points = raw.get("points_to_evaluate") or []
-    if points and raw.get("algorithm", "grid") == "grid":
-        raise SearchSpaceError(f"{path}: 'search.points_to_evaluate' needs algorithm random or optuna")
+    if points and raw.get("algorithm", "grid") not in with_starting_points():
+        raise SearchSpaceError(f"{path}: 'search.points_to_evaluate' needs algorithm "
+                               f"{' or '.join(with_starting_points())}")
     if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
         raise SearchSpaceError(f"{path}: 'search.points_to_evaluate' must be a list of mappings, got {points!r}")
     for point in points:
         for key, value in point.items():
             if key not in params:
                 raise SearchSpaceError(f"{path}: search.points_to_evaluate: '{key}' is not a swept parameter"
-                                       f"{_suggest(str(key), list(params))}")
+                                       f"{suggest(str(key), list(params))}")
             try:
                 config.check_value(key, value, source=f"{path}: search.points_to_evaluate")
             except ConfigError as exc:
@@ -247,9 +243,9 @@ def _scheduler(space: SearchSpace, raw: Any) -> Scheduler:
     path = space.file
     raw = _mapping(path, "scheduler", raw)
     _check_keys(path, "scheduler.", raw, ("type", "grace_period", "reduction_factor", "max_t"))
-    kind = _one_of(path, "scheduler.type", raw.get("type", "fifo"), SCHEDULERS)
+    kind = _one_of(path, "scheduler.type", raw.get("type", "fifo"), tuple(SCHEDULERS))
     iters_swept = any(p in space.params for p in ("stage1.iters", "stage2.iters"))
-    if kind == "asha" and iters_swept and "max_t" not in raw:
+    if SCHEDULERS[kind].stops_early and iters_swept and "max_t" not in raw:
         raise SearchSpaceError(f"{path}: 'scheduler.max_t' must be given when stage iterations are swept")
     max_t = _int(path, "scheduler.max_t", raw.get("max_t", space.total_iters()), 1)
     grace = _int(path, "scheduler.grace_period", raw.get("grace_period", space.base_config.eval.every), 1)
@@ -278,7 +274,7 @@ def _metric(path: Path, metric: Any) -> str:
     valid = ["val/miou", *(f"val/iou/{name}" for name in CLASS_NAMES)]
     if metric not in valid:
         hint = " (report/ is the held-out report split; select on val/)" if str(metric).startswith("report/") \
-            else _suggest(str(metric), valid)
+            else suggest(str(metric), valid)
         raise SearchSpaceError(f"{path}: 'metric' must be val/miou or val/iou/<class>, got {metric!r}{hint}")
     return str(metric)
 
@@ -306,12 +302,7 @@ def _check_params_take_effect(space: SearchSpace) -> None:
 def _check_keys(path: Path, prefix: str, data: dict[str, Any], valid: Sequence[str]) -> None:
     for key in data:
         if key not in valid:
-            raise SearchSpaceError(f"{path}: unknown key '{prefix}{key}'{_suggest(str(key), list(valid), prefix)}")
-
-
-def _suggest(key: str, valid: list[str], prefix: str = "") -> str:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    return f"; did you mean '{prefix}{close[0]}'?" if close else ""
+            raise SearchSpaceError(f"{path}: unknown key '{prefix}{key}'{suggest(str(key), list(valid), prefix)}")
 
 
 def _mapping(path: Path, key: str, raw: Any) -> dict[str, Any]:

@@ -9,8 +9,9 @@ further along, and resumes mid-stage.
 
 Failures come in two kinds. A crash (any exception) is retried by Tune from the last
 checkpoint, up to ``max_failures`` times. A non-finite loss would only happen again, so the
-trial reports ``failed=1`` with ``failure_reason``, writes ``failure.json`` and ends as ERROR;
-``NoRetryOnNonFinite`` keeps Tune from retrying it.
+trial writes ``failure.json``, reports ``failed=1`` with ``failure_reason`` and returns
+normally: Tune never retries a trial that returned, and the sweep summary and the MLflow
+child run mark it failed from ``failure.json``.
 
 Test hook: the environment variable ``SIMTUNE_FAULT`` injects faults after an evaluation,
 as ``;``-separated ``KIND=ITERATION[@KEY=VALUE]`` items, ``KEY=VALUE`` limiting it to trials
@@ -37,11 +38,14 @@ from typing import Any
 import yaml
 from ray import tune
 
+from simtune.rundir import RunDir, write_json
+from simtune.sweep.results import SweepDir
 from simtune.sweep.space import SearchSpace
 from simtune.train.loop import Callback, NonFiniteLoss
 
 FAULT_ENV = "SIMTUNE_FAULT"
 STAGE_NUMBER = {"stage1": 1, "stage2": 2}
+POSITION = "position.json"  # in a Tune checkpoint: which stage and iteration it holds
 
 
 @dataclass(frozen=True)
@@ -53,28 +57,28 @@ class TrialContext:
     share_stage1: bool = True
 
     def run_dir(self, trial_id: str) -> Path:
-        return self.sweep_dir / "runs" / trial_id
+        return SweepDir(self.sweep_dir).run(trial_id).root
 
     @property
     def stage1_cache(self) -> Path | None:
-        return self.sweep_dir / "stage1_cache" if self.share_stage1 else None
+        return SweepDir(self.sweep_dir).stage1_cache if self.share_stage1 else None
 
 
 def run_trial(params: dict[str, Any], context: TrialContext) -> None:
     """Tune function trainable: ``params`` are the sampled dotted keys of this trial.
 
+    A diverged run (non-finite loss) reports ``failed=1`` and returns: it is not retried.
     Raises:
-        NonFiniteLoss: the run diverged (after reporting ``failed=1``); not retried.
         Exception: anything else; Tune retries from the last checkpoint.
     """
-    from simtune.pipeline import run_pipeline
+    from simtune.train.pipeline import run_pipeline
 
     run_dir = context.run_dir(tune.get_context().get_trial_id())
     reporter = TuneReporter(run_dir, Faults.from_env(os.environ.get(FAULT_ENV, ""), params))
-    previous = _read_json(run_dir / "failure.json")
+    previous = RunDir(run_dir).failure_reason()
     if previous is not None:  # a diverged trial restarted by a --resume: it would only diverge again
-        reporter.report_failure(previous["reason"])
-        raise NonFiniteLoss(previous["reason"])
+        reporter.report_failure(previous)
+        return
     _log_attempt(run_dir, _restore(run_dir))
     cfg = context.space.config_for(params)
     try:
@@ -82,7 +86,6 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
         run_pipeline(cfg, run_dir, callbacks=[reporter], resume=True, stage1_cache=context.stage1_cache)
     except NonFiniteLoss as exc:
         reporter.report_failure(str(exc))
-        raise
     finally:
         _release_gpu_memory()
 
@@ -111,7 +114,7 @@ class TuneReporter(Callback):
 
     def report_failure(self, reason: str) -> None:
         """Record a non-finite loss in the run dir and in Tune's results (with the metric Tune requires)."""
-        _write_json(self.run_dir / "failure.json", {"reason": reason, "time": time.time()})
+        write_json(RunDir(self.run_dir).failure, {"reason": reason, "time": time.time()})
         tune.report({**(self.last or {"iteration": 0, "stage": 0, "val/miou": 0.0}), "failed": 1,
                      "failure_reason": reason})
 
@@ -119,15 +122,17 @@ class TuneReporter(Callback):
     def _checkpoint_dir(self, stage: str, step: int, checkpoint: Path) -> Iterator[Path]:
         """A temporary folder: ``position.json``, ``<stage>/checkpoint.pt``, ``<stage>/history.json``,
         and the run's ``config.yaml`` / ``run.json``. Tune copies it before ``report`` returns."""
+        run = RunDir(self.run_dir)
         with tempfile.TemporaryDirectory(dir=self.run_dir, prefix=".tune-checkpoint-") as tmp:
-            folder = Path(tmp)
-            (folder / stage).mkdir()
-            _link_or_copy(checkpoint, folder / stage / "checkpoint.pt")
-            for name in (f"{stage}/history.json", "config.yaml", "run.json"):
-                if (self.run_dir / name).is_file():
-                    _link_or_copy(self.run_dir / name, folder / name)
-            _write_json(folder / "position.json", {"stage": stage, "iteration": step})
-            yield folder
+            copy = RunDir(Path(tmp))
+            copy.stage(stage).mkdir()
+            _link_or_copy(checkpoint, copy.checkpoint(stage))
+            for source, target in ((run.history_file(stage), copy.history_file(stage)),
+                                   (run.config_file, copy.config_file), (run.run_file, copy.run_file)):
+                if source.is_file():
+                    _link_or_copy(source, target)
+            write_json(copy.root / POSITION, {"stage": stage, "iteration": step})
+            yield copy.root
 
 
 def _result(metrics: dict[str, float], step: int, stage: str) -> dict[str, Any]:
@@ -136,15 +141,6 @@ def _result(metrics: dict[str, float], step: int, stage: str) -> dict[str, Any]:
     result.update({key: metrics[key] for key in ("val/miou", "report/miou") if key in metrics})
     result.update({key: value for key, value in metrics.items() if key not in result})
     return result
-
-
-class NoRetryOnNonFinite(tune.Callback):
-    """Driver-side: a trial that reported ``failed`` ends as ERROR instead of being retried."""
-
-    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
-                        **info: Any) -> None:
-        if result.get("failed"):
-            trial.max_failures = 0  # Tune retries while num_failures <= max_failures
 
 
 # ----------------------------------------------------------------------------- restoring
@@ -161,33 +157,34 @@ def _restore(run_dir: Path) -> int | None:
         return None
     with checkpoint.as_directory() as folder_name:
         folder = Path(folder_name)
-        position = json.loads((folder / "position.json").read_text())
-        if _run_dir_position(run_dir / position["stage"]) >= position["iteration"]:
+        position = json.loads((folder / POSITION).read_text())
+        if _run_dir_position(RunDir(run_dir), position["stage"]) >= position["iteration"]:
             return None
         for file in folder.rglob("*"):
-            if file.is_file() and file.name != "position.json":
+            if file.is_file() and file.name != POSITION:
                 target = run_dir / file.relative_to(folder)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(file, target)
     return int(position["iteration"])
 
 
-def _run_dir_position(stage_dir: Path) -> float:
+def _run_dir_position(run: RunDir, stage: str) -> float:
     """How far a stage got on disk: +inf when done, -1 without a checkpoint, else its last evaluation."""
-    if (stage_dir / "done.json").is_file():
+    if run.done(stage).is_file():
         return float("inf")
-    if not (stage_dir / "checkpoint.pt").is_file():
+    if not run.checkpoint(stage).is_file():
         return -1.0
-    history = _read_json(stage_dir / "history.json") or []
+    history = run.history(stage)
     return float(history[-1]["step"]) if history else 0.0
 
 
 def _log_attempt(run_dir: Path, restored: int | None) -> None:
     """One line per start of this trial in ``attempts.jsonl``: retries and resumes are visible."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    line = {"time": time.time(), "resumed": _has_files(run_dir, ignore=("attempts.jsonl",)),
+    attempts = RunDir(run_dir).attempts
+    line = {"time": time.time(), "resumed": _has_files(run_dir, ignore=(attempts.name,)),
             "restored_checkpoint_iteration": restored}
-    with open(run_dir / "attempts.jsonl", "a") as handle:
+    with open(attempts, "a") as handle:
         handle.write(json.dumps(line) + "\n")
 
 
@@ -220,7 +217,7 @@ class Faults:
         marker = stage_dir.parent / ".fault-crash-once"
         if self.crash_once_at is not None and step >= self.crash_once_at and not marker.exists():
             marker.write_text(str(step))
-            (stage_dir / "checkpoint.pt").unlink(missing_ok=True)
+            RunDir(stage_dir.parent).checkpoint(stage_dir.name).unlink(missing_ok=True)
             raise RuntimeError(f"iteration {step}: crash injected by {FAULT_ENV}")
 
 
@@ -236,17 +233,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=str))
-    tmp.replace(path)
 
 
 def _release_gpu_memory() -> None:

@@ -1,10 +1,8 @@
-"""MLflow tracking of sweeps, retrains and reports.
+"""MLflow tracking, free of Ray: reaching the store and finding runs (``store``), what a
+run directory sends to MLflow and the run logger of a training (``artifacts``), and the
+run and sweep figures (``figures``). The sweep's parent run and the Tune callback that
+logs each trial live in ``simtune.sweep`` (``tracker``, ``mlflow_callback``).
 
-``store`` reaches the store and owns the sweep's parent run (``SweepTracker``);
-``tune_callback`` logs each Tune trial as a child run from the Ray driver; ``figures``
-draws the run and sweep figures. Ray is imported only by ``tune_callback``.
+A new tracking backend would sit beside ``store`` with the same small surface
+(``connect``, ``search``, ``log_params``/``log_metrics``/``log_history``, artifacts).
 """
-
-from simtune.tracking.store import SweepTracker, default_tracking_uri
-
-__all__ = ["SweepTracker", "default_tracking_uri"]

@@ -8,7 +8,6 @@ truth, prediction of each stage). Sweep figures (``report``) take plain rows.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,34 +20,9 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from simtune.labels import CLASS_NAMES, PALETTE, colorize  # noqa: E402
+from simtune.rundir import STAGES  # noqa: E402
 
-STAGES = ("stage1", "stage2")
 SPLITS = (("val", "selection (frankfurt)"), ("report", "report (lindau + munster)"))
-
-
-def read_histories(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
-    """``{"stage1": [eval records], "stage2": [...]}`` for the stages that evaluated."""
-    out = {}
-    for stage in STAGES:
-        path = run_dir / stage / "history.json"
-        if path.is_file():
-            records = json.loads(path.read_text())
-            if records:
-                out[stage] = records
-    return out
-
-
-def history_records(run_dir: Path) -> list[dict[str, Any]]:
-    """Every evaluation record of every stage, in order."""
-    return [record for records in read_histories(run_dir).values() for record in records]
-
-
-def last_evaluation(histories: Mapping[str, list[dict[str, Any]]]) -> tuple[str, dict[str, Any]] | None:
-    """(stage, record) of the last evaluation of the last stage that evaluated."""
-    for stage in reversed(STAGES):
-        if histories.get(stage):
-            return stage, histories[stage][-1]
-    return None
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
@@ -135,17 +109,17 @@ def sample_predictions(run_dir: Path, count: int) -> list[tuple[np.ndarray, np.n
     import torch
     import torch.nn.functional as F
 
-    from simtune import config
-    from simtune.checkpoints import load_segmenter_state
+    from simtune.rundir import RunDir, load_segmenter_state
     from simtune.data.datasets import SegmentationDataset, read_image
     from simtune.data.splits import split_samples
     from simtune.models import build_segmenter
     from simtune.train.builders import domain_samples
 
-    weights = {f"stage {s[-1]}": run_dir / s / "model.pt" for s in STAGES if (run_dir / s / "model.pt").is_file()}
-    if not weights or not (run_dir / "config.yaml").is_file():
+    run = RunDir(run_dir)
+    weights = {f"stage {stage[-1]}": path for stage, path in run.final_models().items()}
+    if not weights or not run.has_config():
         return []
-    cfg = config.build(config.read_yaml(run_dir / "config.yaml"), source=str(run_dir / "config.yaml"))
+    cfg = run.config()
     trg, m = cfg.data.target, cfg.model
     samples = split_samples(domain_samples(trg, split=cfg.data.val_split), "selection")[:count]
     dataset = SegmentationDataset(trg.dataset, samples, size=trg.size, label_size="original")

@@ -1,22 +1,16 @@
-"""Atomic, resumable checkpoints of a stage: networks, optimizers, banks, RNG, position."""
+"""What a resumable stage checkpoint holds beyond the networks: RNG states; and loading one.
+
+Checkpoints are written atomically by ``simtune.rundir.torch_save``.
+"""
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def rng_state() -> dict[str, Any]:
@@ -36,5 +30,5 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def load(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by ``atomic_save`` (trusted: written by this program)."""
+    """Load a checkpoint this program wrote (trusted, so not ``weights_only``)."""
     return torch.load(path, map_location=device, weights_only=False)

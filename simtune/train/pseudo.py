@@ -8,7 +8,6 @@ full class probabilities and runs the model again.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from simtune.labels import IGNORE
-from simtune.pseudo_label import (
+from simtune.rundir import RunDir, write_json
+from simtune.sim.thresholds import (
     ConfidenceHistogram,
     apply_cbst,
     cbst_thresholds,
@@ -113,8 +113,8 @@ def label_cbst(segmenter: torch.nn.Module, dataset: Dataset[Any], labels_dir: Pa
 
 
 def make_pseudo_labels(segmenter: torch.nn.Module, dataset: Dataset[Any], rule: PseudoLabelRule,
-                       pred_dir: Path, out: Path, *, device: torch.device, autocast: bool) -> dict[str, Any]:
-    """Pseudo-labels for every target train image in ``out/labels`` + ``out/thresholds.json``.
+                       pred_dir: Path, run: RunDir, *, device: torch.device, autocast: bool) -> dict[str, Any]:
+    """Pseudo-labels for every target train image in the run's ``pseudo/labels`` + ``thresholds.json``.
 
     ``pred_dir`` may already hold the predictions (shared stage 1): then no model pass runs
     for the SIM rule.
@@ -127,15 +127,13 @@ def make_pseudo_labels(segmenter: torch.nn.Module, dataset: Dataset[Any], rule: 
                               device=device, autocast=autocast)
     if rule.method == "sim":
         thresholds = sim_thresholds(hist, quantile=rule.quantile, cap=rule.cap).cpu().numpy()
-        kept = label_from_predictions(pred_dir, out / "labels", thresholds, num_classes)
+        kept = label_from_predictions(pred_dir, run.labels, thresholds, num_classes)
     else:
         thresholds = cbst_thresholds(hist, portion=rule.portion).cpu().numpy()
-        kept = label_cbst(segmenter, dataset, out / "labels", thresholds, device=device, autocast=autocast)
+        kept = label_cbst(segmenter, dataset, run.labels, thresholds, device=device, autocast=autocast)
     report = thresholds_report(thresholds, kept)
     report["method"] = rule.method
-    tmp = out / ".thresholds.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(out / "thresholds.json")
+    write_json(run.thresholds, report)
     return report
 
 

@@ -1,9 +1,13 @@
-"""One training stage: networks, optimizers, banks, streams and hooks around ``run_loop``."""
+"""One training stage: networks, optimizers, banks, streams and hooks around ``run_loop``.
+
+``run_stage`` takes a ``StagePlan``: plain settings and the loss weights (built once, by
+``steps.step_weights``), plus a function that builds the stage's networks, optimizers and
+matcher. It never sees the whole config.
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,13 +15,22 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from simtune.config import Config, StageConfig
 from simtune.evaluation import REPORTED_CLASSES, evaluate_model
+from simtune.rundir import RunDir, torch_save, write_json
 from simtune.train import checkpoint as ckpt
-from simtune.train.builders import Nets, build_matcher, build_nets, build_optimizers
+from simtune.train.builders import Nets
 from simtune.train.loop import Callback, LoopState, LossMonitor, Periodic, PolyLR, Progress, run_loop
 from simtune.train.steps import StepWeights, adaptation_step
 from simtune.train.streams import stream
+
+
+@dataclass(frozen=True)
+class StageParts:
+    """The live networks, optimizers and matcher (None without L_stf/L_ins) of a stage."""
+
+    nets: Nets
+    optimizers: dict[str, torch.optim.Optimizer]
+    matcher: Any
 
 
 @dataclass(frozen=True)
@@ -25,20 +38,20 @@ class StagePlan:
     """What one stage trains on and with which losses."""
 
     name: str  # "stage1" | "stage2"
-    settings: StageConfig
-    weights: StepWeights
+    weights: StepWeights  # the only place the loss weights travel
     offset: int  # global iteration of the stage's first step
     seg_data: Dataset[Any]  # labelled images for L_seg (source, or target in target_only)
     trg_data: Dataset[Any] | None  # unlabelled target images (with pseudo-labels in stage 2)
-
-
-def step_weights(stage: StageConfig, mode: str, gan: str) -> StepWeights:
-    """The loss switches of an ablation row (paper Table 2) for one stage."""
-    adversarial = mode not in ("source_only", "target_only")
-    matching = mode in ("aa_sim", "aa_sim_ssl")
-    return StepWeights(lambda_seg=stage.lambda_seg, lambda_adv=stage.lambda_adv, lambda_d=stage.lambda_d,
-                       lambda_ci=stage.lambda_ci, lambda_seg_aux=stage.lambda_seg_aux,
-                       lambda_adv_aux=stage.lambda_adv_aux, adversarial=adversarial, matching=matching, gan=gan)
+    build: Callable[[torch.device], StageParts]  # fresh initial networks, optimizers, matcher
+    iters: int
+    schedule_iters: int  # poly-LR horizon
+    poly_power: float
+    seed: int  # data order
+    num_workers: int
+    eval_every: int  # iterations between evaluations; 0 = only at the end
+    checkpoint_every: int
+    amp: bool  # bf16 autocast on CUDA
+    source_dataset: str  # decides the evaluated classes (SYNTHIA: 16)
 
 
 @dataclass
@@ -94,69 +107,68 @@ def eval_metrics(nets: Nets, val: Mapping[str, Dataset[Any]], device: torch.devi
     return metrics
 
 
-def run_stage(plan: StagePlan, cfg: Config, *, val: Mapping[str, Dataset[Any]], device: torch.device,
-              stage_dir: Path, callbacks: Sequence[Callback], resume_from: dict[str, Any] | None,
+def run_stage(plan: StagePlan, *, val: Mapping[str, Dataset[Any]], device: torch.device, run_dir: RunDir,
+              callbacks: Sequence[Callback], resume_from: dict[str, Any] | None,
               progress: bool) -> dict[str, float]:
     """Train one stage from fresh initial weights (or a mid-stage checkpoint).
 
-    Writes ``stage_dir/model.pt`` (segmenter weights) and ``stage_dir/history.json`` (every
-    evaluation); the resumable checkpoint lives at ``stage_dir/checkpoint.pt``.
+    Writes the stage's ``model.pt`` (segmenter weights) and ``history.json`` (every
+    evaluation) in ``run_dir``; the resumable checkpoint is its ``checkpoint.pt``.
     Returns:
         the stage's last evaluation metrics.
     """
-    nets, _ = build_nets(cfg, device)
-    optimizers = build_optimizers(nets, plan.settings, cfg)
-    matcher = build_matcher(cfg, plan.settings, nets, device) if plan.weights.matching else None
-    run = StageRun(plan, nets, optimizers, matcher, LoopState(plan.name, plan.settings.iters, plan.offset))
+    parts = plan.build(device)
+    nets, optimizers = parts.nets, parts.optimizers
+    run = StageRun(plan, nets, optimizers, parts.matcher, LoopState(plan.name, plan.iters, plan.offset))
     if resume_from is not None:
         run.load_state_dict(resume_from)
-    history = _read_history(stage_dir) if resume_from is not None else []
+    history = run_dir.history(plan.name) if resume_from is not None else []
     history = [h for h in history if h["step"] <= run.state.global_iteration]
-    autocast = device.type == "cuda" and cfg.runtime.amp
+    autocast = device.type == "cuda" and plan.amp
 
     def save(state: LoopState) -> Path:
-        path = stage_dir / "checkpoint.pt"
-        ckpt.atomic_save(run.state_dict(), path)
+        path = run_dir.checkpoint(plan.name)
+        torch_save(run.state_dict(), path)
         return path
 
     def save_between_evals(state: LoopState) -> None:
-        if cfg.eval.every <= 0 or state.iteration % cfg.eval.every:  # an evaluation saves anyway
+        if plan.eval_every <= 0 or state.iteration % plan.eval_every:  # an evaluation saves anyway
             save(state)
 
     def evaluate(state: LoopState) -> None:
-        metrics = eval_metrics(nets, val, device, autocast, cfg.data.source.dataset)
+        metrics = eval_metrics(nets, val, device, autocast, plan.source_dataset)
         metrics["iteration"] = float(state.global_iteration)
         history.append({"step": state.global_iteration, **metrics})
-        _write_history(stage_dir, history)
+        write_json(run_dir.history_file(plan.name), history)
         path = save(state)
         for cb in callbacks:
             cb.on_eval(plan.name, state.global_iteration, metrics, path)
 
     monitor = LossMonitor(every=10, callbacks=callbacks, lr_of=lambda: optimizers["segmenter"].param_groups[0]["lr"])
     hooks = [
-        PolyLR(list(optimizers.values()), plan.settings.schedule_iters, plan.settings.poly_power),
+        PolyLR(list(optimizers.values()), plan.schedule_iters, plan.poly_power),
         monitor,
-        Periodic(cfg.eval.every, evaluate),
-        Periodic(cfg.runtime.checkpoint_every, save_between_evals, at_end=False),  # the final eval saves
+        Periodic(plan.eval_every, evaluate),
+        Periodic(plan.checkpoint_every, save_between_evals, at_end=False),  # the final eval saves
         Progress(monitor, progress),
     ]
     nets.segmenter.train()
-    run_loop(run.state, _batches(plan, cfg, device, run.state.iteration),
+    run_loop(run.state, _batches(plan, device, run.state.iteration),
              lambda batch: _step(run, batch, autocast), hooks)
-    ckpt.atomic_save(nets.segmenter.state_dict(), stage_dir / "model.pt")
+    torch_save(nets.segmenter.state_dict(), run_dir.model(plan.name))
     last = {k: v for k, v in history[-1].items() if k != "step"} if history else {}
     for cb in callbacks:
         cb.on_stage_end(plan.name, run.state.global_iteration, last)
     return last
 
 
-def _batches(plan: StagePlan, cfg: Config, device: torch.device, start: int):  # type: ignore[no-untyped-def]
-    count = plan.settings.iters - start
-    workers = cfg.data.num_workers
-    seg = stream(plan.seg_data, seed=cfg.seed, start=start, count=count, num_workers=workers, device=device)
+def _batches(plan: StagePlan, device: torch.device, start: int):  # type: ignore[no-untyped-def]
+    count = plan.iters - start
+    workers = plan.num_workers
+    seg = stream(plan.seg_data, seed=plan.seed, start=start, count=count, num_workers=workers, device=device)
     if plan.trg_data is None:
         return ((b, None) for b in seg)
-    trg = stream(plan.trg_data, seed=cfg.seed + 1, start=start, count=count, num_workers=workers, device=device)
+    trg = stream(plan.trg_data, seed=plan.seed + 1, start=start, count=count, num_workers=workers, device=device)
     return zip(seg, trg)
 
 
@@ -169,15 +181,3 @@ def _step(run: StageRun, batch: tuple[dict[str, Any], dict[str, Any] | None], au
         trg_pseudo=trg.get("pseudo") if trg is not None else None,
         matcher=run.matcher, autocast=autocast,
     )
-
-
-def _read_history(stage_dir: Path) -> list[dict[str, Any]]:
-    path = stage_dir / "history.json"
-    return json.loads(path.read_text()) if path.is_file() else []
-
-
-def _write_history(stage_dir: Path, history: list[dict[str, Any]]) -> None:
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    tmp = stage_dir / ".history.json.tmp"
-    tmp.write_text(json.dumps(history, indent=1))
-    tmp.replace(stage_dir / "history.json")

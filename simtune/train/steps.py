@@ -1,7 +1,10 @@
-"""The training step of both stages (eq. 12 and eq. 13) as one function.
+"""The training step of both stages (eq. 12 and eq. 13) as one function, and its weights.
 
 A step returns a dict of named loss tensors; nothing here syncs with the host except the
-one label-map copy inside ``SimMatcher.step``.
+one label-map copy inside ``SimMatcher.step``. ``LOSS_WEIGHTS`` names the weight of every
+generator loss and ``MODE_SWITCHES`` the losses each ablation row turns on: adding a loss
+is computing it in ``adaptation_step``, one ``LOSS_WEIGHTS`` entry and its ``StageConfig``
+weight.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from simtune.config import StageConfig
 from simtune.labels import IGNORE
 from simtune.models import SegOutput
 from simtune.sim import SimMatcher
@@ -37,6 +41,31 @@ class StepWeights:
     adversarial: bool = True
     matching: bool = True
     gan: str = "bce"
+
+
+# Generator loss -> the StepWeights field (a StageConfig weight) that scales it (eq. 12, 13).
+LOSS_WEIGHTS: dict[str, str] = {
+    "loss/seg_src": "lambda_seg", "loss/seg_trg": "lambda_seg", "loss/seg_src_aux": "lambda_seg_aux",
+    "loss/adv_trg": "lambda_adv", "loss/adv_trg_aux": "lambda_adv_aux",
+    "loss/stuff_trg": "lambda_ci", "loss/inst_trg": "lambda_ci",
+}
+
+# Ablation row (paper Table 2) -> (adversarial: L_adv and the D update, matching: L_stf + L_ins).
+MODE_SWITCHES: dict[str, tuple[bool, bool]] = {
+    "source_only": (False, False),
+    "target_only": (False, False),
+    "aa": (True, False),
+    "aa_sim": (True, True),
+    "aa_sim_ssl": (True, True),
+}
+
+
+def step_weights(stage: StageConfig, mode: str, gan: str) -> StepWeights:
+    """The loss weights of one stage with the switches of its ablation row."""
+    adversarial, matching = MODE_SWITCHES[mode]
+    return StepWeights(lambda_seg=stage.lambda_seg, lambda_adv=stage.lambda_adv, lambda_d=stage.lambda_d,
+                       lambda_ci=stage.lambda_ci, lambda_seg_aux=stage.lambda_seg_aux,
+                       lambda_adv_aux=stage.lambda_adv_aux, adversarial=adversarial, matching=matching, gan=gan)
 
 
 def seg_loss(logits: Tensor, label: Tensor) -> Tensor:
@@ -149,12 +178,7 @@ def _matching_losses(matcher: SimMatcher, src_out: SegOutput, src_label: Tensor,
 
 
 def _weighted_total(losses: dict[str, Tensor], w: StepWeights) -> Tensor:
-    weight = {
-        "loss/seg_src": w.lambda_seg, "loss/seg_trg": w.lambda_seg, "loss/seg_src_aux": w.lambda_seg_aux,
-        "loss/adv_trg": w.lambda_adv, "loss/adv_trg_aux": w.lambda_adv_aux,
-        "loss/stuff_trg": w.lambda_ci, "loss/inst_trg": w.lambda_ci,
-    }
-    return sum(weight[name] * value for name, value in losses.items())  # type: ignore[return-value]
+    return sum(getattr(w, LOSS_WEIGHTS[name]) * value for name, value in losses.items())  # type: ignore[return-value]
 
 
 def _discriminator_losses(heads: list[Head], src_size: tuple[int, ...], trg_size: tuple[int, ...], w: StepWeights,

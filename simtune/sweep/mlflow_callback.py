@@ -16,13 +16,17 @@ once (SQLite allows one writer). For each trial it
 
 A tracking failure is logged as a warning and counted; it never stops the sweep (the run
 directories keep everything).
+
+Tune pickles its callbacks with the experiment and a resumed sweep gets them back from
+there; ``setup`` (called by Tune at the start of every run, resumed or not) therefore
+reads the store and parent run of the *current* driver from the sweep's ``tracking.json``,
+which ``SweepTracker.open`` writes.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +37,10 @@ from ray.tune.result import AUTO_RESULT_KEYS
 
 from simtune import config
 from simtune.errors import ConfigError
-from simtune.tracking import figures
+from simtune.keys import flat_dict
+from simtune.rundir import RunDir, read_json
+from simtune.sweep.results import SweepDir
+from simtune.tracking.artifacts import PREDICTION_SAMPLES, log_checkpoint, log_trial_artifacts
 from simtune.tracking.store import (TAG_FAILURE, TAG_PARENT, TAG_ROLE, TAG_RUN_DIR, TAG_STOPPED, TAG_SWEEP, TAG_TRIAL,
                                     log_history, log_metrics, log_params, one_line, search)
 
@@ -42,7 +49,6 @@ log = logging.getLogger(__name__)
 _NOT_METRICS = frozenset(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_id", "experiment_tag", "date",
                                               "timestamp", "pid", "hostname", "node_ip", "should_checkpoint",
                                               "training_iteration"}
-PREDICTION_SAMPLES = 3  # selection images drawn per trial (Figure 4 layout)
 
 
 @dataclass
@@ -87,6 +93,15 @@ class MlflowTrialLogger(tune.Callback):
 
     # ------------------------------------------------------------------------- Tune hooks
 
+    def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
+              **info: Any) -> None:
+        """Take this driver's store and parent run from ``tracking.json`` (see the module docstring)."""
+        current = read_json(SweepDir(self.runs_dir.parent).tracking)
+        if current is not None:
+            for key in ("tracking_uri", "experiment_id", "parent_run_id", "checkpoint_policy"):
+                setattr(self, key, current[key])
+            self._client, self._children = None, {}
+
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
                         **info: Any) -> None:
         self._guarded("a result", trial, lambda: self._log_result(trial, result))
@@ -96,7 +111,8 @@ class MlflowTrialLogger(tune.Callback):
             self._child(trial).run_id, "simtune.retries", str(getattr(trial, "num_failures", 0))))
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._guarded("the end", trial, lambda: self._end(trial, "FINISHED", None))
+        reason = RunDir(self.runs_dir / str(trial.trial_id)).failure_reason()  # a non-finite loss ends normally
+        self._guarded("the end", trial, lambda: self._end(trial, "FAILED" if reason else "FINISHED", reason))
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._guarded("the failure", trial, lambda: self._end(trial, "FAILED", failure_reason(trial)))
@@ -149,9 +165,8 @@ class MlflowTrialLogger(tune.Callback):
 
     def _params(self, trial_id: str, searched: dict[str, Any]) -> dict[str, Any]:
         """The trial's resolved config: its run dir's ``config.yaml``, else base + sampled values."""
-        path = self.runs_dir / trial_id / "config.yaml"
         try:
-            resolved = config.flatten(config.build(config.read_yaml(path), source=str(path)))
+            resolved = config.flatten(RunDir(self.runs_dir / trial_id).config())
         except ConfigError:  # not written yet (a trial that failed before starting)
             resolved = {**self.base_params, **{k: v for k, v in searched.items() if k in self.base_params}}
         extra = {f"search.{k}": v for k, v in searched.items() if k not in resolved}
@@ -165,10 +180,11 @@ class MlflowTrialLogger(tune.Callback):
         child = self._child(trial)
         if reason:
             self.client.set_tag(child.run_id, TAG_FAILURE, reason)
-        run_dir = self.runs_dir / str(trial.trial_id)
+        run = RunDir(self.runs_dir / str(trial.trial_id))
+        run_dir = run.root
         if status == "FINISHED":  # a trial ASHA stopped also completes, without its results.json
-            self.client.set_tag(child.run_id, TAG_STOPPED, str(not (run_dir / "results.json").is_file()).lower())
-        log_history(self.client, child.run_id, figures.history_records(run_dir), child.logged)
+            self.client.set_tag(child.run_id, TAG_STOPPED, str(not run.finished()).lower())
+        log_history(self.client, child.run_id, run.records(), child.logged)
         log_trial_artifacts(self.client, child.run_id, run_dir, samples=self.samples)
         if self.checkpoint_policy == "all" and status == "FINISHED":
             log_checkpoint(self.client, child.run_id, run_dir)
@@ -183,17 +199,6 @@ def result_metrics(result: dict[str, Any]) -> dict[str, float]:
             and not isinstance(value, bool) and math.isfinite(float(value))}
 
 
-def flat_dict(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"stage1": {"lambda_ci": x}}`` and ``{"stage1.lambda_ci": x}`` both -> dotted keys."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out.update(flat_dict(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def failure_reason(trial: Any) -> str:
     """The last line of the trial's error file (the exception), or a generic note."""
     path = getattr(trial, "error_file", None)
@@ -202,71 +207,3 @@ def failure_reason(trial: Any) -> str:
         if lines:
             return lines[-1][:5000]
     return "trial errored (no error file)"
-
-
-# ----------------------------------------------------------------------------- artifacts of a run directory
-
-
-RUN_FILES = ("config.yaml", "run.json", "results.json", "failure.json", "attempts.jsonl")
-
-
-def log_trial_artifacts(client: Any, run_id: str, run_dir: Path, *, samples: int = PREDICTION_SAMPLES) -> None:
-    """Config, provenance, thresholds, histories and figures of a run directory, as artifacts."""
-    for name in RUN_FILES:
-        if (run_dir / name).is_file():
-            client.log_artifact(run_id, str(run_dir / name), "run")
-    thresholds = run_dir / "pseudo" / "thresholds.json"
-    if thresholds.is_file():
-        client.log_artifact(run_id, str(thresholds), "pseudo")
-    for stage in figures.STAGES:
-        history = run_dir / stage / "history.json"
-        if history.is_file():
-            client.log_artifact(run_id, str(history), f"history/{stage}")
-    log_figures(client, run_id, run_dir, samples=samples)
-
-
-def log_figures(client: Any, run_id: str, run_dir: Path, *, samples: int = PREDICTION_SAMPLES) -> list[str]:
-    """Draw and log the run's figures; a figure that fails is skipped with a warning.
-
-    Returns:
-        the artifact names logged, e.g. ``["figures/miou_curve.png", ...]``.
-    """
-    histories = figures.read_histories(run_dir)
-    last = figures.last_evaluation(histories)
-    makers = {
-        "miou_curve.png": lambda: figures.miou_curve(histories, f"{run_dir.name}: mIoU over iterations")
-        if histories else None,
-        "class_iou.png": lambda: figures.class_iou_bars(last[1], f"{run_dir.name}: per-class IoU, {last[0]} "
-                                                       f"iteration {last[1]['step']}") if last else None,
-        "predictions.png": lambda: figures.prediction_samples(run_dir, samples) if samples else None,
-    }
-    logged = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, make in makers.items():
-            try:
-                fig = make()
-            except Exception as exc:  # a figure is a convenience; the metrics are already logged
-                log.warning("simtune tracking: figure %s of %s skipped: %s", name, run_dir, one_line(exc))
-                continue
-            if fig is not None:
-                client.log_artifact(run_id, str(figures.save_figure(fig, Path(tmp) / name)), "figures")
-                logged.append(f"figures/{name}")
-    return logged
-
-
-def log_checkpoint(client: Any, run_id: str, run_dir: Path) -> str | None:
-    """Log the final segmenter weights as ``checkpoint/<stage>/model.pt`` with ``checkpoint/config.yaml``.
-
-    The ``checkpoint/`` folder, once downloaded, is a run directory ``simtune eval`` reads.
-    Returns:
-        the stage whose model was logged, or None when the run has no final model.
-    """
-    for stage in reversed(figures.STAGES):
-        model = run_dir / stage / "model.pt"
-        if model.is_file():
-            client.log_artifact(run_id, str(model), f"checkpoint/{stage}")
-            if (run_dir / "config.yaml").is_file():
-                client.log_artifact(run_id, str(run_dir / "config.yaml"), "checkpoint")
-            client.set_tag(run_id, "simtune.checkpoint", f"checkpoint/{stage}/model.pt")
-            return stage
-    return None

@@ -1,8 +1,6 @@
-"""Reading a finished sweep from its run directories, and ``simtune report``.
+"""``simtune report``: figures and a markdown summary of a finished sweep.
 
-Every trial is judged by its *last* evaluation (the last record of its last stage's
-``history.json``), never by its best-ever one: the last evaluation is the model a trial
-hands on, and picking the best of many noisy evaluations would flatter it.
+Trials are read and ranked by ``simtune.sweep.results`` (last evaluation, the one rule).
 
 The report mirrors the paper's ablations: Table 3 (mIoU against ``lambda_ci`` at fixed
 ``w`` = ``bank_size``) and Table 4 (against ``w`` at fixed ``lambda_ci``), with the spread
@@ -20,86 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simtune import config
 from simtune.errors import ConfigError, SimtuneError
 from simtune.labels import CLASS_NAMES
+from simtune.sweep.results import SELECTION_METRIC, TrialOutcome, load_trials, rank_trials, selection_rule
 from simtune.tracking import figures
-from simtune.tracking.store import SELECTION_METRIC
 
 LAMBDA_KEYS = ("stage1.lambda_ci", "stage2.lambda_ci")
 BANK_KEYS = ("stage1.bank_size", "stage2.bank_size")
-
-
-# ----------------------------------------------------------------------------- reading a sweep
-
-
-@dataclass(frozen=True)
-class TrialOutcome:
-    """One trial as its run directory records it."""
-
-    trial_id: str
-    run_dir: Path
-    params: dict[str, Any]  # flattened resolved config
-    final: dict[str, float]  # last evaluation of the last stage that evaluated ({} if none)
-    stage: str | None  # that stage
-    finished: bool  # results.json written: every stage ran to its end
-    failure: str | None  # failure.json's reason (a diverged trial)
-
-
-def find_sweep(storage: Path, name: str | None) -> Path:
-    """The sweep folder ``<storage>/<name>``, or the most recently written one when ``name`` is None.
-
-    Raises:
-        ConfigError: no such sweep (the message lists the sweeps that exist).
-    """
-    storage = Path(storage).resolve()
-    sweeps = sorted(p for p in storage.iterdir() if (p / "runs").is_dir()) if storage.is_dir() else []
-    if name is not None:
-        if (storage / name / "runs").is_dir():
-            return storage / name
-        known = ", ".join(p.name for p in sweeps) or "none"
-        raise ConfigError(f"no sweep '{name}' in {storage} (sweeps there: {known}); pass --storage or --sweep")
-    if not sweeps:
-        raise ConfigError(f"no sweep in {storage} (a sweep folder holds runs/); pass --storage or --sweep")
-    return max(sweeps, key=_last_written)
-
-
-def _last_written(sweep_dir: Path) -> float:
-    stamps = [p.stat().st_mtime for p in (sweep_dir / "summary.json", sweep_dir / "runs") if p.exists()]
-    return max(stamps)
-
-
-def load_trials(sweep_dir: Path) -> list[TrialOutcome]:
-    """Every trial with a ``config.yaml`` under ``<sweep_dir>/runs/``, in trial-id order."""
-    out = []
-    for run_dir in sorted(p for p in (sweep_dir / "runs").iterdir() if (p / "config.yaml").is_file()):
-        cfg = config.build(config.read_yaml(run_dir / "config.yaml"), source=str(run_dir / "config.yaml"))
-        last = figures.last_evaluation(figures.read_histories(run_dir))
-        final = {k: float(v) for k, v in last[1].items() if k != "step"} if last else {}
-        failure = run_dir / "failure.json"
-        out.append(TrialOutcome(
-            trial_id=run_dir.name, run_dir=run_dir, params=config.flatten(cfg), final=final,
-            stage=last[0] if last else None, finished=(run_dir / "results.json").is_file(),
-            failure=json.loads(failure.read_text()).get("reason") if failure.is_file() else None))
-    return out
-
-
-def selection_rule(sweep_dir: Path) -> tuple[str, str]:
-    """(metric, mode) the sweep selected by: its ``summary.json`` if it says, else ``val/miou``, max."""
-    path = sweep_dir / "summary.json"
-    summary = json.loads(path.read_text()) if path.is_file() else {}
-    metric = summary.get("metric", SELECTION_METRIC)
-    mode = summary.get("mode", "max")
-    if not isinstance(metric, str) or not metric.startswith("val/") or mode not in ("max", "min"):
-        return SELECTION_METRIC, "max"
-    return metric, mode
-
-
-def rank_trials(trials: Sequence[TrialOutcome], metric: str = SELECTION_METRIC,
-                mode: str = "max") -> list[TrialOutcome]:
-    """Finished trials, best first by ``metric`` at their last evaluation."""
-    done = [t for t in trials if t.finished and math.isfinite(t.final.get(metric, math.nan))]
-    return sorted(done, key=lambda t: t.final[metric], reverse=mode == "max")
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -285,10 +210,12 @@ def _markdown(name: str, trials: Sequence[TrialOutcome], ranked: Sequence[TrialO
               effects: Sequence[Effect], importances: dict[str, float], notes: Sequence[str]) -> str:
     best = ranked[0]
     swept = varying(list(trials)) or varying(list(ranked))
-    failed = [t for t in trials if not t.finished]
+    completed = sum(t.finished for t in ranked)
     lines = [f"# Sweep `{name}`", "",
-             f"{len(trials)} trials: {len(ranked)} finished, {len(failed)} failed or stopped early. "
-             f"Trials are ranked by `{metric}` ({mode}) at their **last** evaluation, not their best-ever one; "
+             f"{len(trials)} trials: {completed} trained to the end, {len(ranked) - completed} stopped early by "
+             f"the scheduler, {len(trials) - len(ranked)} failed or unfinished. "
+             f"Trials are ranked by `{metric}` ({mode}) at their **last** evaluation, not their best-ever one, "
+             "trials trained to the end before stopped ones; "
              "`report/miou` (lindau + munster) is held out and never used for selection.", "",
              f"**Best trial:** `{best.trial_id}`: {metric} {best.final[metric]:.2f}, "
              f"report/miou {best.final.get('report/miou', math.nan):.2f}, "
@@ -320,7 +247,8 @@ def _trials_table(trials: Sequence[TrialOutcome], swept: Sequence[str], metric: 
     head = ["trial", "status", *shown, metric, "report/miou"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for t in trials:
-        status = "finished" if t.finished else ("failed: " + t.failure if t.failure else "not finished")
+        status = ("finished" if t.finished else "failed: " + t.failure if t.failure
+                  else "stopped early" if t.stopped_early else "not finished")
         values = [str(t.params.get(k)) for k in shown]
         scores = [f"{t.final[m]:.2f}" if m in t.final else "-" for m in (metric, "report/miou")]
         rows.append("| " + " | ".join([t.trial_id, status.replace("|", "/"), *values, *scores]) + " |")

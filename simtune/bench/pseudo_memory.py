@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from simtune.data.datasets import image_to_tensor
 from simtune.labels import NUM_CLASSES
-from simtune.pseudo_label import DEFAULT_BINS
+from simtune.sim.thresholds import DEFAULT_BINS
 from simtune.train.pseudo import predict_target
 
 STATUS = Path("/proc/self/status")

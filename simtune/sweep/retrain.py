@@ -1,7 +1,7 @@
 """``simtune retrain --best``: retrain a sweep's best configuration over several seeds.
 
-The best trial is the finished trial with the best selection metric (``val/miou`` on
-frankfurt) at its *last* evaluation -- not its best-ever one. Its resolved config runs
+The best trial is the sweep's first by ``simtune.sweep.results.rank`` (the selection
+metric, ``val/miou`` on frankfurt, at its *last* evaluation -- not its best-ever one). Its resolved config runs
 the full two-stage pipeline for seeds ``base + 0 .. base + N-1``; the held-out report
 split (``report/miou``, lindau + munster) gives mean ± std over the seeds, optionally next
 to the runner-up's. The seed run with the best selection metric is logged as an MLflow
@@ -26,11 +26,14 @@ from torch import nn
 from simtune import config
 from simtune.config import Config
 from simtune.errors import ConfigError, TrackingError
-from simtune.report import TrialOutcome, find_sweep, load_trials, mean_std, rank_trials, selection_rule
+from simtune.rundir import RunDir, load_segmenter_state
+from simtune.sweep.report import mean_std
+from simtune.sweep.results import TrialOutcome, find_sweep, load_trials, rank_trials, selection_rule
+from simtune.tracking.artifacts import RunLogger, log_trial_artifacts
 from simtune.tracking.store import (EXPERIMENT, TAG_PARENT, TAG_ROLE, TAG_RUN_DIR, TAG_SWEEP, TAG_SWEEP_DIR,
                                     TAG_TRIAL, connect, default_tracking_uri, ensure_experiment, find_sweep_parent,
                                     log_history, log_metrics, log_params, normalise_uri, one_line, provenance_tags)
-from simtune.train.loop import Callback, NonFiniteLoss
+from simtune.train.loop import NonFiniteLoss
 
 CHAMPION = "champion"
 TAG_SWEEP_PARENT = "simtune.sweep_parent_run_id"
@@ -164,12 +167,10 @@ def _create_parent(client: Any, experiment_id: str, result: RetrainResult, seeds
 def _train_seed(client: Any, experiment_id: str, result: RetrainResult, candidate: Candidate, index: int,
                 scale: float, progress: bool) -> SeedRun:
     """Run (or reuse) the pipeline for one seed and log it as a child of the retrain run."""
-    from simtune.pipeline import run_pipeline
-    from simtune.tracking.figures import history_records
-    from simtune.tracking.tune_callback import log_trial_artifacts
+    from simtune.train.pipeline import run_pipeline
 
     trial = candidate.trial
-    base = config.build(config.read_yaml(trial.run_dir / "config.yaml"), source=str(trial.run_dir / "config.yaml"))
+    base = RunDir(trial.run_dir).config()
     cfg = dataclasses.replace(scale_iters(base, scale), seed=base.seed + index)
     out = result.sweep_dir / "retrain" / f"{trial.trial_id}-x{scale:g}" / f"seed{cfg.seed}"
     resume = _reusable(out, cfg)
@@ -189,7 +190,7 @@ def _train_seed(client: Any, experiment_id: str, result: RetrainResult, candidat
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
-    log_history(client, run_id, history_records(out), logger.logged)
+    log_history(client, run_id, RunDir(out).records(), logger.logged)
     log_trial_artifacts(client, run_id, out)
     client.set_terminated(run_id, "FINISHED")
     return SeedRun(cfg.seed, out, run_id, dict(pipeline.final))
@@ -199,30 +200,10 @@ def _reusable(out: Path, cfg: Config) -> bool:
     """True when ``out`` holds an earlier retrain of the same config (continue it)."""
     if not out.is_dir() or not any(out.iterdir()):
         return False
-    existing = out / "config.yaml"
-    if existing.is_file() and config.read_yaml(existing) == config.to_dict(cfg):
+    existing = RunDir(out)
+    if existing.has_config() and config.read_yaml(existing.config_file) == config.to_dict(cfg):
         return True
     raise ConfigError(f"{out}: holds a different run; delete it to retrain this configuration again")
-
-
-class RunLogger(Callback):
-    """Logs a pipeline's losses and evaluations to one MLflow run as they happen."""
-
-    def __init__(self, client: Any, run_id: str) -> None:
-        self.client = client
-        self.run_id = run_id
-        self.logged: dict[str, set[int]] = {}
-
-    def on_log(self, stage: str, step: int, values: dict[str, float]) -> None:
-        self._log(step, values)
-
-    def on_eval(self, stage: str, step: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
-        self._log(step, {**metrics, "stage": float(stage[-1])})
-
-    def _log(self, step: int, values: dict[str, float]) -> None:
-        log_metrics(self.client, self.run_id, [(k, v, step) for k, v in values.items()])
-        for key in values:
-            self.logged.setdefault(key, set()).add(step)
 
 
 def _log_spread(client: Any, result: RetrainResult) -> None:
@@ -281,14 +262,13 @@ def _log_model(uri: str, run: SeedRun) -> str:
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    from simtune.checkpoints import load_segmenter_state, locate
     from simtune.models import build_segmenter
 
-    cfg = config.build(config.read_yaml(run.run_dir / "config.yaml"), source=str(run.run_dir / "config.yaml"))
+    cfg = RunDir(run.run_dir).config()
     m = cfg.model
     net = build_segmenter(m.backbone, m.num_classes, aspp_all_branches=m.aspp_all_branches,
                           multi_level=m.multi_level, width=m.width)
-    net.load_state_dict(load_segmenter_state(locate(run.run_dir)[1]))
+    net.load_state_dict(load_segmenter_state(RunDir(run.run_dir).weights()))
     signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1))]),
                                outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, m.num_classes, -1, -1))]))
     mlflow.set_tracking_uri(uri)

@@ -1,4 +1,4 @@
-"""The benchmark's machine description and its plain-text report."""
+"""The benchmark's machine description and its plain-text summary (``format_report``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from simtune.tables import text_table
 
 PACKAGES = ("torch", "numpy", "scipy", "scikit-image")
 MAX_REPEATS_SHOWN = 8  # per-repeat medians printed per variant (all are in the JSON)
@@ -53,17 +55,16 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 
 def _ms(value: float) -> str:
-    return f"{value:9.2f}" if value < 1e4 else f"{value:9.0f}"
+    return f"{value:.2f}" if value < 1e4 else f"{value:.0f}"
 
 
 def _variant_lines(result: dict[str, Any]) -> list[str]:
-    lines = [f"{'variant':<18} {'median ms':>9} {'p10 ms':>9} {'p90 ms':>9}  repeat medians ms",
-             "-" * 78]
+    rows = [["variant", "median ms", "p10 ms", "p90 ms", "repeat medians ms"]]
     for name, row in result["variants"].items():
         shown = row["repeat_medians_ms"][:MAX_REPEATS_SHOWN]
         medians = ", ".join(f"{m:.1f}" for m in shown) + (", ..." if len(shown) < len(row["repeat_medians_ms"]) else "")
-        lines.append(f"{name:<18} {_ms(row['median_ms'])} {_ms(row['p10_ms'])} {_ms(row['p90_ms'])}  [{medians}]")
-    return lines
+        rows.append([name, _ms(row["median_ms"]), _ms(row["p10_ms"]), _ms(row["p90_ms"]), f"[{medians}]"])
+    return text_table(rows, right=(1, 2, 3)).splitlines()
 
 
 def _ratio_lines(result: dict[str, Any]) -> list[str]:

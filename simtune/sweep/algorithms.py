@@ -1,0 +1,87 @@
+"""Search algorithms and trial schedulers by name: what each accepts, and its Tune object.
+
+Adding a search algorithm is one ``Algorithm`` entry in ``ALGORITHMS``; adding a
+scheduler, one ``SchedulerKind`` in ``SCHEDULERS``. ``space`` validates search-space files
+against these entries (no Ray import); ``runner`` calls ``build``, which imports Ray.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from simtune.sweep.space import Scheduler, Search
+
+PARAM_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """A way of proposing trials' parameters."""
+
+    kinds: tuple[str, ...]  # parameter kinds it can sample
+    refusal: str  # the error for another kind, formatted with {kind}
+    starting_points: bool  # accepts search.points_to_evaluate
+    default_num_samples: int
+    searcher: bool  # a Tune Searcher, limited by Tune's max_concurrent_trials (else it limits itself)
+    build: Callable[[Search, list[dict[str, Any]] | None, int | None], Any]  # (search, points, max_concurrent)
+
+
+def _variant_generator(search: Search, points: list[dict[str, Any]] | None, max_concurrent: int | None) -> Any:
+    from ray.tune.search import BasicVariantGenerator
+
+    return BasicVariantGenerator(points_to_evaluate=points, random_state=search.seed,
+                                 max_concurrent=max_concurrent or 0)
+
+
+def _optuna_tpe(search: Search, points: list[dict[str, Any]] | None, max_concurrent: int | None) -> Any:
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch(points_to_evaluate=points, sampler=optuna.samplers.TPESampler(seed=search.seed))
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    "grid": Algorithm(("grid",), "search.algorithm grid needs every parameter as {{grid: [...]}}, got '{kind}'; "
+                      "use algorithm random or optuna", starting_points=False, default_num_samples=1,
+                      searcher=False, build=_variant_generator),
+    "random": Algorithm(PARAM_KINDS, "", starting_points=True, default_num_samples=10, searcher=False,
+                        build=_variant_generator),
+    "optuna": Algorithm(("choice", "uniform", "loguniform", "randint"),
+                        "'{kind}' cannot be used with search.algorithm optuna; use 'choice'",
+                        starting_points=True, default_num_samples=10, searcher=True, build=_optuna_tpe),
+}
+
+
+@dataclass(frozen=True)
+class SchedulerKind:
+    """A way of running (and possibly stopping) trials."""
+
+    stops_early: bool  # may end trials before max_t (then max_t must be known when iterations are swept)
+    build: Callable[[Scheduler], Any]
+
+
+def _fifo(settings: Scheduler) -> Any:
+    from ray.tune.schedulers import FIFOScheduler
+
+    return FIFOScheduler()
+
+
+def _asha(settings: Scheduler) -> Any:
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="iteration", max_t=settings.max_t, grace_period=settings.grace_period,
+                         reduction_factor=settings.reduction_factor)
+
+
+SCHEDULERS: dict[str, SchedulerKind] = {
+    "fifo": SchedulerKind(stops_early=False, build=_fifo),
+    "asha": SchedulerKind(stops_early=True, build=_asha),
+}
+
+
+def with_starting_points() -> list[str]:
+    """Names of the algorithms that accept ``search.points_to_evaluate``."""
+    return [name for name, algorithm in ALGORITHMS.items() if algorithm.starting_points]

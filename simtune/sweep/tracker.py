@@ -1,0 +1,187 @@
+"""The MLflow parent run of a sweep (``SweepTracker``): opened before Ray starts, given the
+Tune callback that logs each trial as a child run, closed with the sweep's outcome.
+
+Ray-free: the Tune callback (``simtune.sweep.mlflow_callback``) is imported only by
+``tune_callbacks``. The best trial is chosen by ``simtune.sweep.results.rank``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from simtune import config
+from simtune.config import Config
+from simtune.errors import TrackingError
+from simtune.provenance import describe
+from simtune.rundir import write_json
+from simtune.sweep.results import SELECTION_METRIC, Standing, SweepDir, rank
+from simtune.tracking.artifacts import log_checkpoint
+from simtune.tracking.store import (CHECKPOINT_POLICIES, EXPERIMENT, TAG_PARENT, TAG_ROLE, TAG_RUN_DIR, TAG_STOPPED,
+                                    TAG_SWEEP, TAG_SWEEP_DIR, TAG_TRIAL, connect, default_tracking_uri,
+                                    ensure_experiment, find_sweep_parent, log_json_artifact, log_metrics, log_params,
+                                    normalise_uri, one_line, provenance_tags, resolve_sweep_dir, search)
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
+
+@dataclass
+class SweepTracker:
+    """One MLflow parent run per sweep, a child run per trial, written from the Ray driver.
+
+    Build it with ``SweepTracker.open`` before Ray starts; pass ``tune_callbacks()`` to the
+    Tuner's ``RunConfig``; call ``finish(summary)`` when Tune returns.
+    """
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    sweep_name: str
+    sweep_dir: Path
+    base_params: dict[str, Any]
+    checkpoint_policy: str
+    client: Any  # MlflowClient; Any keeps mlflow out of the import-time path
+    metric: str = SELECTION_METRIC  # the space's selection metric and its direction
+    mode: str = "max"
+
+    @classmethod
+    def open(cls, *, tracking_uri: str | None, storage: Path, sweep_name: str, space_file: Path, space: Any,
+             base_config: Config, resume: bool, checkpoint_policy: str = "best",
+             experiment_name: str = EXPERIMENT) -> SweepTracker:
+        """Reach the store and create (or, on ``resume``, find again) the sweep's parent run.
+
+        Args:
+            tracking_uri: None = ``default_tracking_uri(sweep folder)``.
+            storage: the folder of sweeps, or the sweep's own folder (``resolve_sweep_dir``);
+                trial run dirs are ``<sweep folder>/runs/<trial_id>/``.
+            space_file: the search-space YAML, logged as an artifact.
+            space: the loaded search space (its ``params``, ``base``, ``metric``, ``mode`` are recorded).
+            base_config: the resolved base experiment; its flattened values are the parent's params.
+            resume: find the existing parent run instead of creating one.
+            checkpoint_policy: which trials' final ``model.pt`` is logged: "best" (the best
+                trial's, at ``finish``), "all" (every finished trial's) or "none".
+        Raises:
+            TrackingError: unreachable or unwritable store, before any trial runs.
+        """
+        if checkpoint_policy not in CHECKPOINT_POLICIES:
+            raise TrackingError(f"checkpoint_policy must be one of {list(CHECKPOINT_POLICIES)}, "
+                                f"but got checkpoint_policy={checkpoint_policy!r}")
+        sweep_dir = resolve_sweep_dir(storage, sweep_name)
+        uri = normalise_uri(tracking_uri) if tracking_uri else default_tracking_uri(sweep_dir)
+        client = connect(uri)
+        experiment_id = ensure_experiment(client, experiment_name, uri)
+        try:
+            parent = find_sweep_parent(client, experiment_id, sweep_name, sweep_dir) if resume else None
+            if parent is None:
+                run_id = _create_parent(client, experiment_id, sweep_name, sweep_dir, space_file, space, base_config)
+            else:
+                run_id = parent.info.run_id
+                client.update_run(run_id, status="RUNNING")
+        except TrackingError:
+            raise
+        except Exception as exc:  # SQL / HTTP failures surface as several MLflow types
+            raise TrackingError(f"tracking store {uri}: cannot write the sweep's parent run ({one_line(exc)})") from None
+        # The trial logger reads this at every (resumed) start of Tune; see mlflow_callback.
+        write_json(SweepDir(sweep_dir).tracking, {"tracking_uri": uri, "experiment_id": experiment_id,
+                                                  "parent_run_id": run_id, "checkpoint_policy": checkpoint_policy})
+        return cls(uri, experiment_id, run_id, sweep_name, sweep_dir, config.flatten(base_config),
+                   checkpoint_policy, client, str(getattr(space, "metric", SELECTION_METRIC)),
+                   str(getattr(space, "mode", "max")))
+
+    def tune_callbacks(self) -> list[Any]:
+        """The ``ray.tune.Callback`` that logs every trial as a child run (from the driver)."""
+        from simtune.sweep.mlflow_callback import MlflowTrialLogger
+
+        return [MlflowTrialLogger(tracking_uri=self.tracking_uri, experiment_id=self.experiment_id,
+                                  parent_run_id=self.parent_run_id, sweep_name=self.sweep_name,
+                                  runs_dir=self.sweep_dir / "runs", base_params=self.base_params,
+                                  checkpoint_policy=self.checkpoint_policy)]
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Log the sweep's outcome to the parent run and end it.
+
+        The best trial is the finished child with the best selection metric (``val/miou``)
+        at its *last* evaluation (MLflow's latest value), not its best-ever one, trials
+        trained to the end ranking before those a scheduler stopped early; failed
+        trials are counted and listed. ``summary`` (the runner's) is attached as JSON.
+        """
+        from simtune.sweep.mlflow_callback import log_checkpoint
+
+        children = search(self.client, self.experiment_id, {TAG_PARENT: self.parent_run_id, TAG_ROLE: "trial"})
+        outcome = sweep_outcome(children, self.metric, self.mode)
+        log_metrics(self.client, self.parent_run_id, [(k, v, 0) for k, v in outcome.metrics().items()])
+        for key, value in outcome.tags().items():
+            self.client.set_tag(self.parent_run_id, key, value)
+        log_json_artifact(self.client, self.parent_run_id, summary, "summary.json", "sweep")
+        best_config = SweepDir(self.sweep_dir).best_config
+        if best_config.is_file():
+            self.client.log_artifact(self.parent_run_id, str(best_config), "sweep")
+        if self.checkpoint_policy == "best" and outcome.best is not None:
+            log_checkpoint(self.client, outcome.best.info.run_id, Path(outcome.best.data.tags.get(TAG_RUN_DIR, "")))
+        self.client.set_terminated(self.parent_run_id, "FINISHED" if outcome.finished else "FAILED")
+
+
+def _create_parent(client: MlflowClient, experiment_id: str, sweep_name: str, sweep_dir: Path, space_file: Path,
+                   space: Any, base_config: Config) -> str:
+    params = getattr(space, "params", {}) or {}
+    tags = {TAG_ROLE: "sweep", TAG_SWEEP: sweep_name, TAG_SWEEP_DIR: str(sweep_dir),
+            "simtune.space_file": str(Path(space_file).resolve()),
+            "simtune.base_experiment": str(getattr(space, "base", "")),
+            "simtune.searched": ", ".join(params),
+            "simtune.metric": str(getattr(space, "metric", SELECTION_METRIC)),
+            "simtune.mode": str(getattr(space, "mode", "max")),
+            **provenance_tags(base_config.seed)}
+    run = client.create_run(experiment_id, run_name=sweep_name, tags=tags)
+    run_id = run.info.run_id
+    log_params(client, run_id, config.flatten(base_config))
+    client.log_artifact(run_id, str(space_file), "sweep")
+    log_json_artifact(client, run_id, config.to_dict(base_config), "base_config.yaml", "sweep")
+    log_json_artifact(client, run_id, describe(base_config.seed), "provenance.json", "sweep")
+    return str(run_id)
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """Counts and the best child run (last evaluation of the selection metric) of a sweep."""
+
+    total: int
+    finished: int
+    failed: int
+    best: Run | None
+    failed_trials: tuple[str, ...]
+    metric: str = SELECTION_METRIC
+
+    def metrics(self) -> dict[str, float]:
+        out = {"trials/total": float(self.total), "trials/finished": float(self.finished),
+               "trials/failed": float(self.failed)}
+        if self.best is not None:
+            for key in dict.fromkeys((self.metric, SELECTION_METRIC, "report/miou")):
+                if key in self.best.data.metrics:
+                    out[f"best/{key}"] = self.best.data.metrics[key]
+        return out
+
+    def tags(self) -> dict[str, str]:
+        out = {"simtune.failed_trials": ", ".join(self.failed_trials) or "none",
+               "simtune.best_selection": f"{self.metric} at each trial's last evaluation"}
+        if self.best is not None:
+            out["simtune.best_trial_id"] = self.best.data.tags.get(TAG_TRIAL, "")
+            out["simtune.best_run_id"] = self.best.info.run_id
+        return out
+
+
+def sweep_outcome(children: list[Run], metric: str = SELECTION_METRIC, mode: str = "max") -> SweepOutcome:
+    """Summarise a sweep's child runs (see ``SweepOutcome``)."""
+    children = sorted(children, key=lambda r: r.data.tags.get(TAG_TRIAL, ""))
+    finished = [r for r in children if r.info.status == "FINISHED" and metric in r.data.metrics]
+    failed = [r for r in children if r.info.status == "FAILED"]
+
+    def standing(run: Run) -> Standing:
+        stopped = run.data.tags.get(TAG_STOPPED) == "true"
+        return Standing(run.data.metrics.get(metric), completed=not stopped, stopped_early=stopped)
+
+    ranked = rank(finished, standing, mode)
+    return SweepOutcome(len(children), len(finished), len(failed), ranked[0] if ranked else None,
+                        tuple(sorted(r.data.tags.get(TAG_TRIAL, r.info.run_id) for r in failed)), metric)
