@@ -24,7 +24,8 @@ from simtune.rundir import write_config
 from simtune.cli import main
 from simtune.errors import TrackingError
 from simtune.sweep.tracker import SweepTracker
-from simtune.tracking.store import default_tracking_uri, resolve_sweep_dir, search, sqlite_path
+from simtune.sweep.results import resolve_sweep_dir
+from simtune.tracking.store import default_tracking_uri, search, sqlite_path
 
 SPACE = "base: {base}\nparams:\n  stage1.lambda_ci: {{grid: [0.001, 0.01]}}\n"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from simtune.errors import ConfigError
+from simtune.sweep.results import SweepDir
 from simtune.tables import text_table
 
 TOP = 5  # trials shown in the final table
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 def _default_name(space: Path, storage: Path, resume: bool) -> str:
     if not resume:
         return f"{space.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    earlier = sorted(p.name for p in storage.glob(f"{space.stem}-*") if (p / "sweep.json").is_file())
+    earlier = sorted(p.name for p in storage.glob(f"{space.stem}-*") if SweepDir(p).record.is_file())
     if not earlier:
         raise ConfigError(f"{storage}: no sweep of {space.name} to resume; give --name")
     return earlier[-1]

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from simtune.sweep.space import Scheduler, Search
+from typing import Any
 
 PARAM_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 
@@ -26,21 +23,20 @@ class Algorithm:
     starting_points: bool  # accepts search.points_to_evaluate
     default_num_samples: int
     searcher: bool  # a Tune Searcher, limited by Tune's max_concurrent_trials (else it limits itself)
-    build: Callable[[Search, list[dict[str, Any]] | None, int | None], Any]  # (search, points, max_concurrent)
+    build: Callable[[int | None, list[dict[str, Any]] | None, int | None], Any]  # (seed, points, max_concurrent)
 
 
-def _variant_generator(search: Search, points: list[dict[str, Any]] | None, max_concurrent: int | None) -> Any:
+def _variant_generator(seed: int | None, points: list[dict[str, Any]] | None, max_concurrent: int | None) -> Any:
     from ray.tune.search import BasicVariantGenerator
 
-    return BasicVariantGenerator(points_to_evaluate=points, random_state=search.seed,
-                                 max_concurrent=max_concurrent or 0)
+    return BasicVariantGenerator(points_to_evaluate=points, random_state=seed, max_concurrent=max_concurrent or 0)
 
 
-def _optuna_tpe(search: Search, points: list[dict[str, Any]] | None, max_concurrent: int | None) -> Any:
+def _optuna_tpe(seed: int | None, points: list[dict[str, Any]] | None, max_concurrent: int | None) -> Any:
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    return OptunaSearch(points_to_evaluate=points, sampler=optuna.samplers.TPESampler(seed=search.seed))
+    return OptunaSearch(points_to_evaluate=points, sampler=optuna.samplers.TPESampler(seed=seed))
 
 
 ALGORITHMS: dict[str, Algorithm] = {
@@ -60,20 +56,20 @@ class SchedulerKind:
     """A way of running (and possibly stopping) trials."""
 
     stops_early: bool  # may end trials before max_t (then max_t must be known when iterations are swept)
-    build: Callable[[Scheduler], Any]
+    build: Callable[[int, int, float], Any]  # (max_t, grace_period, reduction_factor), iterations
 
 
-def _fifo(settings: Scheduler) -> Any:
+def _fifo(max_t: int, grace_period: int, reduction_factor: float) -> Any:
     from ray.tune.schedulers import FIFOScheduler
 
     return FIFOScheduler()
 
 
-def _asha(settings: Scheduler) -> Any:
+def _asha(max_t: int, grace_period: int, reduction_factor: float) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
-    return ASHAScheduler(time_attr="iteration", max_t=settings.max_t, grace_period=settings.grace_period,
-                         reduction_factor=settings.reduction_factor)
+    return ASHAScheduler(time_attr="iteration", max_t=max_t, grace_period=grace_period,
+                         reduction_factor=reduction_factor)
 
 
 SCHEDULERS: dict[str, SchedulerKind] = {

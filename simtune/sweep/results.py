@@ -102,6 +102,18 @@ class SweepDir:
         return RunDir(self.runs / trial_id)
 
 
+def resolve_sweep_dir(storage: Path, sweep_name: str) -> Path:
+    """The sweep folder, whether ``storage`` is the folder of sweeps or already the sweep's own.
+
+    The sweep runner creates the sweep folder (with ``sweep.json``) before it opens the
+    tracker, so a folder named like the sweep that holds ``sweep.json`` is the sweep's.
+    """
+    storage = Path(storage).resolve()
+    if SweepDir(storage).record.is_file() or (storage.name == sweep_name and not (storage / sweep_name).is_dir()):
+        return storage
+    return storage / sweep_name
+
+
 # ----------------------------------------------------------------------------- trials from run directories
 
 

@@ -249,11 +249,12 @@ def _domain(param: Param) -> Any:
 
 def _search_alg(space: SearchSpace) -> Any:
     points = [dict(p) for p in space.search.points_to_evaluate] or None
-    return ALGORITHMS[space.search.algorithm].build(space.search, points, space.max_concurrent)
+    return ALGORITHMS[space.search.algorithm].build(space.search.seed, points, space.max_concurrent)
 
 
 def _scheduler(space: SearchSpace) -> Any:
-    return SCHEDULERS[space.scheduler.type].build(space.scheduler)
+    s = space.scheduler
+    return SCHEDULERS[s.type].build(s.max_t, s.grace_period, s.reduction_factor)
 
 
 # ----------------------------------------------------------------------------- summary

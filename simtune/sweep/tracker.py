@@ -16,12 +16,12 @@ from simtune.config import Config
 from simtune.errors import TrackingError
 from simtune.provenance import describe
 from simtune.rundir import write_json
-from simtune.sweep.results import SELECTION_METRIC, Standing, SweepDir, rank
+from simtune.sweep.results import SELECTION_METRIC, Standing, SweepDir, rank, resolve_sweep_dir
 from simtune.tracking.artifacts import log_checkpoint
 from simtune.tracking.store import (CHECKPOINT_POLICIES, EXPERIMENT, TAG_PARENT, TAG_ROLE, TAG_RUN_DIR, TAG_STOPPED,
                                     TAG_SWEEP, TAG_SWEEP_DIR, TAG_TRIAL, connect, default_tracking_uri,
                                     ensure_experiment, find_sweep_parent, log_json_artifact, log_metrics, log_params,
-                                    normalise_uri, one_line, provenance_tags, resolve_sweep_dir, search)
+                                    normalise_uri, one_line, provenance_tags, search)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -97,7 +97,7 @@ class SweepTracker:
 
         return [MlflowTrialLogger(tracking_uri=self.tracking_uri, experiment_id=self.experiment_id,
                                   parent_run_id=self.parent_run_id, sweep_name=self.sweep_name,
-                                  runs_dir=self.sweep_dir / "runs", base_params=self.base_params,
+                                  runs_dir=SweepDir(self.sweep_dir).runs, base_params=self.base_params,
                                   checkpoint_policy=self.checkpoint_policy)]
 
     def finish(self, summary: dict[str, Any]) -> None:
@@ -115,7 +115,7 @@ class SweepTracker:
         log_metrics(self.client, self.parent_run_id, [(k, v, 0) for k, v in outcome.metrics().items()])
         for key, value in outcome.tags().items():
             self.client.set_tag(self.parent_run_id, key, value)
-        log_json_artifact(self.client, self.parent_run_id, summary, "summary.json", "sweep")
+        log_json_artifact(self.client, self.parent_run_id, summary, SweepDir(self.sweep_dir).summary.name, "sweep")
         best_config = SweepDir(self.sweep_dir).best_config
         if best_config.is_file():
             self.client.log_artifact(self.parent_run_id, str(best_config), "sweep")
@@ -138,7 +138,7 @@ def _create_parent(client: MlflowClient, experiment_id: str, sweep_name: str, sw
     run_id = run.info.run_id
     log_params(client, run_id, config.flatten(base_config))
     client.log_artifact(run_id, str(space_file), "sweep")
-    log_json_artifact(client, run_id, config.to_dict(base_config), "base_config.yaml", "sweep")
+    log_json_artifact(client, run_id, config.to_dict(base_config), SweepDir(sweep_dir).base_config.name, "sweep")
     log_json_artifact(client, run_id, describe(base_config.seed), "provenance.json", "sweep")
     return str(run_id)
 

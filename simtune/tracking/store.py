@@ -63,18 +63,6 @@ def default_tracking_uri(sweep_dir: Path) -> str:
     return "sqlite:///" + str((Path(sweep_dir) / "mlflow.db").resolve())
 
 
-def resolve_sweep_dir(storage: Path, sweep_name: str) -> Path:
-    """The sweep folder, whether ``storage`` is the folder of sweeps or already the sweep's own.
-
-    The sweep runner creates the sweep folder (with ``sweep.json``) before it opens the
-    tracker, so a folder named like the sweep that holds ``sweep.json`` is the sweep's.
-    """
-    storage = Path(storage).resolve()
-    if (storage / "sweep.json").is_file() or (storage.name == sweep_name and not (storage / sweep_name).is_dir()):
-        return storage
-    return storage / sweep_name
-
-
 def normalise_uri(uri: str) -> str:
     """Make a relative ``sqlite:///`` path absolute: Ray trials and servers run elsewhere."""
     path = sqlite_path(uri)

@@ -23,7 +23,7 @@ from simtune.train.builders import DataSets, build_datasets, build_matcher, buil
 from simtune.train.loop import Callback
 from simtune.train.pseudo import PseudoLabelled, PseudoLabelRule, make_pseudo_labels, predict_target
 from simtune.train.stage import StageParts, StagePlan, eval_metrics, run_stage
-from simtune.train.stage1_cache import Stage1Cache, stage1_key
+from simtune.train.stage1_cache import CACHED_HISTORY, CACHED_MODEL, CACHED_PREDICTIONS, Stage1Cache, stage1_key
 from simtune.train.steps import MODE_SWITCHES, step_weights
 
 
@@ -128,9 +128,6 @@ def _stage1(cfg: Config, data: DataSets, device: torch.device, run: RunDir, call
             cache.publish(key, files)
             return metrics
     return _adopt_cached_stage1(entry, run, plan.name, callbacks)
-
-
-CACHED_MODEL, CACHED_HISTORY, CACHED_PREDICTIONS = "model.pt", "history.json", "predictions"  # a cache entry's files
 
 
 def _adopt_cached_stage1(entry: Path, run: RunDir, name: str, callbacks: Sequence[Callback]) -> dict[str, float]:

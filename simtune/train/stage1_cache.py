@@ -23,6 +23,8 @@ from simtune.config import Config, flatten
 _NOT_STAGE1 = ("stage2.", "pseudo_label.", "runtime.checkpoint_every", "runtime.threads", "data.num_workers",
                "mode")
 
+CACHED_MODEL, CACHED_HISTORY, CACHED_PREDICTIONS = "model.pt", "history.json", "predictions"  # an entry's files
+
 
 def stage1_key(cfg: Config) -> str:
     """A hash of every setting that stage 1's weights, metrics or target predictions depend on."""
