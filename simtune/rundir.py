@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,11 +40,15 @@ def _temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write to a temporary file, then rename: a crash never leaves half a file."""
+def write_with(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(temporary path)``, then rename it to ``path``: a crash never leaves half a file."""
     tmp = _temporary(path)
-    tmp.write_text(text)
+    write(tmp)
     os.replace(tmp, path)
+
+
+def write_text(path: Path, text: str) -> None:
+    write_with(path, lambda tmp: tmp.write_text(text))
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -63,9 +68,7 @@ def torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` atomically."""
     import torch
 
-    tmp = _temporary(path)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_with(path, lambda tmp: torch.save(obj, tmp))
 
 
 def read_json(path: Path) -> Any:

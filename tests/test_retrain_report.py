@@ -202,3 +202,16 @@ def test_report_of_real_sweep_writes_figures_and_attaches_them(tiny_sweep: dict[
     attached = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/summary.md", "report/table3_stage1.lambda_ci.png"} <= attached
     assert "attached to MLflow run" in done.stdout
+
+
+def test_one_ranking_rule_puts_stopped_trials_after_finished_ones_and_never_ranks_failures(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweeps" / "s"
+    write_trial(sweep, "a", [10.0])
+    write_trial(sweep, "b", [90.0], finished=False)  # stopped early by the scheduler (summary.json says so)
+    write_trial(sweep, "c", [5.0])
+    write_trial(sweep, "d", [99.0], finished=False)  # diverged
+    (sweep / "runs" / "d" / "failure.json").write_text(json.dumps({"reason": "loss/seg_src became nan"}))
+    write_trial(sweep, "e", [95.0], finished=False)  # still running when the sweep was interrupted
+    (sweep / "summary.json").write_text(json.dumps({"trials": [{"trial_id": "b", "stopped_early": True}]}))
+    assert [t.trial_id for t in rank_trials(load_trials(sweep))] == ["a", "c", "b"]
+    assert [t.trial_id for t in rank_trials(load_trials(sweep), mode="min")] == ["c", "a", "b"]

@@ -149,6 +149,26 @@ def test_evaluations_that_never_reached_the_driver_are_filled_in_from_the_run_di
     assert run.data.tags["simtune.stopped_early"] == "true"  # no results.json: a scheduler stopped it
 
 
+def test_trial_logger_restored_by_tune_follows_the_resumed_drivers_store(tmp_path: Path) -> None:
+    """Tune hands a resumed sweep the callbacks it pickled; ``setup`` points them at this driver's run."""
+    import pickle
+    from types import SimpleNamespace
+
+    first = open_tracker(tmp_path)
+    (logger,) = first.tune_callbacks()
+    restored = pickle.loads(pickle.dumps(logger))
+    other = f"sqlite:///{tmp_path}/elsewhere/mlflow.db"
+    resumed = open_tracker(tmp_path, resume=True, uri=other)
+    assert resumed.parent_run_id != first.parent_run_id  # a new store: a new parent run there
+    restored.setup(total_num_samples=1)
+    assert (restored.tracking_uri, restored.parent_run_id) == (other, resumed.parent_run_id)
+    trial = SimpleNamespace(trial_id="t1", config={"stage1.lambda_ci": 0.01}, error_file=None)
+    restored.on_trial_result(0, [], trial, {"iteration": 2, "val/miou": 1.0, "stage": 1})
+    assert restored.write_errors == 0
+    assert len(search(resumed.client, resumed.experiment_id, {"simtune.trial_id": "t1"})) == 1
+    assert not search(first.client, first.experiment_id, {"simtune.trial_id": "t1"})
+
+
 # ----------------------------------------------------------------------------- Tune runs of a trivial trainable
 
 

@@ -1,4 +1,5 @@
-"""Stuff and instance matching (SIM, CVPR 2020): regions, source feature banks and losses."""
+"""Stuff and instance matching (SIM, CVPR 2020): regions, source feature banks, losses; and
+``thresholds``, the pseudo-label thresholds (SIM rule, CBST) used between the stages."""
 
 from simtune.sim.banks import FeatureBank, self_check_mask
 from simtune.sim.losses import (

@@ -21,6 +21,7 @@ from PIL import Image
 from torch import Tensor
 
 from simtune.labels import CLASS_NAMES, IGNORE
+from simtune.rundir import write_with
 
 DEFAULT_BINS = 2000
 
@@ -266,10 +267,7 @@ def write_pseudo_label(path: str | os.PathLike[str], label: np.ndarray | Tensor)
     array = label.detach().cpu().numpy() if isinstance(label, Tensor) else np.asarray(label)
     if array.ndim != 2 or array.dtype != np.uint8:
         raise ValueError(f"label must be a (H, W) uint8 array, but got shape {array.shape}, dtype {array.dtype}")
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, target)
+    write_with(Path(path), lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
 def _json_number(value: float) -> float | None:
