@@ -1,0 +1,69 @@
+"""Time the label-free validators against one evaluation, on the built-in benchmark.
+
+    python scripts/selection_cost.py experiments/synthetic.yaml [--set k=v ...] [--repeats 5]
+
+Trains nothing: the cost of both is one forward pass per image, whatever the weights, so the
+model is the experiment's network at initialisation (after ``--warmup`` source steps if given).
+Prints the median wall time of an evaluation (selection + report parts, as ``simtune train``
+runs it) and of ``compute_validators`` with and without DEV, one torch thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from simtune.config import load
+from simtune.selection.compute import compute_validators, load_subset
+from simtune.train.builders import build_datasets, build_nets
+from simtune.train.stage import eval_metrics
+
+
+def median_seconds(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("experiment", type=Path)
+    parser.add_argument("--set", action="append", default=[])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--pixels", type=int, default=256)
+    parser.add_argument("--source-images", type=int, default=8)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    cfg = load(args.experiment, args.set)
+    data = build_datasets(cfg)
+    device = torch.device("cpu")
+    nets, _ = build_nets(cfg, device)
+    nets.segmenter.eval()
+    start = time.perf_counter()
+    with_dev = load_subset(data.target, images=args.images, pixels=args.pixels, seed=0,
+                           source=data.source, source_images=args.source_images)
+    load_s = time.perf_counter() - start
+    no_dev = load_subset(data.target, images=args.images, pixels=args.pixels, seed=0)
+    evaluation = median_seconds(lambda: eval_metrics(nets, data.val, device, False), args.repeats)
+    nets.segmenter.eval()
+    plain = median_seconds(lambda: compute_validators(nets.segmenter, no_dev), args.repeats)
+    full = median_seconds(lambda: compute_validators(nets.segmenter, with_dev), args.repeats)
+    print(f"val images: {sum(len(v) for v in data.val.values())}; subset: {args.images} target "
+          f"images x {args.pixels} SND pixels, {args.source_images} source images for DEV")
+    print(f"evaluation            {evaluation:.3f} s")
+    print(f"validators, no DEV    {plain:.3f} s  (+{100 * plain / evaluation:.1f}%)")
+    print(f"validators with DEV   {full:.3f} s  (+{100 * full / evaluation:.1f}%)")
+    print(f"loading the subset    {load_s:.3f} s  (once per stage)")
+    print(compute_validators(nets.segmenter, with_dev))
+
+
+if __name__ == "__main__":
+    main()

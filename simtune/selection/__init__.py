@@ -1,0 +1,1 @@
+"""Label-free model selection: validators scored on unlabelled target pixels (``select/<name>``)."""

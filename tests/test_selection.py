@@ -1,0 +1,168 @@
+"""Label-free validators on inputs whose answer is known."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from simtune.selection import dev
+from simtune.selection.compute import compute_validators, load_subset
+from simtune.selection.validators import (
+    entropy_score,
+    im_score,
+    mix_images,
+    mix_partners,
+    mixval_scores,
+    snd_score,
+)
+
+K = 5
+
+
+def one_hot(classes: list[int], k: int = K) -> torch.Tensor:
+    return F.one_hot(torch.tensor(classes), k).double()
+
+
+def test_entropy_is_zero_for_one_hot_and_minus_log_k_for_uniform() -> None:
+    assert entropy_score(one_hot([0, 3, 1])) == pytest.approx(0.0)
+    assert entropy_score(torch.full((4, K), 1.0 / K)) == pytest.approx(-math.log(K))
+    confident = torch.tensor([[0.9, 0.1 / 4, 0.1 / 4, 0.1 / 4, 0.1 / 4]])
+    assert -math.log(K) < entropy_score(confident) < 0.0
+
+
+def test_im_rewards_confident_and_diverse_predictions() -> None:
+    assert im_score(one_hot(list(range(K)))) == pytest.approx(math.log(K))  # one pixel per class
+    assert im_score(one_hot([2] * K)) == pytest.approx(0.0)  # confident but collapsed on one class
+    assert im_score(torch.full((K, K), 1.0 / K)) == pytest.approx(0.0)  # diverse but unsure
+    assert im_score(one_hot([0, 1])) == pytest.approx(math.log(2))
+
+
+def two_clusters(m: int, noise: float, seed: int = 0) -> torch.Tensor:
+    """(1, 2m, K) probabilities: m pixels near class 0, m near class 1."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.cat([one_hot([0] * m), one_hot([1] * m)]) * 8.0
+    return (logits + noise * torch.randn(logits.shape, generator=g, dtype=torch.float64)).softmax(-1)[None]
+
+
+def test_snd_of_two_identical_clusters_has_a_closed_form() -> None:
+    m, tau = 6, 0.05
+    probs = torch.cat([one_hot([0] * m), one_hot([1] * m)])[None]  # cos = 1 within, 0 across
+    # Each row: m - 1 neighbours at exp(1 / tau), m at exp(0).
+    z = (m - 1) * math.exp(1 / tau) + m
+    p_in, p_out = math.exp(1 / tau) / z, 1.0 / z
+    expected = -((m - 1) * p_in * math.log(p_in) + m * p_out * math.log(p_out))
+    assert snd_score(probs, tau) == pytest.approx(expected, rel=1e-9)
+
+
+def test_snd_prefers_tight_clusters_to_mixed_ones() -> None:
+    tight = snd_score(two_clusters(16, noise=0.05))
+    g = torch.Generator().manual_seed(1)
+    mixed = torch.randn((1, 32, K), generator=g, dtype=torch.float64).mul(2.0).softmax(-1)
+    assert tight > snd_score(mixed) + 0.5
+    assert tight > snd_score(two_clusters(16, noise=3.0))
+
+
+def test_snd_needs_two_pixels() -> None:
+    with pytest.raises(ValueError, match="P >= 2"):
+        snd_score(torch.ones(1, 1, K))
+
+
+def test_mix_partners_never_pair_an_image_with_itself() -> None:
+    for count in (2, 3, 4, 7, 16):
+        partners = mix_partners(count)
+        assert bool((partners != torch.arange(count)).all())
+        assert sorted(partners.tolist()) == list(range(count))
+    images = torch.stack([torch.zeros(3, 2, 2), torch.ones(3, 2, 2)])
+    mixed = mix_images(images, mix_partners(2), lam=0.55)
+    assert torch.allclose(mixed[0], torch.full((3, 2, 2), 0.45))
+    assert torch.allclose(mixed[1], torch.full((3, 2, 2), 0.55))
+
+
+def test_mixval_is_one_for_a_consistent_model_and_lower_for_an_inconsistent_one() -> None:
+    pseudo = torch.tensor([0, 0, 1, 2, 3, 3])
+    partner = torch.tensor([0, 1, 1, 0, 2, 3])  # pixels 0, 2, 5 intra; 1, 3, 4 inter
+    consistent = mixval_scores(pseudo.clone(), pseudo, partner)
+    assert consistent == {"mixval_intra": 1.0, "mixval_inter": 1.0, "mixval": 1.0}
+    follows_minor = mixval_scores(partner.clone(), pseudo, partner)  # predicts the 45% image
+    assert follows_minor["mixval_intra"] == 1.0 and follows_minor["mixval_inter"] == 0.0
+    assert follows_minor["mixval"] == 0.5
+    only_intra = mixval_scores(pseudo.clone(), pseudo, pseudo.clone())
+    assert math.isnan(only_intra["mixval_inter"]) and only_intra["mixval"] == 1.0
+
+
+def test_dev_risk_is_exact_for_a_constant_loss_and_the_mean_for_equal_weights() -> None:
+    g = torch.Generator().manual_seed(0)
+    weights = torch.rand(50, generator=g, dtype=torch.float64) * 5
+    assert dev.dev_risk(torch.full((50,), 0.7), weights) == pytest.approx(0.7)  # control variate cancels w
+    losses = torch.rand(50, generator=g, dtype=torch.float64)
+    assert dev.dev_risk(losses, torch.ones(50)) == pytest.approx(float(losses.mean()))
+    assert math.isnan(dev.dev_risk(torch.ones(1), torch.ones(1)))
+
+
+def test_domain_classifier_recovers_a_known_density_ratio() -> None:
+    # source N(0, 1), target N(1, 1) in 1-D: log p_t(x) / p_s(x) = x - 0.5.
+    g = torch.Generator().manual_seed(0)
+    src = torch.randn(4000, 1, generator=g, dtype=torch.float64)
+    trg = torch.randn(4000, 1, generator=g, dtype=torch.float64) + 1.0
+    classifier = dev.fit_domain_classifier(src, trg, l2=0.0)
+    x = torch.tensor([[-1.0], [0.5], [2.0]], dtype=torch.float64)
+    log_ratio = dev.density_ratio(dev.target_probability(x, classifier)).log()
+    assert torch.allclose(log_ratio, x[:, 0] - 0.5, atol=0.15)
+
+
+# ----------------------------------------------------------------------------- on a model
+
+
+@dataclass
+class Out:
+    features: torch.Tensor
+    logits: torch.Tensor
+
+
+def linear_model(scale: float):  # type: ignore[no-untyped-def]
+    """Per-pixel logits = scale * (the image's channels, padded to K): a model linear in its input."""
+
+    def predict(image: torch.Tensor) -> Out:
+        logits = F.pad(image, (0, 0, 0, 0, 0, K - 3)) * scale
+        return Out(features=image, logits=logits)
+
+    return predict
+
+
+def blocky_images(count: int, seed: int) -> list[dict[str, torch.Tensor]]:
+    """Images whose pixels are one-hot over the 3 channels, 4x4 blocks: one class a block."""
+    g = torch.Generator().manual_seed(seed)
+    items = []
+    for _ in range(count):
+        classes = torch.randint(0, 3, (2, 3), generator=g).repeat_interleave(4, 0).repeat_interleave(4, 1)
+        items.append({"image": F.one_hot(classes, 3).permute(2, 0, 1).double() * 10,
+                      "label": classes})
+    return items
+
+
+def test_validators_on_a_model_with_known_behaviour() -> None:
+    target = [{"image": item["image"]} for item in blocky_images(6, seed=0)]  # no labels
+    subset = load_subset(target, images=4, pixels=8, seed=0)
+    sharp = compute_validators(linear_model(10.0), subset)
+    assert sharp["mixval"] == pytest.approx(1.0)  # linear: the 55% image's class always wins
+    assert sharp["entropy"] > -1e-3 and sharp["im"] > 0.5
+    soft = compute_validators(linear_model(0.01), subset)
+    assert soft["entropy"] < sharp["entropy"] and soft["im"] < sharp["im"]
+    assert "dev" not in sharp
+
+
+def test_subset_is_fixed_by_its_seed_and_dev_runs_on_labelled_source() -> None:
+    target = [{"image": item["image"]} for item in blocky_images(10, seed=1)]
+    a = load_subset(target, images=4, pixels=8, seed=3)
+    b = load_subset(target, images=4, pixels=8, seed=3)
+    c = load_subset(target, images=4, pixels=8, seed=4)
+    assert torch.equal(a.images, b.images) and torch.equal(a.pixels, b.pixels)
+    assert not (torch.equal(a.images, c.images) and torch.equal(a.pixels, c.pixels))
+    with_dev = load_subset(target, images=4, pixels=8, seed=3, source=blocky_images(6, seed=2), source_images=4)
+    scores = compute_validators(linear_model(1.0), with_dev)
+    assert math.isfinite(scores["dev"])
+    assert compute_validators(linear_model(1.0), with_dev) == scores  # deterministic
