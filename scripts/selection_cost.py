@@ -5,7 +5,8 @@
 Trains nothing: the cost of both is one forward pass per image, whatever the weights, so the
 model is the experiment's network at initialisation (after ``--warmup`` source steps if given).
 Prints the median wall time of an evaluation (selection + report parts, as ``simtune train``
-runs it) and of ``compute_validators`` with and without DEV, one torch thread.
+runs it) and of ``compute_validators`` with and without DEV, timed in turn within each repeat,
+and the median of the per-repeat ratios; one torch thread.
 """
 
 from __future__ import annotations
@@ -23,13 +24,10 @@ from simtune.train.builders import build_datasets, build_nets
 from simtune.train.stage import eval_metrics
 
 
-def median_seconds(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def seconds(fn) -> float:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -52,15 +50,21 @@ def main() -> None:
                            source=data.source, source_images=args.source_images)
     load_s = time.perf_counter() - start
     no_dev = load_subset(data.target, images=args.images, pixels=args.pixels, seed=0)
-    evaluation = median_seconds(lambda: eval_metrics(nets, data.val, device, False), args.repeats)
-    nets.segmenter.eval()
-    plain = median_seconds(lambda: compute_validators(nets.segmenter, no_dev), args.repeats)
-    full = median_seconds(lambda: compute_validators(nets.segmenter, with_dev), args.repeats)
+    rows = []  # interleaved, so a change of machine load hits all three alike
+    for _ in range(args.repeats):
+        evaluation = seconds(lambda: eval_metrics(nets, data.val, device, False))
+        nets.segmenter.eval()
+        rows.append((evaluation, seconds(lambda: compute_validators(nets.segmenter, no_dev)),
+                     seconds(lambda: compute_validators(nets.segmenter, with_dev))))
+    evaluation = statistics.median(r[0] for r in rows)
+    plain_ratio = statistics.median(r[1] / r[0] for r in rows)
+    full_ratio = statistics.median(r[2] / r[0] for r in rows)
+    plain, full = statistics.median(r[1] for r in rows), statistics.median(r[2] for r in rows)
     print(f"val images: {sum(len(v) for v in data.val.values())}; subset: {args.images} target "
           f"images x {args.pixels} SND pixels, {args.source_images} source images for DEV")
     print(f"evaluation            {evaluation:.3f} s")
-    print(f"validators, no DEV    {plain:.3f} s  (+{100 * plain / evaluation:.1f}%)")
-    print(f"validators with DEV   {full:.3f} s  (+{100 * full / evaluation:.1f}%)")
+    print(f"validators, no DEV    {plain:.3f} s  (median ratio +{100 * plain_ratio:.1f}%)")
+    print(f"validators with DEV   {full:.3f} s  (median ratio +{100 * full_ratio:.1f}%)")
     print(f"loading the subset    {load_s:.3f} s  (once per stage)")
     print(compute_validators(nets.segmenter, with_dev))
 

@@ -166,3 +166,46 @@ def test_subset_is_fixed_by_its_seed_and_dev_runs_on_labelled_source() -> None:
     scores = compute_validators(linear_model(1.0), with_dev)
     assert math.isfinite(scores["dev"])
     assert compute_validators(linear_model(1.0), with_dev) == scores  # deterministic
+
+
+# ----------------------------------------------------------------------------- trust table
+
+
+def sweep_records() -> dict[str, list[dict[str, float]]]:
+    """4 trials x 2 evaluations; select/good tracks report/miou, select/bad is its mirror."""
+    trials = {}
+    for t, (val, report) in enumerate([(10.0, 12.0), (14.0, 11.0), (12.0, 15.0), (9.0, 8.0)]):
+        evals = []
+        for step, drop in ((300, 3.0), (600, 0.0)):
+            r = report - drop
+            evals.append({"val/miou": val - drop, "report/miou": r, "select/good": r / 10, "select/bad": -r})
+        trials[f"t{t}"] = evals
+    return trials
+
+
+def test_trust_table_correlations_and_regret_have_known_values() -> None:
+    from simtune.selection.trust import markdown, trust_table
+
+    rows = {row.metric: row for row in trust_table(sweep_records())}
+    assert list(rows) == ["val/miou", "select/bad", "select/good"]
+    good, bad = rows["select/good"], rows["select/bad"]
+    assert good.trials == 4 and good.evaluations == 8
+    assert good.spearman == pytest.approx(1.0) and good.kendall == pytest.approx(1.0)
+    assert bad.spearman == pytest.approx(-1.0) and bad.kendall == pytest.approx(-1.0)
+    # The oracle (val/miou) picks trial 1 (report 11); select/good picks trial 2 (15); bad picks trial 3 (8).
+    assert good.regret == pytest.approx(11.0 - 15.0)
+    assert bad.regret == pytest.approx(11.0 - 8.0)
+    assert rows["val/miou"].regret == 0.0
+    # Within a trial the later evaluation is better on every metric but select/bad.
+    assert good.regret_within == pytest.approx(0.0) and bad.regret_within == pytest.approx(3.0)
+    table = markdown(list(rows.values()))
+    assert "val/miou (oracle, uses val labels)" in table and "| select/bad | 4 | -1.00 | -1.00 | +3.00 |" in table
+
+
+def test_trust_row_without_spread_has_no_correlation() -> None:
+    from simtune.selection.trust import trust_row
+
+    flat = {"a": [{"val/miou": 1.0, "report/miou": 2.0, "select/x": 0.5}],
+            "b": [{"val/miou": 2.0, "report/miou": 3.0, "select/x": 0.5}]}
+    row = trust_row(flat, "select/x")
+    assert row.spearman is None and row.kendall is None and row.regret_within is None
