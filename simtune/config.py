@@ -131,6 +131,17 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class SelectConfig:
+    """Label-free validators ``select/<name>`` at every evaluation (docs/selection.md)."""
+
+    enabled: bool = _f(True, "compute select/entropy, im, snd, mixval (and dev) at every evaluation")
+    images: int = _f(12, "unlabelled target train images in the fixed subset (>= 2 for mixval)")
+    pixels: int = _f(256, "pixels per image sampled for SND (>= 2)")
+    source_images: int = _f(6, "labelled source images for DEV (0 = no select/dev; else >= 2)")
+    seed: int = _f(0, "seed of the subset draw: the same images and pixels in every trial")
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     """Where and how to run."""
 
@@ -155,6 +166,7 @@ class Config:
     pseudo_label: PseudoLabelConfig = _f(PseudoLabelConfig(), "pseudo-labels between the stages")
     stage2: StageConfig = _f(StageConfig(lambda_ci=0.001), "stage 2, eq. 13 (authors: lambda_ci 0.001)")
     eval: EvalConfig = _f(EvalConfig(), "evaluation")
+    select: SelectConfig = _f(SelectConfig(), "label-free validators on unlabelled target train images")
     runtime: RuntimeConfig = _f(RuntimeConfig(), "device and checkpoints")
 
 

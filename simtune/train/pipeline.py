@@ -18,6 +18,8 @@ from simtune.config import Config, StageConfig
 from simtune.errors import ConfigError
 from simtune.provenance import describe
 from simtune.rundir import RunDir, load_segmenter_state, locate, read_json, write_config, write_json
+from simtune.selection.compute import SelectionSubset
+from simtune.selection.run import check_select, draw_subset
 from simtune.train import checkpoint as ckpt
 from simtune.train.builders import DataSets, build_datasets, build_matcher, build_nets, build_optimizers, pick_device
 from simtune.train.loop import Callback
@@ -56,6 +58,7 @@ def run_pipeline(cfg: Config, out_dir: Path, *, callbacks: Sequence[Callback] = 
     if cfg.pseudo_label.spatial_prior:
         raise ConfigError("pseudo_label.spatial_prior: the CBST spatial prior is not available in the pipeline "
                           "yet (simtune.sim.thresholds has it); set it to false")
+    check_select(cfg.select)
     data = build_datasets(cfg)
     device = pick_device(cfg.runtime.device)
     if cfg.runtime.threads:
@@ -63,12 +66,13 @@ def run_pipeline(cfg: Config, out_dir: Path, *, callbacks: Sequence[Callback] = 
     run = RunDir(out_dir)
     _prepare_run_dir(cfg, run, resume)
     cache = Stage1Cache(stage1_cache) if stage1_cache is not None else None
-    stages = {"stage1": _stage1(cfg, data, device, run, callbacks, progress, cache)}
+    selection = draw_subset(cfg.select, data.target, data.source)
+    stages = {"stage1": _stage1(cfg, data, device, run, callbacks, progress, cache, selection)}
     report = None
     if uses_pseudo_labels(cfg):
         report = _pseudo_labels(cfg, data, device, run, callbacks)
         plan = _plan(cfg, "stage2", cfg.stage2, offset=cfg.stage1.iters, seg_data=data.source,
-                     trg_data=PseudoLabelled(data.target, run.labels))
+                     trg_data=PseudoLabelled(data.target, run.labels), selection=selection)
         stages["stage2"] = _run_or_skip(plan, data, device, run, callbacks, progress)
     result = PipelineResult(out_dir, stages, report)
     write_json(run.results, {"stages": stages, "pseudo_labels": report})
@@ -85,7 +89,8 @@ def _prepare_run_dir(cfg: Config, run: RunDir, resume: bool) -> None:
         write_json(run.run_file, describe(cfg.seed))
 
 
-def _plan(cfg: Config, name: str, stage: StageConfig, *, offset: int, seg_data: Any, trg_data: Any) -> StagePlan:
+def _plan(cfg: Config, name: str, stage: StageConfig, *, offset: int, seg_data: Any, trg_data: Any,
+          selection: SelectionSubset | None) -> StagePlan:
     """A stage's plan: its loss weights (once, from ``step_weights``) and plain settings."""
     weights = step_weights(stage, cfg.mode, cfg.discriminator.gan)
 
@@ -98,22 +103,23 @@ def _plan(cfg: Config, name: str, stage: StageConfig, *, offset: int, seg_data: 
                      schedule_iters=stage.schedule_iters, poly_power=stage.poly_power, seed=cfg.seed,
                      num_workers=cfg.data.num_workers, eval_every=cfg.eval.every,
                      checkpoint_every=cfg.runtime.checkpoint_every, amp=cfg.runtime.amp,
-                     source_dataset=cfg.data.source.dataset)
+                     source_dataset=cfg.data.source.dataset, selection=selection)
 
 
-def _stage1_plan(cfg: Config, data: DataSets) -> StagePlan:
+def _stage1_plan(cfg: Config, data: DataSets, selection: SelectionSubset | None) -> StagePlan:
     if cfg.mode == "target_only":
         assert data.target_labelled is not None
-        return _plan(cfg, "stage1", cfg.stage1, offset=0, seg_data=data.target_labelled, trg_data=None)
+        return _plan(cfg, "stage1", cfg.stage1, offset=0, seg_data=data.target_labelled, trg_data=None,
+                     selection=selection)
     needs_target = any(MODE_SWITCHES[cfg.mode])  # a target-side loss (adversarial or matching) is on
     return _plan(cfg, "stage1", cfg.stage1, offset=0, seg_data=data.source,
-                 trg_data=data.target if needs_target else None)
+                 trg_data=data.target if needs_target else None, selection=selection)
 
 
 def _stage1(cfg: Config, data: DataSets, device: torch.device, run: RunDir, callbacks: Sequence[Callback],
-            progress: bool, cache: Stage1Cache | None) -> dict[str, float]:
+            progress: bool, cache: Stage1Cache | None, selection: SelectionSubset | None) -> dict[str, float]:
     """Stage 1, taken from the shared cache when an identical stage 1 already finished."""
-    plan = _stage1_plan(cfg, data)
+    plan = _stage1_plan(cfg, data, selection)
     if cache is None or run.done("stage1").is_file():
         return _run_or_skip(plan, data, device, run, callbacks, progress)
     key = stage1_key(cfg)

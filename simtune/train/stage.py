@@ -17,6 +17,8 @@ from torch.utils.data import Dataset
 
 from simtune.evaluation import REPORTED_CLASSES, evaluate_model
 from simtune.rundir import RunDir, torch_save, write_json
+from simtune.selection.compute import SelectionSubset
+from simtune.selection.run import select_metrics
 from simtune.train import checkpoint as ckpt
 from simtune.train.builders import Nets
 from simtune.train.loop import Callback, LoopState, LossMonitor, Periodic, PolyLR, Progress, run_loop
@@ -52,6 +54,7 @@ class StagePlan:
     checkpoint_every: int
     amp: bool  # bf16 autocast on CUDA
     source_dataset: str  # decides the evaluated classes (SYNTHIA: 16)
+    selection: SelectionSubset | None = None  # unlabelled target subset for select/* (None = off)
 
 
 @dataclass
@@ -113,7 +116,8 @@ def run_stage(plan: StagePlan, *, val: Mapping[str, Dataset[Any]], device: torch
     """Train one stage from fresh initial weights (or a mid-stage checkpoint).
 
     Writes the stage's ``model.pt`` (segmenter weights) and ``history.json`` (every
-    evaluation) in ``run_dir``; the resumable checkpoint is its ``checkpoint.pt``.
+    evaluation) in ``run_dir``; the resumable checkpoint is its ``checkpoint.pt``. With a
+    ``plan.selection`` subset, every evaluation adds the label-free ``select/*`` metrics.
     Returns:
         the stage's last evaluation metrics.
     """
@@ -137,6 +141,8 @@ def run_stage(plan: StagePlan, *, val: Mapping[str, Dataset[Any]], device: torch
 
     def evaluate(state: LoopState) -> None:
         metrics = eval_metrics(nets, val, device, autocast, plan.source_dataset)
+        if plan.selection is not None:
+            metrics.update(select_metrics(nets.segmenter, plan.selection, device, autocast))
         metrics["iteration"] = float(state.global_iteration)
         history.append({"step": state.global_iteration, **metrics})
         write_json(run_dir.history_file(plan.name), history)
