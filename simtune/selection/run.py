@@ -7,9 +7,10 @@ import torch
 from simtune.config import SelectConfig
 from simtune.errors import ConfigError
 from simtune.models.deeplab import Segmenter
-from simtune.selection.compute import Items, SelectionSubset, compute_validators, load_subset
+from simtune.selection.compute import VALIDATORS, Items, SelectionSubset, compute_validators, load_subset
 
 PREFIX = "select/"
+SELECT_METRICS = tuple(PREFIX + name for name in VALIDATORS)  # every metric a run can log, higher = better
 
 
 def check_select(settings: SelectConfig) -> None:
