@@ -27,11 +27,11 @@ def write_space(folder: Path, tiny_bench: tuple[Path, Path], **settings: Any) ->
 
 @pytest.fixture(scope="module")
 def entropy_sweep(tmp_path_factory: pytest.TempPathFactory, tiny_bench: tuple[Path, Path]) -> Path:
-    """A 2-trial grid selected by select/entropy under ASHA, run through ``simtune sweep``."""
+    """A 2-trial grid selected by select/entropy, run through ``simtune sweep``."""
     folder = tmp_path_factory.mktemp("select_sweep")
     space = write_space(folder, tiny_bench, metric="select/entropy", mode="max",
                         search={"algorithm": "grid"},
-                        scheduler={"type": "asha", "grace_period": 2, "reduction_factor": 2, "max_t": 6},
+                        scheduler={"type": "fifo"},
                         params={"stage1.lambda_ci": {"grid": [0.001, 0.5]}})
     proc = subprocess.run([sys.executable, "-m", "simtune.cli", "sweep", str(space), "--storage",
                            str(folder / "sweeps"), "--name", "ent"], capture_output=True, text=True,
@@ -56,8 +56,11 @@ def test_sweep_selects_by_a_validator(entropy_sweep: Path) -> None:
     for final in finals.values():
         assert -1e-9 >= final["select/entropy"] >= -3.0  # minus an entropy over 19 classes (log 19 = 2.94)
         assert 0.0 <= final["select/mixval"] <= 1.0
+    trials = {t["trial_id"]: t for t in summary["trials"]}
     best = summary["best"]["trial_id"]
-    assert finals[best]["select/entropy"] == max(f["select/entropy"] for f in finals.values())
+    assert best == max(trials, key=lambda tid: finals[tid]["select/entropy"])
+    assert trials[best]["metrics"]["select/entropy"] == finals[best]["select/entropy"]
+    assert summary["ranking"] == sorted(trials, key=lambda tid: -finals[tid]["select/entropy"])
     best_config = yaml.safe_load((entropy_sweep / "best_config.yaml").read_text())
     assert best_config["stage1"]["lambda_ci"] == summary["best"]["params"]["stage1.lambda_ci"]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from simtune.errors import ConfigError
+from simtune.sweep.results import SELECTION_METRIC as ORACLE
 from simtune.sweep.results import SweepDir
 from simtune.tables import text_table
 
@@ -68,12 +69,13 @@ def format_summary(summary: dict[str, Any]) -> str:
     metric, counts = summary["metric"], summary["counts"]
     by_id = {t["trial_id"]: t for t in summary["trials"]}
     params = list(summary["trials"][0]["params"]) if summary["trials"] else []
-    header = ["rank", "trial", "iter", metric, "report/miou", *params]
+    scores = list(dict.fromkeys([metric, ORACLE, "report/miou"]))  # the oracle always shown, labelled
+    header = ["rank", "trial", "iter", *(f"{m} (oracle)" if m == ORACLE else m for m in scores), *params]
     rows = [header]
     for rank, trial_id in enumerate(summary["ranking"][:TOP], 1):
         trial = by_id[trial_id]
         rows.append([str(rank), trial_id, str(trial["iteration"]) + ("*" if trial["stopped_early"] else ""),
-                     _num(trial["metrics"].get(metric)), _num(trial["metrics"].get("report/miou")),
+                     *(_num(trial["metrics"].get(m)) for m in scores),
                      *(_num(trial["params"][p]) for p in params)])
     lines = [text_table(rows, rule=False)]
     lines.append(f"{counts['total']} trials: {counts['finished']} finished ({counts['stopped_early']} stopped "

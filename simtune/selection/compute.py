@@ -30,7 +30,6 @@ from simtune.selection.validators import (
 )
 
 IGNORE = 255
-VALIDATORS = ("entropy", "im", "snd", "mixval", "mixval_intra", "mixval_inter", "dev")  # logged as select/<name>
 
 
 class Items(Protocol):

@@ -7,10 +7,8 @@ import torch
 from simtune.config import SelectConfig
 from simtune.errors import ConfigError
 from simtune.models.deeplab import Segmenter
-from simtune.selection.compute import VALIDATORS, Items, SelectionSubset, compute_validators, load_subset
-
-PREFIX = "select/"
-SELECT_METRICS = tuple(PREFIX + name for name in VALIDATORS)  # every metric a run can log, higher = better
+from simtune.selection import PREFIX
+from simtune.selection.compute import Items, SelectionSubset, compute_validators, load_subset
 
 
 def check_select(settings: SelectConfig) -> None:

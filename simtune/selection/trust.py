@@ -15,7 +15,7 @@ selection split, which a user without target labels does not have.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from scipy import stats as scipy_stats
@@ -65,9 +65,15 @@ def regret(evaluations: Sequence[Evaluation], metric: str) -> float | None:
     return float(by_oracle[TRUTH] - by_metric[TRUTH])
 
 
-def trust_row(trials: Mapping[str, Sequence[Evaluation]], metric: str) -> TrustRow:
-    """Agreement of ``metric`` with ``report/miou`` over ``trials`` (trial id -> its evaluations in order)."""
-    last = [evals[-1] for evals in trials.values() if evals]
+def trust_row(trials: Mapping[str, Sequence[Evaluation]], metric: str,
+              complete: Collection[str] | None = None) -> TrustRow:
+    """Agreement of ``metric`` with ``report/miou`` over ``trials`` (trial id -> its evaluations in order).
+
+    Args:
+        complete: trial ids whose last evaluation enters the across-trials columns (trials
+            trained to the end; None = all); every trial's evaluations enter the pooled ones.
+    """
+    last = [evals[-1] for tid, evals in trials.items() if evals and (complete is None or tid in complete)]
     last = [e for e in last if _finite(e, metric) and _finite(e, TRUTH)]
     pooled = [e for evals in trials.values() for e in evals if _finite(e, metric) and _finite(e, TRUTH)]
     within = [regret(evals, metric) for evals in trials.values() if len(evals) >= 2]
@@ -91,9 +97,34 @@ def select_metrics(trials: Mapping[str, Sequence[Evaluation]]) -> list[str]:
     return [ORACLE, *names]
 
 
-def trust_table(trials: Mapping[str, Sequence[Evaluation]]) -> list[TrustRow]:
+def trust_table(trials: Mapping[str, Sequence[Evaluation]], complete: Collection[str] | None = None) -> list[TrustRow]:
     """One row per validator found, the oracle (``val/miou``) first as the reference."""
-    return [trust_row(trials, metric) for metric in select_metrics(trials)]
+    return [trust_row(trials, metric, complete) for metric in select_metrics(trials)]
+
+
+def scatter_points(trials: Mapping[str, Sequence[Evaluation]], complete: Collection[str] | None = None
+                   ) -> dict[str, list[tuple[float, float, bool]]]:
+    """metric -> ``(value, report/miou, is a complete trial's last evaluation)`` per evaluation."""
+    points: dict[str, list[tuple[float, float, bool]]] = {}
+    for metric in select_metrics(trials):
+        points[metric] = [
+            (float(e[metric]), float(e[TRUTH]), i == len(evals) - 1 and (complete is None or tid in complete))
+            for tid, evals in trials.items() for i, e in enumerate(evals) if _finite(e, metric) and _finite(e, TRUTH)]
+    return points
+
+
+def section(rows: Sequence[TrustRow]) -> list[str]:
+    """The report's markdown section on the validators (empty when no ``select/*`` metric was logged)."""
+    if len(rows) < 2:
+        return []
+    return ["## Label-free validators against report mIoU", "",
+            "How far each `select/*` validator (no target labels; docs/selection.md) can be trusted, against "
+            "`report/miou`. Across trials: each trial's last evaluation. Evaluations: every evaluation of every "
+            "trial, pooled. Regret: report mIoU of the trial the oracle (`val/miou`, which needs val labels) "
+            "picks minus that of the trial the validator picks (0 = as good as the oracle, negative = luckier); "
+            "within trials: the same for picking one evaluation of each trial, averaged. A correlation over a "
+            "handful of trials whose mIoU differ by less than the seed spread says little.", "",
+            markdown(rows), ""]
 
 
 def markdown(rows: Sequence[TrustRow]) -> str:

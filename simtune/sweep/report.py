@@ -5,7 +5,9 @@ Trials are read and ranked by ``simtune.sweep.results`` (last evaluation, the on
 The report mirrors the paper's ablations: Table 3 (mIoU against ``lambda_ci`` at fixed
 ``w`` = ``bank_size``) and Table 4 (against ``w`` at fixed ``lambda_ci``), with the spread
 over repeats where a value ran more than once; parameter importances from an Optuna study
-rebuilt from the trials; the best trial's per-class IoU; and a markdown summary.
+rebuilt from the trials; the best trial's per-class IoU; how far each label-free
+``select/*`` validator tracks ``report/miou`` (``simtune.selection.trust``); and a markdown
+summary. ``val/miou`` is labelled the oracle wherever it appears: it needs val labels.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 
 from simtune.errors import ConfigError, SimtuneError
 from simtune.labels import CLASS_NAMES
+from simtune.rundir import RunDir
+from simtune.selection import trust
 from simtune.sweep.results import SELECTION_METRIC, TrialOutcome, load_trials, rank_trials, selection_rule
 from simtune.tracking import figures
 
@@ -163,8 +167,10 @@ def build_report(sweep_dir: Path, out_dir: Path | None = None, *, tracking_uri: 
     best = ranked[0]
     fig = figures.class_iou_bars(best.final, f"best trial {best.trial_id}: per-class IoU, last evaluation ({best.stage})")
     report.files.append(figures.save_figure(fig, out / "best_class_iou.png"))
+    validators = _validators(report, trials, ranked)
     summary = out / "summary.md"
-    summary.write_text(_markdown(sweep_dir.name, trials, ranked, metric, mode, effects, importances, report.notes))
+    summary.write_text(_markdown(sweep_dir.name, trials, ranked, metric, mode, effects, importances, report.notes,
+                                 validators))
     report.files.append(summary)
     _attach(report, tracking_uri)
     return report
@@ -180,6 +186,18 @@ def _importances(report: Report, ranked: Sequence[TrialOutcome], metric: str, mo
     fig = figures.importance_bars(importances, f"parameter importance for {metric} ({len(ranked)} trials)")
     report.files.append(figures.save_figure(fig, report.out_dir / "importance.png"))
     return importances
+
+
+def _validators(report: Report, trials: Sequence[TrialOutcome], ranked: Sequence[TrialOutcome]) -> list[str]:
+    """The trust table's markdown and the scatter figure, when the trials logged ``select/*``."""
+    records = {t.trial_id: RunDir(t.run_dir).records() for t in trials if t.failure is None}
+    complete = {t.trial_id for t in ranked if t.finished}
+    lines = trust.section(trust.trust_table(records, complete))
+    if lines:
+        fig = figures.validator_scatter(trust.scatter_points(records, complete),
+                                        f"validators against report mIoU ({len(complete)} trials)")
+        report.files.append(figures.save_figure(fig, report.out_dir / "validators.png"))
+    return lines
 
 
 def _attach(report: Report, tracking_uri: str | None) -> None:
@@ -207,23 +225,24 @@ def _attach(report: Report, tracking_uri: str | None) -> None:
 
 
 def _markdown(name: str, trials: Sequence[TrialOutcome], ranked: Sequence[TrialOutcome], metric: str, mode: str,
-              effects: Sequence[Effect], importances: dict[str, float], notes: Sequence[str]) -> str:
+              effects: Sequence[Effect], importances: dict[str, float], notes: Sequence[str],
+              validators: Sequence[str] = ()) -> str:
     best = ranked[0]
     swept = varying(list(trials)) or varying(list(ranked))
     completed = sum(t.finished for t in ranked)
     lines = [f"# Sweep `{name}`", "",
              f"{len(trials)} trials: {completed} trained to the end, {len(ranked) - completed} stopped early by "
              f"the scheduler, {len(trials) - len(ranked)} failed or unfinished. "
-             f"Trials are ranked by `{metric}` ({mode}) at their **last** evaluation, not their best-ever one, "
+             f"Trials are ranked by `{_label(metric)}` ({mode}) at their **last** evaluation, not their best-ever one, "
              "trials trained to the end before stopped ones; "
              "`report/miou` (lindau + munster) is held out and never used for selection.", "",
-             f"**Best trial:** `{best.trial_id}`: {metric} {best.final[metric]:.2f}, "
+             f"**Best trial:** `{best.trial_id}`: {_label(metric)} {best.final[metric]:.2f}, "
              f"report/miou {best.final.get('report/miou', math.nan):.2f}, "
              + ", ".join(f"{k} = {best.params[k]}" for k in swept if not k.startswith("data.")), "",
              "## Trials", "", _trials_table(trials, swept, metric), ""]
     for effect, table in zip(effects, ("Table 3", "Table 4")):
         lines += [f"## {table} form: mIoU vs `{effect.param}` ({effect.fixed})", "",
-                  "| value | val/miou (selection) | report/miou | n |", "|---|---|---|---|"]
+                  "| value | val/miou (selection, oracle) | report/miou | n |", "|---|---|---|---|"]
         for value in sorted({r["value"] for r in effect.rows}):
             cells = {r["metric"]: r for r in effect.rows if r["value"] == value}
             lines.append(f"| {value} | {_pm(cells.get(SELECTION_METRIC))} | {_pm(cells.get('report/miou'))} | "
@@ -233,25 +252,32 @@ def _markdown(name: str, trials: Sequence[TrialOutcome], ranked: Sequence[TrialO
         lines += ["## Parameter importance", "", "| parameter | importance |", "|---|---|"]
         lines += [f"| {k} | {v:.3f} |" for k, v in importances.items()] + [""]
     lines += [f"## Per-class IoU of the best trial (`{best.trial_id}`, {best.stage} last evaluation)", "",
-              "| class | val (selection) | report |", "|---|---|---|"]
+              "| class | val (selection, oracle) | report |", "|---|---|---|"]
     lines += [f"| {c} | {best.final.get(f'val/iou/{c}', math.nan):.1f} | {best.final.get(f'report/iou/{c}', math.nan):.1f} |"
               for c in CLASS_NAMES if f"val/iou/{c}" in best.final or f"report/iou/{c}" in best.final]
     lines += [f"| **mIoU** | **{best.final.get('val/miou', math.nan):.1f}** | "
               f"**{best.final.get('report/miou', math.nan):.1f}** |", ""]
+    lines += list(validators)
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
 
 
+def _label(metric: str) -> str:
+    """``val/miou (oracle)``: the supervised metric is marked wherever a selection metric is named."""
+    return f"{metric} (oracle)" if metric == SELECTION_METRIC else metric
+
+
 def _trials_table(trials: Sequence[TrialOutcome], swept: Sequence[str], metric: str) -> str:
     shown = [k for k in swept if not k.startswith("data.")]
-    head = ["trial", "status", *shown, metric, "report/miou"]
+    scores = list(dict.fromkeys([metric, SELECTION_METRIC, "report/miou"]))
+    head = ["trial", "status", *shown, *(_label(m) for m in scores)]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for t in trials:
         status = ("finished" if t.finished else "failed: " + t.failure if t.failure
                   else "stopped early" if t.stopped_early else "not finished")
         values = [str(t.params.get(k)) for k in shown]
-        scores = [f"{t.final[m]:.2f}" if m in t.final else "-" for m in (metric, "report/miou")]
-        rows.append("| " + " | ".join([t.trial_id, status.replace("|", "/"), *values, *scores]) + " |")
+        cells = [f"{t.final[m]:.2f}" if m in t.final else "-" for m in scores]
+        rows.append("| " + " | ".join([t.trial_id, status.replace("|", "/"), *values, *cells]) + " |")
     return "\n".join(rows)
 
 

@@ -1,9 +1,9 @@
 """Reading a finished sweep, and the one rule that ranks its trials.
 
-**The ranking rule.** A trial is judged by the selection metric (``val/miou`` unless the
-space says otherwise) at its *last* evaluation, never its best-ever one: the last
-evaluation is the model a trial hands on, and the best of many noisy evaluations would
-flatter it. Candidates are the trials that ended without failing and evaluated the
+**The ranking rule.** A trial is judged by the selection metric (``val/miou``, the oracle,
+unless the space names another ``val/`` metric or a label-free ``select/<name>``) at its
+*last* evaluation, never its best-ever one: the last evaluation is the model a trial hands
+on, and the best of many noisy evaluations would flatter it. Candidates are the trials that ended without failing and evaluated the
 metric. Trials trained to the end rank first; trials a scheduler (ASHA) stopped early rank
 after all of them, among themselves by the metric: a stopped trial saw fewer iterations,
 so its number is not comparable with a finished one, but a sweep whose every trial was
@@ -179,7 +179,7 @@ def selection_rule(sweep_dir: Path) -> tuple[str, str]:
     summary = _summary(sweep_dir)
     metric = summary.get("metric", SELECTION_METRIC)
     mode = summary.get("mode", "max")
-    if not isinstance(metric, str) or not metric.startswith("val/") or mode not in ("max", "min"):
+    if not isinstance(metric, str) or not metric.startswith(("val/", "select/")) or mode not in ("max", "min"):
         return SELECTION_METRIC, "max"
     return metric, mode
 

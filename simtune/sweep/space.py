@@ -5,7 +5,7 @@ problem is one ``SearchSpaceError`` line that names the file and the key. Layout
 
     base: ../experiments/synthetic.yaml   # experiment file, relative to this file
     set: {stage1.iters: 200}              # dotted overrides of the base (optional)
-    metric: val/miou                      # selection split only; report/ is held out
+    metric: val/miou                      # selection split (the oracle) or select/<validator>; never report/
     mode: max
     search: {algorithm: optuna, seed: 0, points_to_evaluate: [{stage1.lambda_ci: 0.01}]}
     scheduler: {type: asha, grace_period: 300, reduction_factor: 2, max_t: 900}
@@ -35,6 +35,8 @@ from simtune.errors import ConfigError, SearchSpaceError
 from simtune.keys import suggest
 from simtune.sweep.algorithms import ALGORITHMS, PARAM_KINDS, SCHEDULERS, with_starting_points
 from simtune.labels import CLASS_NAMES
+from simtune.selection import PREFIX as SELECT_PREFIX
+from simtune.selection import SELECT_METRICS
 
 TOP_LEVEL_KEYS = ("base", "set", "metric", "mode", "search", "scheduler", "num_samples", "resources",
                   "max_concurrent", "max_failures", "params")
@@ -143,6 +145,7 @@ def load_space(path: Path, overrides: Sequence[str] = ()) -> SearchSpace:
     )
     _check_overrides_do_not_touch_params(path, overrides, params)
     _check_params_take_effect(space)
+    _check_select_metric(space)
     return dataclasses.replace(space, scheduler=_scheduler(space, data.get("scheduler")))
 
 
@@ -270,13 +273,31 @@ def _resources(path: Path, raw: Any) -> Resources:
 
 
 def _metric(path: Path, metric: Any) -> str:
-    """Selection happens on the ``val/`` (selection) split; ``report/`` stays untouched by tuning."""
-    valid = ["val/miou", *(f"val/iou/{name}" for name in CLASS_NAMES)]
+    """Selection happens on the ``val/`` (selection) split, the oracle, or by a label-free
+    ``select/<name>`` validator; ``report/`` stays untouched by tuning."""
+    valid = ["val/miou", *(f"val/iou/{name}" for name in CLASS_NAMES), *SELECT_METRICS]
     if metric not in valid:
         hint = " (report/ is the held-out report split; select on val/)" if str(metric).startswith("report/") \
-            else suggest(str(metric), valid)
-        raise SearchSpaceError(f"{path}: 'metric' must be val/miou or val/iou/<class>, got {metric!r}{hint}")
+            else suggest(str(metric), valid, list_all=str(metric).startswith(SELECT_PREFIX))
+        raise SearchSpaceError(f"{path}: 'metric' must be val/miou, val/iou/<class> or select/<validator>, "
+                               f"got {metric!r}{hint}")
     return str(metric)
+
+
+def _check_select_metric(space: SearchSpace) -> None:
+    """A ``select/*`` metric is higher = better and needs the validators switched on."""
+    if not space.metric.startswith(SELECT_PREFIX):
+        return
+    if space.mode != "max":
+        raise SearchSpaceError(f"{space.file}: 'mode' must be max for {space.metric} (every select/* metric is "
+                               f"higher = better), got {space.mode!r}")
+    settings = space.base_config.select
+    if not settings.enabled:
+        raise SearchSpaceError(f"{space.file}: 'metric' {space.metric} needs select.enabled: true in the base "
+                               "experiment")
+    if space.metric == SELECT_PREFIX + "dev" and settings.source_images < 2:
+        raise SearchSpaceError(f"{space.file}: 'metric' select/dev needs select.source_images >= 2, "
+                               f"got {settings.source_images}")
 
 
 def _check_overrides_do_not_touch_params(path: Path, overrides: Sequence[str], params: dict[str, Param]) -> None:

@@ -184,3 +184,36 @@ def importance_bars(importances: Mapping[str, float], title: str) -> Figure:
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
     return fig
+
+
+# ----------------------------------------------------------------------------- label-free validators
+
+
+def validator_scatter(points: Mapping[str, Sequence[tuple[float, float, bool]]], title: str = "") -> Figure:
+    """One panel per metric: its value (x) against report mIoU (y).
+
+    Args:
+        points: metric -> ``(value, report mIoU, is_last)`` per evaluation; a trial's last
+            evaluation (``is_last``) is drawn filled, earlier ones as faint rings.
+    """
+    names = list(points)
+    cols = min(3, len(names)) or 1
+    rows = -(-len(names) // cols) or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        earlier = [(x, y) for x, y, last in points[name] if not last]
+        final = [(x, y) for x, y, last in points[name] if last]
+        if earlier:
+            ax.scatter(*zip(*earlier), s=14, facecolors="none", edgecolors="tab:grey", alpha=0.6,
+                       label="earlier evaluations")
+        if final:
+            ax.scatter(*zip(*final), s=22, color="tab:blue", label="last evaluation of a trial")
+        ax.set_xlabel(name)
+        ax.set_ylabel("report mIoU (%)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title or "label-free validators against report mIoU")
+    fig.tight_layout()
+    return fig
