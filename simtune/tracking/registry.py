@@ -1,0 +1,155 @@
+"""The model registry: a retrained segmenter as an MLflow pyfunc model, versions and aliases.
+
+One registered model per search space (``naming.model_name``). Each ``retrain`` adds a
+version and moves the alias ``champion`` to it; the version that held ``champion`` before
+gets ``previous``, so the last two are always one alias away::
+
+    mlflow.pyfunc.load_model("models:/simtune-lambda_w@champion")
+
+The model is logged as *code* (MLflow's models-from-code), not as a pickle: the model
+folder holds the network's weights (``segmenter.pt``, a plain state dict), the run's
+``config.yaml``, a copy of the ``simtune`` package under ``code/`` and the pinned
+requirements (torch, numpy, PyYAML, mlflow). Loading needs neither simtune installed nor
+trust in a pickle: the weights are read with ``torch.load(weights_only=True)``.
+
+Input: (N, 3, H, W) float32, what ``simtune.data.datasets.image_to_tensor`` gives (BGR
+minus the ImageNet mean).
+Output: (N, K, h, w) float32 logits at the network's output stride.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+from mlflow.pyfunc import PythonModel
+
+from simtune.tracking.naming import CHAMPION, PREVIOUS
+
+MODEL_NAME_IN_RUN = "segmenter"
+WEIGHTS = "segmenter.pt"
+CONFIG = "config.yaml"
+_MODEL_CODE = '''"""The simtune segmenter as an MLflow pyfunc model; simtune is in this model's code/ folder."""
+import mlflow
+
+from simtune.tracking.registry import SegmenterModel
+
+mlflow.models.set_model(SegmenterModel())
+'''
+
+
+class SegmenterModel(PythonModel):  # type: ignore[misc]  # mlflow has no type information
+    """Logits of a simtune segmenter; its weights and config come from the model's artifacts."""
+
+    def load_context(self, context: Any) -> None:
+        import torch
+
+        from simtune import config
+        from simtune.models import build_segmenter
+
+        cfg_path = Path(context.artifacts["config"])
+        cfg = config.build(config.read_yaml(cfg_path), source=str(cfg_path))
+        m = cfg.model
+        self.net = build_segmenter(m.backbone, m.num_classes, aspp_all_branches=m.aspp_all_branches,
+                                   multi_level=m.multi_level, width=m.width)
+        self.net.load_state_dict(torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True))
+        self.net.eval()
+
+    def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
+        """(N, 3, H, W) float32 images -> (N, K, h, w) float32 logits."""
+        import torch
+
+        with torch.no_grad():
+            images = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
+            return self.net(images).logits.numpy()
+
+
+def log_segmenter(run_id: str, tracking_uri: str, state_dict: dict[str, Any], config_file: Path,
+                  num_classes: int) -> str:
+    """Log a segmenter into run ``run_id`` as a pyfunc model carrying simtune itself; returns its URI.
+
+    Args:
+        state_dict: the segmenter's weights (``Segmenter.state_dict()``).
+        config_file: the run's resolved ``config.yaml`` (the network is rebuilt from it).
+    """
+    import torch
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1))]),
+                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes, -1, -1))]))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        torch.save(state_dict, folder / WEIGHTS)
+        shutil.copy2(config_file, folder / CONFIG)
+        (folder / "model_code.py").write_text(_MODEL_CODE)
+        package = Path(__file__).resolve().parents[1]
+        shutil.copytree(package, folder / "simtune", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
+        # The signature is given, so MLflow's advice on type hints and input examples does not apply.
+        with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_NAME_IN_RUN, python_model=str(folder / "model_code.py"),
+                artifacts={"weights": str(folder / WEIGHTS), "config": str(folder / CONFIG)},
+                code_paths=[str(folder / "simtune")], signature=signature, pip_requirements=requirements())
+    return str(info.model_uri)
+
+
+def requirements() -> list[str]:
+    """The packages the model needs, pinned to the versions that logged it."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name).split('+')[0]}" for name in ("torch", "numpy", "PyYAML", "mlflow")]
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A new model version and the one ``champion`` pointed at before it (None at first)."""
+
+    name: str
+    version: str
+    previous: str | None
+
+
+def register(client: Any, name: str, model_uri: str, run_id: str, *, description: str,
+             tags: dict[str, str]) -> Registered:
+    """Add ``model_uri`` as a new version of ``name`` (created if missing); move the aliases.
+
+    The version is attached to ``run_id`` (the retrain's parent run, whose page then lists
+    it); ``champion`` moves to it and ``previous`` to the version that was champion.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="simtune segmenters retrained from the best configuration "
+                                                         "of this search space; @champion is the latest")
+    before = champion_version(client, name)
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    version = client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags, description=description,
+                                          model_id=model_id)
+    if before is not None:
+        client.set_registered_model_alias(name, PREVIOUS, before)
+    client.set_registered_model_alias(name, CHAMPION, version.version)
+    return Registered(name, str(version.version), before)
+
+
+def champion_version(client: Any, name: str) -> str | None:
+    """The version ``@champion`` points at, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
