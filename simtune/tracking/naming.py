@@ -184,8 +184,8 @@ def ui_url(tracking_uri: str, experiment_id: str | None = None, run_id: str | No
 
 
 def ui_lines(tracking_uri: str, experiment_id: str | None = None, run_id: str | None = None) -> list[str]:
-    """What every command that wrote to MLflow prints last: the command, then where to look."""
-    lines = [ui_command(tracking_uri)]
+    """What every command that wrote to MLflow prints last: where to look, then the one command."""
+    lines = []
     if experiment_id is not None:
-        lines.append(f"  then open {ui_url(tracking_uri, experiment_id, run_id)}")
-    return lines
+        lines.append(f"MLflow: {ui_url(tracking_uri, experiment_id, run_id)} once the UI runs:")
+    return [*lines, ui_command(tracking_uri)]

@@ -1,0 +1,54 @@
+"""Names, descriptions and the ``mlflow ui`` command users read."""
+
+from __future__ import annotations
+
+from simtune.tracking.naming import (command_line, config_diff, config_label, description, experiment_name,
+                                     model_name, retrain_run_name, seed_run_name, trial_run_name, ui_command,
+                                     ui_lines)
+
+
+def test_trial_names_show_the_swept_values_then_the_trial_number() -> None:
+    values = {"stage1.lambda_ci": 0.01, "stage1.bank_size": 200}
+    assert trial_run_name(values, "614c1_00004") == "λ_ci=0.01 w=200 · 00004"
+    assert trial_run_name({"pseudo_label.quantile": 0.31234567, "pseudo_label.spatial_prior": True}, "a_00012") \
+        == "q=0.3123 prior=true · 00012"
+    assert trial_run_name({"model.width": 8}, "x_00001") == "width=8 · 00001"  # unknown key: its last part
+
+
+def test_seed_and_retrain_names_carry_the_configuration() -> None:
+    values = {"stage1.lambda_ci": 0.001, "stage1.bank_size": 1600}
+    assert seed_run_name(2, values) == "seed 2 · λ_ci=0.001 w=1600"
+    assert seed_run_name(0, values, "runner_up") == "seed 0 runner-up · λ_ci=0.001 w=1600"
+    assert retrain_run_name(values) == "retrain · λ_ci=0.001 w=1600"
+    assert config_label({}) == "" and retrain_run_name({}) == "retrain"
+
+
+def test_experiment_and_model_are_named_after_the_search_space() -> None:
+    assert experiment_name("search_spaces/lambda_w.yaml") == "lambda_w"
+    assert model_name("lambda_w") == "simtune-lambda_w"
+
+
+def test_description_lists_the_difference_from_the_base_and_links() -> None:
+    diff = config_diff({"stage1.lambda_ci": 0.1, "stage1.bank_size": 50}, {"stage1.lambda_ci": 0.01,
+                                                                            "stage1.bank_size": 50})
+    assert diff == ["`stage1.lambda_ci`: 0.01 → 0.1"]
+    text = description("Trial 00004", diff, ["[sweep](#/experiments/1/runs/abc)"])
+    assert text.startswith("**Trial 00004**\n") and "- `stage1.lambda_ci`: 0.01 → 0.1" in text
+    assert "Links:\n- [sweep](#/experiments/1/runs/abc)" in text
+
+
+def test_ui_command_opens_the_store_it_names() -> None:
+    assert ui_command("sqlite:////data/sweeps/mlflow.db") == \
+        "mlflow ui --backend-store-uri sqlite:////data/sweeps/mlflow.db --port 5000"
+    assert ui_command("sqlite:////my sweeps/mlflow.db").endswith("'sqlite:////my sweeps/mlflow.db' --port 5000")
+    lines = ui_lines("sqlite:////data/sweeps/mlflow.db", "3", "r1")
+    assert lines[-1].startswith("mlflow ui --backend-store-uri")  # the command is the last line
+    assert "http://127.0.0.1:5000/#/experiments/3/runs/r1" in lines[0]
+    assert ui_lines("http://tracking:5000", "3")[-1].startswith("open http://tracking:5000")
+
+
+def test_command_line_is_recorded_as_the_user_typed_it() -> None:
+    assert command_line(["/venv/bin/simtune", "sweep", "search_spaces/lambda_w.yaml"]) == \
+        "simtune sweep search_spaces/lambda_w.yaml"
+    assert command_line(["/repo/simtune/cli.py", "retrain", "--best", "--set", "a=b c"]) == \
+        "simtune retrain --best --set 'a=b c'"
