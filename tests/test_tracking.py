@@ -23,9 +23,10 @@ from simtune import config
 from simtune.rundir import write_config
 from simtune.cli import main
 from simtune.errors import TrackingError
+from simtune.sweep.space import load_space
 from simtune.sweep.tracker import SweepTracker
 from simtune.sweep.results import resolve_sweep_dir
-from simtune.tracking.store import default_tracking_uri, search, sqlite_path
+from simtune.tracking.store import connect, default_tracking_uri, search, sqlite_path
 
 SPACE = "base: {base}\nparams:\n  stage1.lambda_ci: {{grid: [0.001, 0.01]}}\n"
 
@@ -36,32 +37,48 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def space_file(tmp_path: Path) -> Path:
+def space_file(tmp_path: Path, stem: str = "space") -> Path:
     base = tmp_path / "base.yaml"
     base.write_text("stage1: {iters: 10}\n")
-    path = tmp_path / "space.yaml"
+    path = tmp_path / f"{stem}.yaml"
     path.write_text(SPACE.format(base=base.name))
     return path
 
 
 def open_tracker(tmp_path: Path, *, resume: bool = False, uri: str | None = None, name: str = "demo",
-                 **kwargs: Any) -> SweepTracker:
+                 space: str = "space", **kwargs: Any) -> SweepTracker:
+    loaded = load_space(space_file(tmp_path, space))
     return SweepTracker.open(tracking_uri=uri, storage=tmp_path / "sweeps", sweep_name=name,
-                             space_file=space_file(tmp_path), space=None, base_config=config.Config(),
+                             space_file=loaded.file, space=loaded, base_config=loaded.base_config,
                              resume=resume, **kwargs)
 
 
 # ----------------------------------------------------------------------------- opening the store
 
 
-def test_default_store_is_the_sweeps_own_absolute_sqlite_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_store_is_one_absolute_sqlite_file_for_the_folder_of_sweeps(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
-    uri = default_tracking_uri(Path("sweeps/demo"))
-    assert uri == f"sqlite:///{tmp_path}/sweeps/demo/mlflow.db"
+    uri = default_tracking_uri(Path("sweeps"))
+    assert uri == f"sqlite:///{tmp_path}/sweeps/mlflow.db"
     assert sqlite_path(uri).is_absolute()  # type: ignore[union-attr]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///rel/x.db")
-    assert default_tracking_uri(Path("sweeps/demo")) == f"sqlite:///{tmp_path}/rel/x.db"
+    assert default_tracking_uri(Path("sweeps")) == f"sqlite:///{tmp_path}/rel/x.db"
+
+
+def test_sweeps_of_two_spaces_share_the_store_each_under_its_own_experiment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first = open_tracker(tmp_path, name="a-1", space="lambda_w")
+    second = open_tracker(tmp_path, name="b-1", space="thresholds")
+    third = open_tracker(tmp_path, name="a-2", space="lambda_w")
+    assert first.tracking_uri == second.tracking_uri == f"sqlite:///{tmp_path}/sweeps/mlflow.db"
+    names = {e.name: e.experiment_id for e in first.client.search_experiments()}
+    assert {"lambda_w", "thresholds"} <= set(names)
+    assert (first.experiment_id, second.experiment_id) == (names["lambda_w"], names["thresholds"])
+    assert third.experiment_id == first.experiment_id  # sweeps of one space compare in one experiment
+    assert (tmp_path / "sweeps" / "mlartifacts" / "lambda_w").is_dir()
 
 
 def test_storage_may_be_the_folder_of_sweeps_or_the_sweep_folder(tmp_path: Path) -> None:
@@ -92,7 +109,7 @@ def test_unwritable_sqlite_store_fails_with_one_line(tmp_path: Path) -> None:
 
 
 def test_file_store_and_bad_policy_are_rejected(tmp_path: Path) -> None:
-    with pytest.raises(TrackingError, match="no file store"):
+    with pytest.raises(TrackingError, match="deprecated file store"):
         open_tracker(tmp_path, uri=f"file://{tmp_path}/mlruns")
     with pytest.raises(TrackingError, match="checkpoint_policy must be one of"):
         open_tracker(tmp_path, checkpoint_policy="every")
@@ -120,12 +137,32 @@ def test_parent_run_is_recorded_once_and_found_again_on_resume(tmp_path: Path) -
     assert len(parents) == 1
     run = parents[0]
     assert run.info.run_name == "demo" and run.data.tags["simtune.sweep"] == "demo"
-    assert run.data.params["stage1.lambda_ci"] == "0.01" and run.data.params["data.source.size"] == "[1280, 720]"
+    # Params: the search space and the base's fixed changes; no base value of a swept key.
+    assert run.data.params["stage1.lambda_ci"] == "grid [0.001, 0.01]"
+    assert run.data.params["stage1.iters"] == "10" and run.data.params["sweep.search"] == "grid"
+    assert "stage1.bank_size" not in run.data.params and "data.source.size" not in run.data.params
     assert run.data.tags["simtune.git_revision"] and run.data.tags["simtune.version.mlflow"]
+    assert run.data.tags["mlflow.user"] and run.data.tags["mlflow.source.name"].startswith(("simtune", "pytest", "/"))
+    assert "Sweep demo" in run.data.tags["mlflow.note.content"] and "`stage1.lambda_ci`" in run.data.tags[
+        "mlflow.note.content"]
     artifacts = {a.path for a in first.client.list_artifacts(run.info.run_id, "sweep")}
     assert artifacts >= {"sweep/space.yaml", "sweep/base_config.yaml", "sweep/provenance.json"}
-    assert first.tracking_uri == f"sqlite:///{tmp_path}/sweeps/demo/mlflow.db"
-    assert (tmp_path / "sweeps" / "demo" / "mlartifacts").is_dir()  # artifacts beside the database
+    assert first.tracking_uri == f"sqlite:///{tmp_path}/sweeps/mlflow.db"
+    assert (tmp_path / "sweeps" / "mlartifacts" / "space").is_dir()  # artifacts beside the database
+    for tracker in (first, again):
+        tracker.monitor.finish()
+
+
+def test_a_moved_storage_folder_keeps_its_artifacts_reachable(tmp_path: Path) -> None:
+    tracker = open_tracker(tmp_path)
+    tracker.finish({"moved": False})
+    (tmp_path / "sweeps").rename(tmp_path / "elsewhere")
+    uri = f"sqlite:///{tmp_path}/elsewhere/mlflow.db"
+    client = connect(uri)  # every simtune command connects like this
+    summary = client.download_artifacts(tracker.parent_run_id, "sweep/summary.json", str(tmp_path))
+    assert json.loads(Path(summary).read_text()) == {"moved": False}
+    assert client.get_run(tracker.parent_run_id).info.artifact_uri.startswith(
+        (tmp_path / "elsewhere" / "mlartifacts").as_uri())
 
 
 def test_evaluations_that_never_reached_the_driver_are_filled_in_from_the_run_dir(tmp_path: Path) -> None:

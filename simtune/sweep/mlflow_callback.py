@@ -4,8 +4,11 @@ It runs in the Ray driver, so one process writes the store however many trials r
 once (SQLite allows one writer). For each trial it
 
 - creates the child run on the first result (or, on resume, finds it by its trial-id tag),
-  with the trial's resolved config as params;
-- logs every reported number at ``step = result["iteration"]`` (the global iteration),
+  named after its swept values (``λ_ci=0.01 w=200 · 00004``), with the trial's resolved
+  config as params, its datasets as inputs, and a description that lists how it differs
+  from the base config and links the sweep's parent run;
+- logs every reported number at ``step = result["iteration"]`` (the global iteration;
+  ``iteration`` itself is the step, not a metric),
   skipping points already logged, so retried and resumed trials do not repeat them; at
   the end, evaluations that never reached the driver (a sweep interrupted between a
   trial's report and its callback) are filled in from the run dir's ``history.json``;
@@ -40,7 +43,9 @@ from simtune.errors import ConfigError
 from simtune.keys import flat_dict
 from simtune.rundir import RunDir, read_json
 from simtune.sweep.results import SweepDir
+from simtune.tracking import naming
 from simtune.tracking.artifacts import PREDICTION_SAMPLES, log_checkpoint, log_trial_artifacts
+from simtune.tracking.datasets import log_data_inputs
 from simtune.tracking.store import (TAG_FAILURE, TAG_PARENT, TAG_ROLE, TAG_RUN_DIR, TAG_STOPPED, TAG_SWEEP, TAG_TRIAL,
                                     log_history, log_metrics, log_params, one_line, search)
 
@@ -48,7 +53,7 @@ log = logging.getLogger(__name__)
 
 _NOT_METRICS = frozenset(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_id", "experiment_tag", "date",
                                               "timestamp", "pid", "hostname", "node_ip", "should_checkpoint",
-                                              "training_iteration"}
+                                              "training_iteration", "iteration"}
 
 
 @dataclass
@@ -64,7 +69,7 @@ class MlflowTrialLogger(tune.Callback):
 
     def __init__(self, *, tracking_uri: str, experiment_id: str, parent_run_id: str, sweep_name: str,
                  runs_dir: Path, base_params: dict[str, Any], checkpoint_policy: str = "best",
-                 samples: int = PREDICTION_SAMPLES) -> None:
+                 samples: int = PREDICTION_SAMPLES, swept: tuple[str, ...] = ()) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
@@ -73,6 +78,8 @@ class MlflowTrialLogger(tune.Callback):
         self.base_params = dict(base_params)
         self.checkpoint_policy = checkpoint_policy
         self.samples = samples
+        self.swept = tuple(swept)  # the space's keys in its file's order; they name the runs
+        self.source = naming.source_tags()  # this driver's command line and user
         self.write_errors = 0
         self._client: Any = None
         self._children: dict[str, _Child] = {}
@@ -157,10 +164,20 @@ class MlflowTrialLogger(tune.Callback):
     def _create_child(self, trial: Any) -> str:
         trial_id = str(trial.trial_id)
         searched = flat_dict(getattr(trial, "config", {}) or {})
+        values = {key: searched[key] for key in (*self.swept, *searched) if key in searched}
+        params = self._params(trial_id, searched)
+        text = naming.description(
+            f"Trial {naming.trial_index(trial_id)} of sweep {self.sweep_name}",
+            naming.config_diff(values, self.base_params) or ["the base config"],
+            [naming.run_link(self.experiment_id, self.parent_run_id, f"sweep {self.sweep_name}")])
         tags = {TAG_PARENT: self.parent_run_id, TAG_ROLE: "trial", TAG_SWEEP: self.sweep_name, TAG_TRIAL: trial_id,
-                TAG_RUN_DIR: str(self.runs_dir / trial_id), "simtune.searched": ", ".join(searched)}
-        run = self.client.create_run(self.experiment_id, run_name=trial_id, tags=tags)
-        log_params(self.client, run.info.run_id, self._params(trial_id, searched))
+                TAG_RUN_DIR: str(self.runs_dir / trial_id), "simtune.searched": ", ".join(searched),
+                naming.TAG_NOTE: text, **self.source}
+        run = self.client.create_run(self.experiment_id, run_name=naming.trial_run_name(values, trial_id), tags=tags)
+        log_params(self.client, run.info.run_id, params)
+        run_dir = RunDir(self.runs_dir / trial_id)
+        if run_dir.has_config():
+            log_data_inputs(self.client, run.info.run_id, run_dir.config())
         return str(run.info.run_id)
 
     def _params(self, trial_id: str, searched: dict[str, Any]) -> dict[str, Any]:

@@ -3,10 +3,20 @@ Tune callback that logs each trial as a child run, closed with the sweep's outco
 
 Ray-free: the Tune callback (``simtune.sweep.mlflow_callback``) is imported only by
 ``tune_callbacks``. The best trial is chosen by ``simtune.sweep.results.rank``.
+
+The parent run is what a user opens first, so it explains the sweep. Its params are the
+search space -- each swept key's domain (``stage1.lambda_ci = grid [0.1, 0.01, 0.001]``)
+and the fixed changes to the defaults (``stage1.iters = 300``) -- never base values of
+swept keys; the full base config is the artifact ``sweep/base_config.yaml``. Its
+description (``mlflow.note.content``) says what was swept and, once finished, links the
+best trial. Its inputs are the base config's datasets. While the sweep runs, MLflow samples
+the driver machine's CPU, memory, disk and network as ``system/*`` metrics of the parent
+run (``start_system_metrics``).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,14 +24,17 @@ from typing import TYPE_CHECKING, Any
 from simtune import config
 from simtune.config import Config
 from simtune.errors import TrackingError
+from simtune.keys import flat_dict
 from simtune.provenance import describe
 from simtune.rundir import write_json
 from simtune.sweep.results import SELECTION_METRIC, Standing, SweepDir, rank, resolve_sweep_dir
+from simtune.tracking import naming
 from simtune.tracking.artifacts import log_checkpoint
+from simtune.tracking.datasets import log_data_inputs
 from simtune.tracking.store import (CHECKPOINT_POLICIES, EXPERIMENT, TAG_PARENT, TAG_ROLE, TAG_RUN_DIR, TAG_STOPPED,
                                     TAG_SWEEP, TAG_SWEEP_DIR, TAG_TRIAL, connect, default_tracking_uri,
                                     ensure_experiment, find_sweep_parent, log_json_artifact, log_metrics, log_params,
-                                    normalise_uri, one_line, provenance_tags, search)
+                                    normalise_uri, one_line, provenance_tags, search, start_system_metrics)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -46,23 +59,27 @@ class SweepTracker:
     client: Any  # MlflowClient; Any keeps mlflow out of the import-time path
     metric: str = SELECTION_METRIC  # the space's selection metric and its direction
     mode: str = "max"
+    swept: tuple[str, ...] = ()  # the swept keys, in the space file's order (they name the trials)
+    description: str = ""  # the parent's description while it runs; ``finish`` adds the outcome
+    monitor: Any = None  # MLflow's system-metrics sampler of this run, if it runs
 
     @classmethod
     def open(cls, *, tracking_uri: str | None, storage: Path, sweep_name: str, space_file: Path, space: Any,
              base_config: Config, resume: bool, checkpoint_policy: str = "best",
-             experiment_name: str = EXPERIMENT) -> SweepTracker:
+             experiment_name: str | None = None) -> SweepTracker:
         """Reach the store and create (or, on ``resume``, find again) the sweep's parent run.
 
         Args:
-            tracking_uri: None = ``default_tracking_uri(sweep folder)``.
+            tracking_uri: None = ``default_tracking_uri`` of the folder of sweeps.
             storage: the folder of sweeps, or the sweep's own folder (``resolve_sweep_dir``);
                 trial run dirs are ``<sweep folder>/runs/<trial_id>/``.
             space_file: the search-space YAML, logged as an artifact.
-            space: the loaded search space (its ``params``, ``base``, ``metric``, ``mode`` are recorded).
-            base_config: the resolved base experiment; its flattened values are the parent's params.
+            space: the loaded search space (its ``params``, ``changes``, settings are recorded).
+            base_config: the resolved base experiment (an artifact; its datasets are inputs).
             resume: find the existing parent run instead of creating one.
             checkpoint_policy: which trials' final ``model.pt`` is logged: "best" (the best
                 trial's, at ``finish``), "all" (every finished trial's) or "none".
+            experiment_name: None = the search space's (``naming.experiment_name``).
         Raises:
             TrackingError: unreachable or unwritable store, before any trial runs.
         """
@@ -70,13 +87,16 @@ class SweepTracker:
             raise TrackingError(f"checkpoint_policy must be one of {list(CHECKPOINT_POLICIES)}, "
                                 f"but got checkpoint_policy={checkpoint_policy!r}")
         sweep_dir = resolve_sweep_dir(storage, sweep_name)
-        uri = normalise_uri(tracking_uri) if tracking_uri else default_tracking_uri(sweep_dir)
+        uri = normalise_uri(tracking_uri) if tracking_uri else default_tracking_uri(sweep_dir.parent)
         client = connect(uri)
-        experiment_id = ensure_experiment(client, experiment_name, uri)
+        experiment = experiment_name or naming.experiment_name(space_file) or EXPERIMENT
+        experiment_id = ensure_experiment(client, experiment, uri, f"Sweeps of the search space `{space_file}`.")
+        text = sweep_description(sweep_name, sweep_dir, space_file, space)
         try:
             parent = find_sweep_parent(client, experiment_id, sweep_name, sweep_dir) if resume else None
             if parent is None:
-                run_id = _create_parent(client, experiment_id, sweep_name, sweep_dir, space_file, space, base_config)
+                run_id = _create_parent(client, experiment_id, sweep_name, sweep_dir, space_file, space, base_config,
+                                        text)
             else:
                 run_id = parent.info.run_id
                 client.update_run(run_id, status="RUNNING")
@@ -86,10 +106,12 @@ class SweepTracker:
             raise TrackingError(f"tracking store {uri}: cannot write the sweep's parent run ({one_line(exc)})") from None
         # The trial logger reads this at every (resumed) start of Tune; see mlflow_callback.
         write_json(SweepDir(sweep_dir).tracking, {"tracking_uri": uri, "experiment_id": experiment_id,
-                                                  "parent_run_id": run_id, "checkpoint_policy": checkpoint_policy})
+                                                  "experiment": experiment, "parent_run_id": run_id,
+                                                  "checkpoint_policy": checkpoint_policy})
         return cls(uri, experiment_id, run_id, sweep_name, sweep_dir, config.flatten(base_config),
                    checkpoint_policy, client, str(getattr(space, "metric", SELECTION_METRIC)),
-                   str(getattr(space, "mode", "max")))
+                   str(getattr(space, "mode", "max")), tuple(getattr(space, "params", {}) or {}), text,
+                   start_system_metrics(uri, run_id))
 
     def tune_callbacks(self) -> list[Any]:
         """The ``ray.tune.Callback`` that logs every trial as a child run (from the driver)."""
@@ -98,7 +120,7 @@ class SweepTracker:
         return [MlflowTrialLogger(tracking_uri=self.tracking_uri, experiment_id=self.experiment_id,
                                   parent_run_id=self.parent_run_id, sweep_name=self.sweep_name,
                                   runs_dir=SweepDir(self.sweep_dir).runs, base_params=self.base_params,
-                                  checkpoint_policy=self.checkpoint_policy)]
+                                  checkpoint_policy=self.checkpoint_policy, swept=self.swept)]
 
     def finish(self, summary: dict[str, Any]) -> None:
         """Log the sweep's outcome to the parent run and end it.
@@ -108,13 +130,14 @@ class SweepTracker:
         trained to the end ranking before those a scheduler stopped early; failed
         trials are counted and listed. ``summary`` (the runner's) is attached as JSON.
         """
-        from simtune.sweep.mlflow_callback import log_checkpoint
-
+        if self.monitor is not None:
+            self.monitor.finish()
         children = search(self.client, self.experiment_id, {TAG_PARENT: self.parent_run_id, TAG_ROLE: "trial"})
         outcome = sweep_outcome(children, self.metric, self.mode)
         log_metrics(self.client, self.parent_run_id, [(k, v, 0) for k, v in outcome.metrics().items()])
         for key, value in outcome.tags().items():
             self.client.set_tag(self.parent_run_id, key, value)
+        self.client.set_tag(self.parent_run_id, naming.TAG_NOTE, self.description + outcome.note(self.experiment_id))
         log_json_artifact(self.client, self.parent_run_id, summary, SweepDir(self.sweep_dir).summary.name, "sweep")
         best_config = SweepDir(self.sweep_dir).best_config
         if best_config.is_file():
@@ -124,8 +147,31 @@ class SweepTracker:
         self.client.set_terminated(self.parent_run_id, "FINISHED" if outcome.finished else "FAILED")
 
 
+def space_params(space: Any) -> dict[str, Any]:
+    """The search space as params: swept keys' domains, the fixed changes, the sweep settings."""
+    if space is None:
+        return {}
+    swept = {key: f"{param.kind} {json.dumps(list(param.values))}" for key, param in space.params.items()}
+    fixed = {key: value for key, value in flat_dict(space.changes).items() if key not in swept}
+    settings = {"sweep.search": space.search.algorithm, "sweep.scheduler": space.scheduler.type,
+                "sweep.num_samples": space.num_samples, "sweep.metric": f"{space.metric} ({space.mode})"}
+    return {**swept, **fixed, **settings}
+
+
+def sweep_description(sweep_name: str, sweep_dir: Path, space_file: Path, space: Any) -> str:
+    """The parent run's description: what the sweep varied, how it searched, where it lives."""
+    lines = [f"search space `{space_file}`" + (f", base `{space.base}`" if space is not None else "")]
+    if space is not None:
+        lines += [f"{naming.short_name(key)} (`{key}`): {param.kind} {list(param.values)}"
+                  for key, param in space.params.items()]
+        lines.append(f"search {space.search.algorithm}, scheduler {space.scheduler.type}, "
+                     f"selection by {space.metric} ({space.mode}) at each trial's last evaluation")
+    lines += ["full base config: artifact `sweep/base_config.yaml`", f"folder `{sweep_dir}`"]
+    return naming.description(f"Sweep {sweep_name}", lines)
+
+
 def _create_parent(client: MlflowClient, experiment_id: str, sweep_name: str, sweep_dir: Path, space_file: Path,
-                   space: Any, base_config: Config) -> str:
+                   space: Any, base_config: Config, text: str) -> str:
     params = getattr(space, "params", {}) or {}
     tags = {TAG_ROLE: "sweep", TAG_SWEEP: sweep_name, TAG_SWEEP_DIR: str(sweep_dir),
             "simtune.space_file": str(Path(space_file).resolve()),
@@ -133,10 +179,11 @@ def _create_parent(client: MlflowClient, experiment_id: str, sweep_name: str, sw
             "simtune.searched": ", ".join(params),
             "simtune.metric": str(getattr(space, "metric", SELECTION_METRIC)),
             "simtune.mode": str(getattr(space, "mode", "max")),
-            **provenance_tags(base_config.seed)}
+            naming.TAG_NOTE: text, **naming.source_tags(), **provenance_tags(base_config.seed)}
     run = client.create_run(experiment_id, run_name=sweep_name, tags=tags)
     run_id = run.info.run_id
-    log_params(client, run_id, config.flatten(base_config))
+    log_params(client, run_id, space_params(space))
+    log_data_inputs(client, run_id, base_config)
     client.log_artifact(run_id, str(space_file), "sweep")
     log_json_artifact(client, run_id, config.to_dict(base_config), SweepDir(sweep_dir).base_config.name, "sweep")
     log_json_artifact(client, run_id, describe(base_config.seed), "provenance.json", "sweep")
@@ -162,6 +209,15 @@ class SweepOutcome:
                 if key in self.best.data.metrics:
                     out[f"best/{key}"] = self.best.data.metrics[key]
         return out
+
+    def note(self, experiment_id: str) -> str:
+        """The outcome as description lines: counts and a link to the best trial."""
+        lines = [f"\nOutcome: {self.total} trials, {self.finished} finished, {self.failed} failed"]
+        if self.best is not None:
+            scores = ", ".join(f"{k} {v:.2f}" for k, v in self.metrics().items() if k.startswith("best/"))
+            lines.append(f"- best trial: {naming.run_link(experiment_id, self.best.info.run_id, self.best.info.run_name)}"
+                         f" ({scores.replace('best/', '')}, last evaluation)")
+        return "\n".join(lines) + "\n"
 
     def tags(self) -> dict[str, str]:
         out = {"simtune.failed_trials": ", ".join(self.failed_trials) or "none",

@@ -1,7 +1,18 @@
 """The MLflow store: reaching it, finding runs again by their tags, logging params, metrics and artifacts.
 
-Every write to the store happens in one process (the Ray driver during a sweep, the CLI
-process for ``retrain`` and ``report``), so a SQLite store never sees two writers at once.
+**One store per storage folder.** Unless ``--tracking-uri`` or ``MLFLOW_TRACKING_URI`` says
+otherwise, every sweep, retrain and report of a storage folder (``./sweeps``) writes to
+``sqlite:///<storage>/mlflow.db``, with artifacts in ``<storage>/mlartifacts/<experiment>/``:
+one ``mlflow ui`` shows every sweep, and sweeps of one search space share an experiment
+(``simtune.tracking.naming``). MLflow records absolute artifact paths; when the folder is
+moved, the next simtune command that opens it points them at the new place
+(``relocate_artifacts``).
+
+**One writer per process.** Within a sweep every write happens in the Ray driver; ``retrain``
+and ``report`` write from the CLI process. Several such processes may share one SQLite
+store (two sweeps at once): SQLite serialises their writes, MLflow waits up to 20 s for the
+lock, and the one step that is not safe to run twice at once -- creating the database
+tables -- happens under a file lock (``connect``).
 
 Runs are found again by tags, never by name, so a resumed sweep reuses its parent run and
 its trials' child runs instead of duplicating them::
@@ -12,7 +23,10 @@ its trials' child runs instead of duplicating them::
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
 import math
 import os
 import tempfile
@@ -50,17 +64,16 @@ _MAX_METRICS_PER_BATCH = 1000
 # ----------------------------------------------------------------------------- reaching the store
 
 
-def default_tracking_uri(sweep_dir: Path) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<sweep_dir>/mlflow.db`` (absolute).
+def default_tracking_uri(storage: Path) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<storage>/mlflow.db`` (absolute).
 
-    One database per sweep keeps a sweep folder self-contained: ``mlflow ui
-    --backend-store-uri sqlite:///$PWD/sweeps/<name>/mlflow.db`` shows it, and deleting the
-    folder deletes its tracking too.
+    Args:
+        storage: the folder of sweeps (``./sweeps``), not one sweep's folder.
     """
     env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     if env:
         return normalise_uri(env)
-    return "sqlite:///" + str((Path(sweep_dir) / "mlflow.db").resolve())
+    return "sqlite:///" + str((Path(storage) / "mlflow.db").resolve())
 
 
 def normalise_uri(uri: str) -> str:
@@ -83,7 +96,8 @@ def check_store(uri: str) -> None:
 
     Raises:
         TrackingError: an HTTP server that does not answer within a few seconds, a SQLite
-            file whose folder cannot be created or written, or a file store (MLflow 3 has none).
+            file whose folder cannot be created or written, or a file store (``./mlruns``:
+            MLflow 3 still reads it but deprecates it, and it has no model registry aliases).
     """
     if uri.startswith(("http://", "https://")):
         _probe_http(uri)
@@ -93,8 +107,8 @@ def check_store(uri: str) -> None:
         _check_sqlite_folder(uri, path)
         return
     if uri.startswith("file:") or "://" not in uri:
-        raise TrackingError(f"tracking URI {uri}: MLflow 3 has no file store; use sqlite:///<absolute path>/mlflow.db "
-                            "or http://<host>:<port>")
+        raise TrackingError(f"tracking URI {uri}: simtune does not write MLflow's deprecated file store; use "
+                            "sqlite:///<absolute path>/mlflow.db or http://<host>:<port>")
 
 
 def _probe_http(uri: str) -> None:
@@ -144,11 +158,24 @@ def _check_sqlite_folder(uri: str, path: Path) -> None:
 
 
 def connect(uri: str) -> MlflowClient:
-    """A client for ``uri`` (tracking and model registry), after ``check_store``."""
+    """A client for ``uri`` (tracking and model registry), after ``check_store``.
+
+    A SQLite store is created under a lock file beside it, because MLflow's table creation
+    fails when two processes run it at once; a moved store is relocated.
+    """
     check_store(uri)
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    path = sqlite_path(uri)
+    if path is None:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments(max_results=1)  # creates or upgrades the tables
+        client.search_registered_models(max_results=1)
+        relocate_artifacts(client, uri)
+    return client
 
 
 def one_line(exc: BaseException) -> str:
@@ -157,21 +184,102 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
 
 
-def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
-    """The id of experiment ``name``, created if missing.
+def ensure_experiment(client: MlflowClient, name: str, uri: str, description: str = "") -> str:
+    """The id of experiment ``name``, created if missing (by this process or a concurrent one).
 
-    A SQLite store keeps its artifacts in ``mlartifacts/`` beside the database file, so a
-    sweep folder is self-contained; a server decides itself.
+    A SQLite store keeps each experiment's artifacts in ``mlartifacts/<name>/`` beside the
+    database file; a server decides itself.
     """
+    from mlflow.exceptions import MlflowException
+
+    root = artifact_root(uri)
+    tags = {TAG_ARTIFACT_ROOT: root} if root else {}
+    if description:
+        tags["mlflow.note.content"] = description
     try:
         found = client.get_experiment_by_name(name)
         if found is not None:
             return str(found.experiment_id)
-        path = sqlite_path(uri)
-        location = (path.parent / "mlartifacts").as_uri() if path is not None else None
-        return str(client.create_experiment(name, artifact_location=location))
+        location = f"{root}/{_folder_name(name)}" if root else None
+        try:
+            return str(client.create_experiment(name, artifact_location=location, tags=tags))
+        except MlflowException:  # another sweep created it a moment ago
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return str(found.experiment_id)
     except Exception as exc:  # MLflow wraps SQL and HTTP errors in several types
         raise TrackingError(f"tracking store {uri}: cannot open experiment '{name}' ({one_line(exc)})") from None
+
+
+def _folder_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "experiment"
+
+
+SYSTEM_METRICS_INTERVAL_S = 10.0
+
+
+def start_system_metrics(uri: str, run_id: str) -> Any:
+    """Start MLflow's sampler of this machine as ``system/*`` metrics of ``run_id``; returns it.
+
+    It samples CPU, memory, disk and network with psutil every ``SYSTEM_METRICS_INTERVAL_S``
+    seconds (NVIDIA GPUs too where ``pynvml`` is installed; simtune does not require it) in a
+    thread of this process, and stops when the run ends or at ``finish()``. None when psutil
+    is missing.
+    """
+    try:
+        import psutil  # noqa: F401  (MLflow's sampler needs it)
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+    except ImportError:
+        return None
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S, resume_logging=True,
+                                   tracking_uri=uri)
+    monitor.start()
+    return monitor
+
+
+# ----------------------------------------------------------------------------- a moved storage folder
+
+
+TAG_ARTIFACT_ROOT = "simtune.artifact_root"  # experiment tag: the artifact root it was created under
+_ARTIFACT_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                     ("logged_models", "artifact_location"), ("model_versions", "storage_location"))
+
+
+def artifact_root(uri: str) -> str | None:
+    """``file://<folder of the database>/mlartifacts`` for a SQLite store, else None (a server decides)."""
+    path = sqlite_path(uri)
+    return (path.parent / "mlartifacts").as_uri() if path is not None else None
+
+
+def relocate_artifacts(client: MlflowClient, uri: str) -> int:
+    """Point the artifact paths of the experiments simtune created at this database's folder.
+
+    MLflow stores absolute artifact paths. After the storage folder (the database and
+    ``mlartifacts/`` beside it) has been moved or copied, the old prefix is rewritten to the
+    new one in MLflow's tables, so artifacts and registered models resolve again.
+    Experiments simtune did not create (no ``simtune.artifact_root`` tag) are left alone.
+    Returns:
+        the number of experiments relocated.
+    """
+    import sqlite3
+
+    root, path = artifact_root(uri), sqlite_path(uri)
+    if root is None or path is None or not path.is_file():
+        return 0
+    moved = {e.experiment_id: e.tags[TAG_ARTIFACT_ROOT] for e in client.search_experiments(max_results=1000)
+             if e.tags.get(TAG_ARTIFACT_ROOT, root) != root}
+    if not moved:
+        return 0
+    with contextlib.closing(sqlite3.connect(path, timeout=60)) as db, db:
+        for old in {f"{old}/" for old in moved.values()}:
+            for table, column in _ARTIFACT_COLUMNS:
+                db.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                           f"WHERE substr({column}, 1, ?) = ?", (f"{root}/", len(old) + 1, len(old), old))
+    for experiment_id in moved:
+        client.set_experiment_tag(experiment_id, TAG_ARTIFACT_ROOT, root)
+    return len(moved)
 
 
 # ----------------------------------------------------------------------------- finding and writing runs
