@@ -12,13 +12,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--storage", type=Path, default=Path("sweeps"), help="folder of sweeps (default ./sweeps)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default <storage>/<sweep>/report)")
     parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow store to attach to (default: MLFLOW_TRACKING_URI or the sweep's mlflow.db)")
+                        help="MLflow store to attach to (default: MLFLOW_TRACKING_URI or <storage>/mlflow.db)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from simtune.sweep.report import build_report
     from simtune.sweep.results import find_sweep
+    from simtune.tracking import naming
 
     report = build_report(find_sweep(args.storage, args.sweep), args.out, tracking_uri=args.tracking_uri)
     best = report.best
@@ -31,4 +32,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"attached to MLflow run {report.parent_run_id} under report/")
     for note in report.notes:
         print(f"note: {note}")
+    if report.tracking_uri:
+        print("\n".join(naming.ui_lines(report.tracking_uri, report.experiment_id, report.parent_run_id)))
     return 0

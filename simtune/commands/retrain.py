@@ -22,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         help="multiply stage iters, schedule_iters and eval.every by X (default 1)")
     parser.add_argument("--compare-runner-up", action="store_true", help="also retrain the second-best trial")
     parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow store (default: MLFLOW_TRACKING_URI or sqlite:///<storage>/<sweep>/mlflow.db)")
-    parser.add_argument("--model-name", default=None, help="registered model name (default simtune-<sweep>)")
+                        help="MLflow store (default: MLFLOW_TRACKING_URI or sqlite:///<storage>/mlflow.db)")
+    parser.add_argument("--model-name", default=None, help="registered model name (default simtune-<search space>)")
     parser.set_defaults(func=run)
 
 

@@ -34,12 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         help="override a value of the base experiment (repeatable)")
     parser.add_argument("--no-stage1-cache", action="store_true",
                         help="train stage 1 in every trial, even where another trial's stage 1 is identical")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the tracking layer's)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: MLFLOW_TRACKING_URI or sqlite:///<storage>/mlflow.db)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from simtune.rundir import read_json
     from simtune.sweep.runner import SweepOptions, run_sweep
+    from simtune.tracking import naming
     from simtune.sweep.space import load_space, override_settings
 
     space = override_settings(load_space(args.space, args.overrides), num_samples=args.num_samples,
@@ -52,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
                            share_stage1=not args.no_stage1_cache)
     summary = run_sweep(space, options, list(args.overrides))
     print(format_summary(summary))
+    tracked = read_json(SweepDir(options.sweep_dir).tracking)
+    if tracked:
+        print("\n".join(naming.ui_lines(tracked["tracking_uri"], tracked["experiment_id"], tracked["parent_run_id"])))
     return 0
 
 

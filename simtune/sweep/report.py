@@ -138,6 +138,8 @@ class Report:
     files: list[Path] = field(default_factory=list)
     best: TrialOutcome | None = None
     parent_run_id: str | None = None
+    tracking_uri: str | None = None  # the store it was attached to
+    experiment_id: str | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -202,23 +204,24 @@ def _validators(report: Report, trials: Sequence[TrialOutcome], ranked: Sequence
 
 def _attach(report: Report, tracking_uri: str | None) -> None:
     """Log the report folder to the sweep's parent run, if the store has one."""
-    from simtune.tracking.store import (EXPERIMENT, connect, find_sweep_parent, normalise_uri, sqlite_path,
-                                        default_tracking_uri)
+    from simtune.sweep.results import experiment_of
+    from simtune.tracking.store import connect, default_tracking_uri, find_sweep_parent, normalise_uri, sqlite_path
 
     sweep_dir = report.sweep_dir
-    uri = normalise_uri(tracking_uri) if tracking_uri else default_tracking_uri(sweep_dir)
+    uri = normalise_uri(tracking_uri) if tracking_uri else default_tracking_uri(sweep_dir.parent)
     db = sqlite_path(uri)
     if db is not None and not db.is_file():
         report.notes.append(f"not attached to MLflow: no store at {uri}")
         return
     client = connect(uri)
-    experiment = client.get_experiment_by_name(EXPERIMENT)
+    experiment = client.get_experiment_by_name(experiment_of(sweep_dir))
     parent = find_sweep_parent(client, experiment.experiment_id, sweep_dir.name, sweep_dir) if experiment else None
     if parent is None:
         report.notes.append(f"not attached to MLflow: no parent run of sweep '{sweep_dir.name}' in {uri}")
         return
     client.log_artifacts(parent.info.run_id, str(report.out_dir), "report")
-    report.parent_run_id = parent.info.run_id
+    report.parent_run_id, report.tracking_uri = parent.info.run_id, uri
+    report.experiment_id = str(parent.info.experiment_id)
 
 
 # ----------------------------------------------------------------------------- markdown

@@ -27,7 +27,9 @@ from typing import Any, TypeVar
 
 from simtune import config
 from simtune.errors import ConfigError
-from simtune.rundir import RunDir
+from simtune.rundir import RunDir, read_json
+from simtune.tracking.naming import experiment_name
+from simtune.tracking.store import EXPERIMENT
 
 SELECTION_METRIC = "val/miou"  # selection split (frankfurt); report/ is held out
 
@@ -189,3 +191,24 @@ def rank_trials(trials: Sequence[TrialOutcome], metric: str = SELECTION_METRIC,
     """``trials`` ranked by the rule (``rank``), best first."""
     return rank(trials, lambda t: Standing(t.final.get(metric), t.finished and t.failure is None,
                                            t.stopped_early and t.failure is None), mode)
+
+
+# ----------------------------------------------------------------------------- how a sweep was tracked
+
+
+def swept_values(sweep_dir: Path, trial_id: str) -> dict[str, Any]:
+    """The values the search chose for one trial (``summary.json``), in the space's order; {} if unknown."""
+    for trial in _summary(sweep_dir).get("trials", []):
+        if trial.get("trial_id") == trial_id:
+            return dict(trial.get("params") or {})
+    return {}
+
+
+def experiment_of(sweep_dir: Path) -> str:
+    """The MLflow experiment a sweep logged to: the one its tracker recorded, else its space's name."""
+    folder = SweepDir(sweep_dir)
+    recorded = read_json(folder.tracking) or {}
+    if recorded.get("experiment"):
+        return str(recorded["experiment"])
+    started = read_json(folder.record) or {}
+    return experiment_name(started["space_file"]) if started.get("space_file") else EXPERIMENT

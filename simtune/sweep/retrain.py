@@ -5,37 +5,40 @@ metric, ``val/miou`` on frankfurt, at its *last* evaluation -- not its best-ever
 the full two-stage pipeline for seeds ``base + 0 .. base + N-1``; the held-out report
 split (``report/miou``, lindau + munster) gives mean ± std over the seeds, optionally next
 to the runner-up's. The seed run with the best selection metric is logged as an MLflow
-pytorch model and registered with the alias ``champion``.
+pyfunc model (``simtune.tracking.registry``) and registered as a new version of the search
+space's model, which takes the alias ``champion`` (the one before becomes ``previous``).
 
-MLflow layout: one ``retrain`` parent run tagged with the sweep's parent run id, a child
-run per (candidate, seed). Run directories: ``<sweep>/retrain/<trial>-x<scale>/seed<seed>/``;
-a finished one is reused, so an interrupted retrain continues where it stopped.
+MLflow layout, in the sweep's experiment: a parent run ``retrain · λ_ci=0.01 w=200`` whose
+description links the sweep, the trial it retrains and the model version, with a child
+``seed 2 · λ_ci=0.01 w=200`` per (candidate, seed). Run directories:
+``<sweep>/retrain/<trial>-x<scale>/seed<seed>/``; a finished one is reused, so an
+interrupted retrain continues where it stopped.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import torch
-from torch import nn
 
 from simtune import config
 from simtune.config import Config
 from simtune.errors import ConfigError, TrackingError
 from simtune.rundir import RunDir, load_segmenter_state
 from simtune.sweep.report import mean_std
-from simtune.sweep.results import TrialOutcome, find_sweep, load_trials, rank_trials, selection_rule
+from simtune.sweep.results import (TrialOutcome, experiment_of, find_sweep, load_trials, rank_trials, selection_rule,
+                                   swept_values)
+from simtune.tracking import naming
 from simtune.tracking.artifacts import RunLogger, log_trial_artifacts
-from simtune.tracking.store import (EXPERIMENT, TAG_PARENT, TAG_ROLE, TAG_RUN_DIR, TAG_SWEEP, TAG_SWEEP_DIR,
-                                    TAG_TRIAL, connect, default_tracking_uri, ensure_experiment, find_sweep_parent,
-                                    log_history, log_metrics, log_params, normalise_uri, one_line, provenance_tags)
+from simtune.tracking.datasets import log_data_inputs
+from simtune.tracking.naming import CHAMPION
+from simtune.tracking.store import (TAG_PARENT, TAG_ROLE, TAG_RUN_DIR, TAG_SWEEP, TAG_SWEEP_DIR, TAG_TRIAL, connect,
+                                    default_tracking_uri, ensure_experiment, find_sweep_parent, log_history,
+                                    log_metrics, log_params, normalise_uri, one_line, provenance_tags, search,
+                                    start_system_metrics)
 from simtune.train.loop import NonFiniteLoss
 
-CHAMPION = "champion"
 TAG_SWEEP_PARENT = "simtune.sweep_parent_run_id"
 
 
@@ -57,6 +60,7 @@ class Candidate:
     role: str
     trial: TrialOutcome
     runs: list[SeedRun] = field(default_factory=list)
+    values: dict[str, Any] = field(default_factory=dict)  # the swept values, which name its runs
 
     def spread(self, metric: str) -> tuple[float, float, int]:
         """(mean, sample std, n) of ``metric`` over the seeds that finished."""
@@ -80,6 +84,10 @@ class RetrainResult:
     model_version: str | None = None
     champion: SeedRun | None = None
     notes: list[str] = field(default_factory=list)
+    experiment_id: str = ""
+    previous_version: str | None = None  # the version that was @champion before this retrain
+    seeds: int = 1
+    iters_scale: float = 1.0
 
 
 def scale_iters(cfg: Config, scale: float) -> Config:
@@ -103,8 +111,8 @@ def retrain_best(*, storage: Path, sweep: str | None = None, seeds: int = 3, ite
     Args:
         storage: folder of sweep folders; ``sweep`` None = the most recent sweep there.
         iters_scale: multiplies stage iters, schedule lengths and ``eval.every``.
-        tracking_uri: None = the sweep's store (``default_tracking_uri``).
-        model_name: registered model name; None = ``simtune-<sweep>``.
+        tracking_uri: None = the storage folder's store (``default_tracking_uri``).
+        model_name: registered model name; None = the search space's (``simtune-<space>``).
     Raises:
         ConfigError: bad arguments, or a sweep without a finished trial.
         TrackingError: the store cannot be reached or written, before any training.
@@ -114,24 +122,29 @@ def retrain_best(*, storage: Path, sweep: str | None = None, seeds: int = 3, ite
     if not iters_scale > 0:
         raise ConfigError(f"--iters-scale must be > 0, but got {iters_scale}")
     result = _plan(find_sweep(storage, sweep), compare_runner_up, tracking_uri)
+    result.seeds, result.iters_scale = seeds, iters_scale
     client = connect(result.tracking_uri)
-    experiment_id = ensure_experiment(client, EXPERIMENT, result.tracking_uri)
-    sweep_parent = find_sweep_parent(client, experiment_id, result.sweep_dir.name, result.sweep_dir)
+    experiment = experiment_of(result.sweep_dir)
+    result.experiment_id = ensure_experiment(client, experiment, result.tracking_uri)
+    sweep_parent = find_sweep_parent(client, result.experiment_id, result.sweep_dir.name, result.sweep_dir)
     result.sweep_parent_run_id = sweep_parent.info.run_id if sweep_parent else None
-    result.parent_run_id = _create_parent(client, experiment_id, result, seeds, iters_scale)
+    result.parent_run_id = _create_parent(client, result)
+    monitor = start_system_metrics(result.tracking_uri, result.parent_run_id)
     try:
         for candidate in result.candidates:
             for index in range(seeds):
-                candidate.runs.append(_train_seed(client, experiment_id, result, candidate, index, iters_scale,
-                                                  progress))
+                candidate.runs.append(_train_seed(client, result, candidate, index, iters_scale, progress))
         _log_spread(client, result)
-        _register(client, result, model_name or f"simtune-{result.sweep_dir.name}")
+        _register(client, result, model_name or naming.model_name(experiment))
     except KeyboardInterrupt:
         client.set_terminated(result.parent_run_id, "KILLED")
         raise
     except BaseException:
         client.set_terminated(result.parent_run_id, "FAILED")
         raise
+    finally:
+        if monitor is not None:
+            monitor.finish()
     client.set_terminated(result.parent_run_id, "FINISHED")
     return result
 
@@ -143,29 +156,54 @@ def _plan(sweep_dir: Path, compare_runner_up: bool, tracking_uri: str | None) ->
     if not ranked:
         raise ConfigError(f"{sweep_dir}: no finished trial with {metric}; nothing to retrain")
     roles = ["best", "runner_up"][: 2 if compare_runner_up else 1]
-    uri = normalise_uri(tracking_uri) if tracking_uri else default_tracking_uri(sweep_dir)
+    uri = normalise_uri(tracking_uri) if tracking_uri else default_tracking_uri(sweep_dir.parent)
     result = RetrainResult(sweep_dir, metric, mode, uri, "", None,
-                           [Candidate(role, trial) for role, trial in zip(roles, ranked)])
+                           [Candidate(role, trial, values=swept_values(sweep_dir, trial.trial_id))
+                            for role, trial in zip(roles, ranked)])
     if compare_runner_up and len(ranked) < 2:
         result.notes.append("no runner-up to compare: the sweep has a single finished trial")
     return result
 
 
-def _create_parent(client: Any, experiment_id: str, result: RetrainResult, seeds: int, scale: float) -> str:
-    best = result.candidates[0].trial
+def _create_parent(client: Any, result: RetrainResult) -> str:
+    best = result.candidates[0]
     tags = {TAG_ROLE: "retrain", TAG_SWEEP: result.sweep_dir.name, TAG_SWEEP_DIR: str(result.sweep_dir),
-            TAG_SWEEP_PARENT: result.sweep_parent_run_id or "none", TAG_TRIAL: best.trial_id,
+            TAG_SWEEP_PARENT: result.sweep_parent_run_id or "none", TAG_TRIAL: best.trial.trial_id,
             "simtune.selection": f"{result.metric} ({result.mode}) at each trial's last evaluation, not best-ever",
-            **provenance_tags(best.params.get("seed", 0))}
+            naming.TAG_NOTE: _parent_note(client, result), **naming.source_tags(),
+            **provenance_tags(best.trial.params.get("seed", 0))}
     if len(result.candidates) > 1:
         tags["simtune.runner_up_trial_id"] = result.candidates[1].trial.trial_id
-    run = client.create_run(experiment_id, run_name=f"retrain-{result.sweep_dir.name}-{best.trial_id}", tags=tags)
-    log_params(client, run.info.run_id, {"seeds": seeds, "iters_scale": scale, "best_trial": best.trial_id})
+    run = client.create_run(result.experiment_id, run_name=naming.retrain_run_name(best.values), tags=tags)
+    log_params(client, run.info.run_id, {"seeds": result.seeds, "iters_scale": result.iters_scale,
+                                         "best_trial": best.trial.trial_id, **best.values})
     return str(run.info.run_id)
 
 
-def _train_seed(client: Any, experiment_id: str, result: RetrainResult, candidate: Candidate, index: int,
-                scale: float, progress: bool) -> SeedRun:
+def _parent_note(client: Any, result: RetrainResult, model: str = "") -> str:
+    """The retrain parent's description: what is retrained, how it was chosen, links."""
+    lines = [f"{result.seeds} seeds of {naming.config_label(c.values) or c.trial.trial_id} "
+             f"({c.role.replace('_', '-')}, trial {c.trial.trial_id}), iterations x{result.iters_scale:g}"
+             for c in result.candidates]
+    lines.append(f"chosen by {result.metric} ({result.mode}) at each trial's last evaluation; mean ± std over "
+                 "seeds of report/miou (lindau + munster) on this run")
+    links = [naming.run_link(result.experiment_id, run_id, text) for run_id, text in _sweep_links(client, result)]
+    return naming.description(f"Retrain of sweep {result.sweep_dir.name}", lines, [*links, *([model] if model else [])])
+
+
+def _sweep_links(client: Any, result: RetrainResult) -> list[tuple[str, str]]:
+    """(run id, text) of the sweep's parent run and of the trial runs being retrained."""
+    links = [(result.sweep_parent_run_id, f"sweep {result.sweep_dir.name}")] if result.sweep_parent_run_id else []
+    if result.sweep_parent_run_id:
+        for c in result.candidates:
+            found = search(client, result.experiment_id, {TAG_PARENT: result.sweep_parent_run_id,
+                                                          TAG_TRIAL: c.trial.trial_id})
+            links += [(run.info.run_id, f"{c.role.replace('_', '-')} trial {run.info.run_name}") for run in found[:1]]
+    return links
+
+
+def _train_seed(client: Any, result: RetrainResult, candidate: Candidate, index: int, scale: float,
+                progress: bool) -> SeedRun:
     """Run (or reuse) the pipeline for one seed and log it as a child of the retrain run."""
     from simtune.train.pipeline import run_pipeline
 
@@ -174,12 +212,18 @@ def _train_seed(client: Any, experiment_id: str, result: RetrainResult, candidat
     cfg = dataclasses.replace(scale_iters(base, scale), seed=base.seed + index)
     out = result.sweep_dir / "retrain" / f"{trial.trial_id}-x{scale:g}" / f"seed{cfg.seed}"
     resume = _reusable(out, cfg)
+    note = naming.description(
+        f"Seed {cfg.seed} of {naming.config_label(candidate.values) or trial.trial_id}",
+        naming.config_diff(config.flatten(cfg), config.flatten(base)) or ["the trial's config"],
+        [naming.run_link(result.experiment_id, result.parent_run_id, "retrain"), f"run directory `{out}`"])
     tags = {TAG_PARENT: result.parent_run_id, TAG_ROLE: "retrain_seed", TAG_SWEEP: result.sweep_dir.name,
             TAG_TRIAL: trial.trial_id, TAG_RUN_DIR: str(out), "simtune.candidate": candidate.role,
-            "simtune.seed": str(cfg.seed)}
-    run_id = str(client.create_run(experiment_id, run_name=f"{candidate.role}-{trial.trial_id}-seed{cfg.seed}",
-                                   tags=tags).info.run_id)
+            "simtune.seed": str(cfg.seed), naming.TAG_NOTE: note, **naming.source_tags()}
+    run_id = str(client.create_run(result.experiment_id, tags=tags,
+                                   run_name=naming.seed_run_name(cfg.seed, candidate.values, candidate.role)
+                                   ).info.run_id)
     log_params(client, run_id, config.flatten(cfg))
+    log_data_inputs(client, run_id, cfg)
     logger = RunLogger(client, run_id)
     try:
         pipeline = run_pipeline(cfg, out, callbacks=[logger], resume=resume, progress=progress)
@@ -220,69 +264,35 @@ def _log_spread(client: Any, result: RetrainResult) -> None:
 # ----------------------------------------------------------------------------- the model registry
 
 
-class LogitsOnly(nn.Module):
-    """The segmenter as a plain tensor -> tensor model, for MLflow's pytorch flavor.
-
-    Input: (N, 3, H, W) float32, BGR minus the ImageNet mean (``image_to_tensor``).
-    Output: (N, K, h, w) logits at the network's output stride.
-    """
-
-    def __init__(self, segmenter: nn.Module) -> None:
-        super().__init__()
-        self.segmenter = segmenter
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.segmenter(image).logits
-
-
 def _register(client: Any, result: RetrainResult, name: str) -> None:
-    """Log the best candidate's best seed (by the selection metric) as a model; alias it ``champion``."""
+    """Log the best candidate's best seed (by the selection metric) as a model version; make it ``champion``."""
+    from simtune.tracking.registry import log_segmenter, register
+
     sign = 1.0 if result.mode == "max" else -1.0
     done = [r for r in result.candidates[0].runs if result.metric in r.final]
     if not done:
         return
     champion = max(done, key=lambda r: sign * r.final[result.metric])
     mean, std, n = result.candidates[0].spread("report/miou")
-    model_uri = _log_model(result.tracking_uri, champion)
-    import mlflow
-
-    version = mlflow.register_model(model_uri, name, tags={
-        "sweep": result.sweep_dir.name, "trial_id": result.candidates[0].trial.trial_id, "seed": str(champion.seed),
-        "report_miou": f"{mean:.2f} ± {std:.2f} over {n} seeds", "selection": result.metric})
-    client.set_registered_model_alias(name, CHAMPION, version.version)
-    client.set_tag(result.parent_run_id, "simtune.registered_model", f"{name}@{CHAMPION} (version {version.version})")
-    result.model_name, result.model_version, result.champion = name, str(version.version), champion
-
-
-def _log_model(uri: str, run: SeedRun) -> str:
-    """Log ``run``'s final segmenter into its MLflow run as a pytorch model; returns its model URI."""
-    import mlflow
-    import mlflow.pytorch
-    import numpy as np
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
-    from simtune.models import build_segmenter
-
-    cfg = RunDir(run.run_dir).config()
-    m = cfg.model
-    net = build_segmenter(m.backbone, m.num_classes, aspp_all_branches=m.aspp_all_branches,
-                          multi_level=m.multi_level, width=m.width)
-    net.load_state_dict(load_segmenter_state(RunDir(run.run_dir).weights()))
-    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1))]),
-                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, m.num_classes, -1, -1))]))
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # the pickle-format notice is expected
+    run = RunDir(champion.run_dir)
     try:
-        with mlflow.start_run(run_id=run.run_id):
-            # pickle, not pt2: pt2 needs a full-size input example stored with the model.
-            info = mlflow.pytorch.log_model(LogitsOnly(net.eval()), name="segmenter", signature=signature,
-                                            serialization_format="pickle",
-                                            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
-    except Exception as exc:
-        raise TrackingError(f"could not log the champion model to {uri}: {one_line(exc)}") from exc
-    return str(info.model_uri)
+        model_uri = log_segmenter(champion.run_id, result.tracking_uri, load_segmenter_state(run.weights()),
+                                  run.config_file, run.config().model.num_classes)
+        text = (f"Seed {champion.seed} of {naming.config_label(result.candidates[0].values)} "
+                f"(best {result.metric} of {len(done)} seeds); report/miou {mean:.2f} ± {std:.2f} over {n} seeds. "
+                + " ".join(naming.run_link(result.experiment_id, run_id, label)
+                           for run_id, label in [(result.parent_run_id, "retrain"), *_sweep_links(client, result)]))
+        registered = register(client, name, model_uri, result.parent_run_id, description=text, tags={
+            "sweep": result.sweep_dir.name, "trial_id": result.candidates[0].trial.trial_id,
+            "seed": str(champion.seed), "report_miou": f"{mean:.2f} ± {std:.2f} over {n} seeds",
+            "selection": result.metric})
+    except Exception as exc:  # MLflow wraps store and artifact errors in several types
+        raise TrackingError(f"could not register the champion model in {result.tracking_uri}: {one_line(exc)}") from exc
+    link = naming.model_link(name, registered.version, f"model {name} version {registered.version} (@{CHAMPION})")
+    client.set_tag(result.parent_run_id, "simtune.registered_model", f"{name}@{CHAMPION} (version {registered.version})")
+    client.set_tag(result.parent_run_id, naming.TAG_NOTE, _parent_note(client, result, link))
+    result.model_name, result.model_version, result.champion = name, registered.version, champion
+    result.previous_version = registered.previous
 
 
 def format_result(result: RetrainResult) -> str:
@@ -301,11 +311,12 @@ def format_result(result: RetrainResult) -> str:
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.append("")
     if result.model_version is not None and result.champion is not None:
+        before = f"; @previous is version {result.previous_version}" if result.previous_version else ""
         lines.append(f"registered model '{result.model_name}' version {result.model_version} as @{CHAMPION} "
-                     f"(best trial, seed {result.champion.seed}, MLflow run {result.champion.run_id})")
+                     f"(best trial, seed {result.champion.seed}){before}")
+        lines.append(f"  load it: mlflow.pyfunc.load_model('models:/{result.model_name}@{CHAMPION}')")
     else:
         lines.append("no model registered: every seed of the best configuration failed")
-    lines.append(f"MLflow: retrain run {result.parent_run_id} in {result.tracking_uri} "
-                 f"(sweep run {result.sweep_parent_run_id or 'not found'})")
     lines += [f"note: {note}" for note in result.notes]
+    lines += naming.ui_lines(result.tracking_uri, result.experiment_id, result.parent_run_id)
     return "\n".join(lines)
