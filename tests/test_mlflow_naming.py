@@ -52,3 +52,23 @@ def test_command_line_is_recorded_as_the_user_typed_it() -> None:
         "simtune sweep search_spaces/lambda_w.yaml"
     assert command_line(["/repo/simtune/cli.py", "retrain", "--best", "--set", "a=b c"]) == \
         "simtune retrain --best --set 'a=b c'"
+
+
+def test_miou_curve_marks_the_end_of_stage_1_and_draws_stage_2_as_a_line() -> None:
+    from matplotlib.lines import Line2D
+
+    from simtune.tracking.figures import miou_curve
+
+    def records(steps: list[int]) -> list[dict[str, float]]:
+        return [{"step": s, "val/miou": float(s), "report/miou": s + 1.0} for s in steps]
+
+    fig = miou_curve({"stage1": records([150, 300]), "stage2": records([375, 450])}, stage1_end=300)
+    lines = fig.axes[0].get_lines()
+    border = [ln for ln in lines if list(ln.get_xdata()) == [300, 300]]
+    assert len(border) == 1  # at the end of stage 1, not at the first stage-2 step - 0.5
+    stage2 = [ln for ln in lines if "stage 2" in str(ln.get_label())]
+    assert len(stage2) == 2 and all(isinstance(ln, Line2D) and ln.get_linestyle() == "-" and
+                                    list(ln.get_xdata()) == [375, 450] for ln in stage2)
+    # Without the config, the last stage-1 evaluation (a stage always evaluates at its end) marks it.
+    fig = miou_curve({"stage1": records([150, 300]), "stage2": records([450])})
+    assert [list(ln.get_xdata()) for ln in fig.axes[0].get_lines() if ln.get_linestyle() == ":"] == [[300, 300]]

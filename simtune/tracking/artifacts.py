@@ -38,11 +38,13 @@ def log_figures(client: Any, run_id: str, run_dir: Path, *, samples: int = PREDI
     Returns:
         the artifact names logged, e.g. ``["figures/miou_curve.png", ...]``.
     """
-    histories = RunDir(run_dir).histories()
+    run = RunDir(run_dir)
+    histories = run.histories()
     last = last_evaluation(histories)
+    stage1_end = run.config().stage1.iters if run.has_config() else None
     makers = {
-        "miou_curve.png": lambda: figures.miou_curve(histories, f"{run_dir.name}: mIoU over iterations")
-        if histories else None,
+        "miou_curve.png": lambda: figures.miou_curve(histories, f"{run_dir.name}: mIoU over iterations",
+                                                     stage1_end) if histories else None,
         "class_iou.png": lambda: figures.class_iou_bars(last[1], f"{run_dir.name}: per-class IoU, {last[0]} "
                                                        f"iteration {last[1]['step']}") if last else None,
         "predictions.png": lambda: figures.prediction_samples(run_dir, samples) if samples else None,

@@ -35,19 +35,31 @@ def save_figure(fig: Figure, path: Path) -> Path:
 # ----------------------------------------------------------------------------- one run
 
 
-def miou_curve(histories: Mapping[str, list[dict[str, Any]]], title: str = "") -> Figure:
-    """mIoU (%) against the global iteration, one line per split, stages side by side."""
+def miou_curve(histories: Mapping[str, list[dict[str, Any]]], title: str = "", stage1_end: int | None = None) -> Figure:
+    """mIoU (%) against the global iteration: a line per split and stage, the stages' border marked.
+
+    Stage 2 starts again from the initial weights (eq. 13), so its line starts afresh
+    rather than continuing stage 1's.
+
+    Args:
+        stage1_end: the global iteration at which stage 1 ends (``stage1.iters``); None =
+            the step of its last evaluation (a stage always evaluates at its end).
+    """
     fig, ax = plt.subplots(figsize=(7, 4))
     colours = {"val": "tab:blue", "report": "tab:orange"}
-    for stage_index, stage in enumerate(s for s in STAGES if s in histories):
+    markers = {"stage1": "o", "stage2": "s"}
+    for stage in (s for s in STAGES if s in histories):
         records = histories[stage]
         steps = [r["step"] for r in records]
         for prefix, label in SPLITS:
             values = [r.get(f"{prefix}/miou", np.nan) for r in records]
-            ax.plot(steps, values, marker="o", color=colours[prefix], linestyle="-" if stage == "stage1" else "--",
-                    label=f"{label}, {stage}")
-        if stage_index:
-            ax.axvline(records[0]["step"] - 0.5, color="grey", linewidth=0.8)
+            ax.plot(steps, values, marker=markers[stage], color=colours[prefix], linestyle="-",
+                    alpha=1.0 if stage == "stage1" else 0.75, label=f"{label}, {stage.replace('stage', 'stage ')}")
+    if "stage1" in histories and "stage2" in histories:
+        border = stage1_end if stage1_end is not None else histories["stage1"][-1]["step"]
+        ax.axvline(border, color="grey", linewidth=0.8, linestyle=":")
+        ax.annotate(f"end of stage 1 ({border})", (border, 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(3, -12), textcoords="offset points", fontsize=7, color="grey")
     ax.set_xlabel("iteration (global, both stages)")
     ax.set_ylabel("mIoU (%)")
     ax.set_title(title or "mIoU over iterations")
