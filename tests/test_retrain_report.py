@@ -4,6 +4,7 @@ tiny real sweep run through the ``simtune sweep`` CLI (slow)."""
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -129,63 +130,96 @@ def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert "database is locked" not in done.stdout + done.stderr
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{tmp}/sweeps/tiny/mlflow.db"
+    uri = printed_store(done.stdout)
+    assert uri == f"sqlite:///{tmp}/sweeps/mlflow.db"  # one store for the folder of sweeps
     return {"dir": tmp, "uri": uri, "client": MlflowClient(uri, registry_uri=uri)}
 
 
+def printed_store(stdout: str) -> str:
+    """The store of the ``mlflow ui --backend-store-uri URI --port N`` line a command ends with."""
+    words = shlex.split(stdout.strip().splitlines()[-1])
+    assert words[:3] == ["mlflow", "ui", "--backend-store-uri"] and words[4] == "--port" and words[5].isdigit()
+    return words[3]
+
+
 def runs_by_role(client: Any, role: str) -> list[Any]:
-    experiment = client.get_experiment_by_name("simtune")
+    experiment = client.get_experiment_by_name("space")  # named after the search-space file
     return client.search_runs([experiment.experiment_id], filter_string=f"tags.`simtune.role` = '{role}'")
+
+
+def contexts(run: Any) -> set[str]:
+    return {tag.value for i in run.inputs.dataset_inputs for tag in i.tags if tag.key == "mlflow.data.context"}
 
 
 @pytest.mark.slow
 def test_real_sweep_is_one_parent_with_a_child_per_trial(tiny_sweep: dict[str, Any]) -> None:
-    client = tiny_sweep["client"]
+    client = tiny_sweep["client"]  # reached through the URI the sweep printed
     (parent,) = runs_by_role(client, "sweep")
+    assert parent.info.run_name == "tiny" and parent.data.tags["simtune.sweep"] == "tiny"
     trials = runs_by_role(client, "trial")
     assert len(trials) == 4 and {t.data.tags["mlflow.parentRunId"] for t in trials} == {parent.info.run_id}
     summary = json.loads((tiny_sweep["dir"] / "sweeps" / "tiny" / "summary.json").read_text())
-    assert {t.info.run_name for t in trials} == {t["trial_id"] for t in summary["trials"]}
+    assert {t.info.run_name for t in trials} == {
+        f"λ_ci={t['params']['stage1.lambda_ci']} w={t['params']['stage1.bank_size']} · {t['trial_id'][-5:]}"
+        for t in summary["trials"]}
     assert parent.data.tags["simtune.best_trial_id"] == summary["best"]["trial_id"]
+    # The parent's params are the search space and the fixed changes, not base values of swept keys.
+    assert parent.data.params["stage1.lambda_ci"] == "grid [0.001, 0.01]"
+    assert parent.data.params["stage1.bank_size"] == "grid [10, 50]" and parent.data.params["stage1.iters"] == "4"
+    assert contexts(parent) == {"source", "target", "val"}
     for run in trials:
         assert run.info.status == "FINISHED"
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val/miou")] == [2, 4, 6]
-        assert {"report/miou", "val/iou/car", "report/iou/road", "stage", "iteration"} <= set(run.data.metrics)
+        assert {"report/miou", "val/iou/car", "report/iou/road", "stage"} <= set(run.data.metrics)
+        assert "iteration" not in run.data.metrics  # it is the step
         assert run.data.params["stage1.lambda_ci"] in ("0.001", "0.01") and run.data.params["model.backbone"] == "small"
-    best = next(t for t in trials if t.info.run_name == summary["best"]["trial_id"])
+        assert contexts(run) == {"source", "target", "val"}
+        assert run.data.tags["mlflow.source.name"].startswith("simtune sweep") and run.data.tags["mlflow.user"]
+    best = next(t for t in trials if t.data.tags["simtune.trial_id"] == summary["best"]["trial_id"])
     arts = {a.path for folder in ("figures", "pseudo", "checkpoint/stage2", "run")
             for a in client.list_artifacts(best.info.run_id, folder)}
     assert {"figures/miou_curve.png", "figures/class_iou.png", "figures/predictions.png", "pseudo/thresholds.json",
             "checkpoint/stage2/model.pt", "run/config.yaml"} <= arts
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")} >= {
-        "sweep/space.yaml", "sweep/summary.json", "sweep/best_config.yaml"}
+        "sweep/space.yaml", "sweep/summary.json", "sweep/best_config.yaml", "sweep/base_config.yaml"}
 
 
 @pytest.mark.slow
-def test_retrain_two_seeds_logs_mean_std_and_registers_the_champion(tiny_sweep: dict[str, Any]) -> None:
+def test_retrain_registers_a_version_and_a_second_retrain_moves_champion(tiny_sweep: dict[str, Any]) -> None:
     import mlflow
 
     tmp, client = tiny_sweep["dir"], tiny_sweep["client"]
     done = simtune("retrain", "--best", "--seeds", "2", "--compare-runner-up", cwd=tmp)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "LAST evaluation" in done.stdout and "@champion" in done.stdout
+    assert printed_store(done.stdout) == tiny_sweep["uri"]
     (parent,) = runs_by_role(client, "retrain")
     (sweep_parent,) = runs_by_role(client, "sweep")
     assert parent.data.tags["simtune.sweep_parent_run_id"] == sweep_parent.info.run_id
+    assert parent.info.run_name.startswith("retrain · λ_ci=")
     seeds = runs_by_role(client, "retrain_seed")
     assert len(seeds) == 4 and {s.data.tags["mlflow.parentRunId"] for s in seeds} == {parent.info.run_id}
     best = [s for s in seeds if s.data.tags["simtune.candidate"] == "best"]
     assert sorted(s.data.params["seed"] for s in best) == ["0", "1"]
+    assert sorted(s.info.run_name.split(" · ")[0] for s in best) == ["seed 0", "seed 1"]
+    assert all(contexts(s) == {"source", "target", "val"} for s in seeds)
     values = [s.data.metrics["report/miou"] for s in best]
     assert parent.data.metrics["best/report/miou_mean"] == pytest.approx(np.mean(values))
     assert parent.data.metrics["best/report/miou_std"] == pytest.approx(np.std(values, ddof=1))
     assert "runner_up/report/miou_mean" in parent.data.metrics
     assert {"loss/seg_src", "lr"} <= set(best[0].data.metrics)  # losses logged live during retraining
-    version = client.get_model_version_by_alias("simtune-tiny", "champion")
-    assert version.run_id in {s.info.run_id for s in best}
-    mlflow.set_registry_uri(tiny_sweep["uri"])
+    note = parent.data.tags["mlflow.note.content"]
+    assert f"runs/{sweep_parent.info.run_id})" in note and "#/models/simtune-space/versions/1)" in note
+    first = client.get_model_version_by_alias("simtune-space", "champion")
+    assert (str(first.version), first.run_id) == ("1", parent.info.run_id)  # listed on the retrain run's page
+    # A second retrain (its seed runs are reused) adds version 2: @champion moves, @previous keeps version 1.
+    again = simtune("retrain", "--best", "--seeds", "2", cwd=tmp)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "@previous is version 1" in again.stdout
+    assert str(client.get_model_version_by_alias("simtune-space", "champion").version) == "2"
+    assert str(client.get_model_version_by_alias("simtune-space", "previous").version) == "1"
     mlflow.set_tracking_uri(tiny_sweep["uri"])
-    model = mlflow.pyfunc.load_model("models:/simtune-tiny@champion")
+    model = mlflow.pyfunc.load_model("models:/simtune-space@champion")
     logits = model.predict(np.zeros((1, 3, 96, 192), dtype=np.float32))
     assert logits.shape[:2] == (1, 19)
 
@@ -202,6 +236,7 @@ def test_report_of_real_sweep_writes_figures_and_attaches_them(tiny_sweep: dict[
     attached = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/summary.md", "report/table3_stage1.lambda_ci.png"} <= attached
     assert "attached to MLflow run" in done.stdout
+    assert printed_store(done.stdout) == tiny_sweep["uri"]
 
 
 def test_one_ranking_rule_puts_stopped_trials_after_finished_ones_and_never_ranks_failures(tmp_path: Path) -> None:

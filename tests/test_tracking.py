@@ -278,13 +278,17 @@ def test_each_trial_is_a_child_run_with_params_metric_history_and_artifacts(fini
     client, runs = finished.client, children(finished)
     assert set(runs) == {"0.001", "0.01"}
     ok, bad = runs["0.001"], runs["0.01"]
-    assert ok.info.run_name == ok.data.tags["simtune.trial_id"]
+    trial_id = ok.data.tags["simtune.trial_id"]
+    assert ok.info.run_name == f"λ_ci=0.001 · {trial_id.rsplit('_', 1)[-1]}"  # what it tried, which trial
     assert ok.data.params["stage1.bank_size"] == "50"  # the full resolved config, not just the sampled key
+    note = ok.data.tags["mlflow.note.content"]
+    assert "`stage1.lambda_ci`: 0.01 → 0.001" in note and f"runs/{finished.parent_run_id})" in note
+    assert ok.data.tags["mlflow.user"] and ok.data.tags["mlflow.source.name"]
     history = client.get_metric_history(ok.info.run_id, "val/miou")
     assert [m.step for m in history] == [2, 4, 6, 8, 10]  # step = the reported global iteration
     assert [m.value for m in history] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
-    assert {"val/iou/road", "report/iou/car", "stage", "loss/seg_src", "iteration"} <= set(ok.data.metrics)
-    assert "training_iteration" not in ok.data.metrics and "time_total_s" not in ok.data.metrics
+    assert {"val/iou/road", "report/iou/car", "stage", "loss/seg_src"} <= set(ok.data.metrics)
+    assert not {"iteration", "training_iteration", "time_total_s"} & set(ok.data.metrics)  # the step is the iteration
     assert (ok.info.status, bad.info.status) == ("FINISHED", "FAILED")
     assert ok.data.tags["simtune.stopped_early"] == "false"  # its run dir has results.json
     assert "boom at the third evaluation" in bad.data.tags["simtune.failure_reason"]
@@ -305,6 +309,9 @@ def test_finish_records_best_trial_and_failures_on_the_parent(finished: SweepTra
     assert parent.data.tags["simtune.best_trial_id"] == runs["0.001"].data.tags["simtune.trial_id"]
     assert parent.data.tags["simtune.failed_trials"] == runs["0.01"].data.tags["simtune.trial_id"]
     assert "sweep/summary.json" in {a.path for a in finished.client.list_artifacts(finished.parent_run_id, "sweep")}
+    best = runs["0.001"]
+    assert f"[{best.info.run_name}](#/experiments/{finished.experiment_id}/runs/{best.info.run_id})" in \
+        parent.data.tags["mlflow.note.content"]
 
 
 @pytest.mark.slow
@@ -348,6 +355,55 @@ def test_resumed_sweep_reuses_parent_and_children_without_duplicate_points(ray_s
     assert healed.info.status == "FINISHED"
     steps = [m.step for m in tracker.client.get_metric_history(healed.info.run_id, "val/miou")]
     assert steps == [2, 4, 6, 8, 10]  # the replayed evaluations at 2 and 4 were not logged twice
+
+
+# One sweep's driver, without Ray's scheduler: it opens its tracker, feeds its Tune callback 30
+# evaluations of 4 trials and finishes. Two of these start together on a store that does not exist yet.
+DRIVER = """
+import sys, time
+from pathlib import Path
+from types import SimpleNamespace
+from simtune.sweep.space import load_space
+from simtune.sweep.tracker import SweepTracker
+tmp, name, start_at = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+space = load_space(tmp / f"{name}.yaml")
+while time.time() < start_at:
+    time.sleep(0.01)
+tracker = SweepTracker.open(tracking_uri=None, storage=tmp / "sweeps", sweep_name=f"{name}-1", space_file=space.file,
+                            space=space, base_config=space.base_config, resume=False)
+(logger,) = tracker.tune_callbacks()
+trials = [SimpleNamespace(trial_id=f"{name}_{i:05d}", config={"stage1.lambda_ci": 0.001 * (i + 1)}, error_file=None)
+          for i in range(4)]
+for step in range(1, 31):
+    for trial in trials:
+        logger.on_trial_result(0, [], trial, {"iteration": step, "val/miou": step / 10, "stage": 1})
+for trial in trials:
+    logger.on_trial_complete(0, [], trial)
+tracker.finish({})
+print("write errors:", logger.write_errors)
+"""
+
+
+@pytest.mark.slow
+def test_two_sweeps_write_one_new_sqlite_store_at_once_without_lock_errors(tmp_path: Path) -> None:
+    for name in ("lambda_w", "thresholds"):
+        space_file(tmp_path, name)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    start_at = time.time() + 15  # both import Ray and MLflow first, then meet the empty folder together
+    procs = [subprocess.Popen([sys.executable, "-c", DRIVER, str(tmp_path), name, str(start_at)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for name in ("lambda_w", "thresholds")]
+    outputs = [proc.communicate(timeout=600)[0] for proc in procs]
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0, out[-3000:]
+        assert "write errors: 0" in out and "database is locked" not in out and "could not log" not in out
+    client = connect(f"sqlite:///{tmp_path}/sweeps/mlflow.db")
+    for name in ("lambda_w", "thresholds"):
+        experiment = client.get_experiment_by_name(name)
+        trials = search(client, experiment.experiment_id, {"simtune.role": "trial"})
+        assert len(trials) == 4 and all(r.info.status == "FINISHED" for r in trials)
+        assert all(len(client.get_metric_history(r.info.run_id, "val/miou")) == 30 for r in trials)
 
 
 # ----------------------------------------------------------------------------- a real MLflow server

@@ -10,7 +10,7 @@ from typing import Any
 
 from simtune.rundir import RUN_FILES, STAGES, RunDir, last_evaluation
 from simtune.tracking import figures
-from simtune.tracking.store import log_metrics, one_line
+from simtune.tracking.store import STEP_KEYS, log_metrics, one_line
 from simtune.train.loop import Callback
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,7 @@ class RunLogger(Callback):
         self._log(step, {**metrics, "stage": float(stage[-1])})
 
     def _log(self, step: int, values: dict[str, float]) -> None:
+        values = {k: v for k, v in values.items() if k not in STEP_KEYS}  # the iteration is the step
         log_metrics(self.client, self.run_id, [(k, v, step) for k, v in values.items()])
         for key in values:
             self.logged.setdefault(key, set()).add(step)

@@ -56,6 +56,7 @@ TAG_FAILURE = "simtune.failure_reason"
 TAG_STOPPED = "simtune.stopped_early"  # "true" when a scheduler (ASHA) ended the trial early
 TAG_PARENT = "mlflow.parentRunId"
 
+STEP_KEYS = ("step", "iteration")  # the global iteration: MLflow's step, never a metric of its own
 _PROBE_TIMEOUT_S = 3.0
 _MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limits
 _MAX_METRICS_PER_BATCH = 1000
@@ -342,7 +343,7 @@ def log_history(client: MlflowClient, run_id: str, history: Iterable[Mapping[str
     """
     logged = logged if logged is not None else {}
     points = [(key, value, int(record["step"])) for record in history for key, value in record.items()
-              if key != "step" and _is_number(value) and int(record["step"]) not in logged.get(key, ())]
+              if key not in STEP_KEYS and _is_number(value) and int(record["step"]) not in logged.get(key, ())]
     for key, _, step in points:
         logged.setdefault(key, set()).add(step)
     return log_metrics(client, run_id, points)
