@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         help="override a value of the base experiment (repeatable)")
     parser.add_argument("--no-stage1-cache", action="store_true",
                         help="train stage 1 in every trial, even where another trial's stage 1 is identical")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: MLFLOW_TRACKING_URI or sqlite:///<storage>/mlflow.db)")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow store (default: MLFLOW_TRACKING_URI or sqlite:///<storage>/mlflow.db)")
     parser.set_defaults(func=run)
 
 

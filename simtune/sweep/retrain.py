@@ -289,7 +289,8 @@ def _register(client: Any, result: RetrainResult, name: str) -> None:
     except Exception as exc:  # MLflow wraps store and artifact errors in several types
         raise TrackingError(f"could not register the champion model in {result.tracking_uri}: {one_line(exc)}") from exc
     link = naming.model_link(name, registered.version, f"model {name} version {registered.version} (@{CHAMPION})")
-    client.set_tag(result.parent_run_id, "simtune.registered_model", f"{name}@{CHAMPION} (version {registered.version})")
+    client.set_tag(result.parent_run_id, "simtune.registered_model",
+                   f"{name}@{CHAMPION} (version {registered.version})")
     client.set_tag(result.parent_run_id, naming.TAG_NOTE, _parent_note(client, result, link))
     result.model_name, result.model_version, result.champion = name, registered.version, champion
     result.previous_version = registered.previous

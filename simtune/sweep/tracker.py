@@ -215,8 +215,8 @@ class SweepOutcome:
         lines = [f"\nOutcome: {self.total} trials, {self.finished} finished, {self.failed} failed"]
         if self.best is not None:
             scores = ", ".join(f"{k} {v:.2f}" for k, v in self.metrics().items() if k.startswith("best/"))
-            lines.append(f"- best trial: {naming.run_link(experiment_id, self.best.info.run_id, self.best.info.run_name)}"
-                         f" ({scores.replace('best/', '')}, last evaluation)")
+            link = naming.run_link(experiment_id, self.best.info.run_id, self.best.info.run_name)
+            lines.append(f"- best trial: {link} ({scores.replace('best/', '')}, last evaluation)")
         return "\n".join(lines) + "\n"
 
     def tags(self) -> dict[str, str]:
