@@ -68,7 +68,7 @@ def test_sweep_selects_by_a_validator(entropy_sweep: Path) -> None:
 def test_every_trial_logs_select_metrics_to_mlflow(entropy_sweep: Path) -> None:
     from mlflow import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{entropy_sweep}/mlflow.db")
+    client = MlflowClient(f"sqlite:///{entropy_sweep.parent}/mlflow.db")  # one store per folder of sweeps
     experiments = [e.experiment_id for e in client.search_experiments()]
     trials = [r for r in client.search_runs(experiments) if "mlflow.parentRunId" in r.data.tags]
     assert len(trials) == 2
