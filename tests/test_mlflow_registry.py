@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from simtune import config
+from simtune.rundir import write_config
 from simtune.tracking.datasets import data_inputs, log_data_inputs
 from simtune.tracking.naming import CHAMPION, PREVIOUS
 from simtune.tracking.registry import log_segmenter, register
@@ -55,7 +56,7 @@ def retrain(client: Any, uri: str, experiment: str, tmp_path: Path, seed: int) -
     from simtune.models import build_segmenter
 
     cfg_file = tmp_path / f"config{seed}.yaml"
-    config.dump_yaml(config.build({**TINY_MODEL, "seed": seed}), cfg_file)
+    write_config(config.build({**TINY_MODEL, "seed": seed}), cfg_file)
     parent = client.create_run(experiment, run_name=f"retrain {seed}").info.run_id
     child = client.create_run(experiment, run_name=f"seed {seed}", tags={"mlflow.parentRunId": parent}).info.run_id
     model_uri = log_segmenter(child, uri, build_segmenter("small", 19, width=4).state_dict(), cfg_file, 19)
