@@ -1,0 +1,91 @@
+"""One sweep per name at a time: an exclusive lock beside the sweep's folder.
+
+``<storage>/.<name>.lock`` is held with ``flock`` for the whole sweep and names its owner
+(pid, host, start time). The kernel drops the ``flock`` when the owner dies, however it
+dies, so a lock file that can be locked again is stale: it is taken over and reported.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from simtune.errors import ConfigError
+
+
+class SweepLock:
+    """The lock of sweep ``name`` in ``storage``; ``acquire`` before Ray starts, ``release`` at the end."""
+
+    def __init__(self, storage: Path, name: str) -> None:
+        self.path = Path(storage) / f".{name}.lock"
+        self.name = name
+        self._handle: TextIO | None = None
+
+    def acquire(self) -> str | None:
+        """Take the lock.
+
+        Returns:
+            a one-line note when a stale lock of a dead owner was taken over, else None.
+        Raises:
+            ConfigError: another live process holds it (the message names its pid and host).
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = _describe(_read_owner(handle))
+            handle.close()
+            raise ConfigError(f"sweep '{self.name}' is already running ({owner}, lock {self.path}); wait for it "
+                              f"or choose another --name") from None
+        previous = _read_owner(handle)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}))
+        handle.flush()
+        self._handle = handle
+        if previous:
+            return f"took over the stale lock of sweep '{self.name}' ({_describe(previous)}, no longer running)"
+        return None
+
+    def release(self) -> None:
+        """Drop the lock; the emptied file tells the next owner that this one ended cleanly.
+
+        The file is emptied, not removed: removing it would let two later sweeps lock two
+        different files of the same name.
+        """
+        if self._handle is None:
+            return
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._handle.flush()
+        fcntl.flock(self._handle, fcntl.LOCK_UN)
+        self._handle.close()
+        self._handle = None
+
+    def __enter__(self) -> SweepLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _read_owner(handle: TextIO) -> dict[str, Any]:
+    handle.seek(0)
+    try:
+        owner = json.loads(handle.read() or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
+def _describe(owner: dict[str, Any]) -> str:
+    if not owner:
+        return "owner unknown"
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner.get("started", 0)))
+    return f"pid {owner.get('pid')} on host {owner.get('host')}, started {started}"
