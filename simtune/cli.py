@@ -1,7 +1,8 @@
 """``simtune`` command line: each subcommand parses, validates and calls one library function.
 
-User errors (``SimtuneError``) print one line on stderr and exit with code 2; ``--debug``
-shows the traceback instead.
+User errors (``SimtuneError``) print one line on stderr and exit with code 2; a diverged
+run (``NonFiniteLoss``) prints one line and exits with code 3; ``--debug`` shows the
+traceback instead.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from simtune.errors import SimtuneError
+from simtune.errors import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_USER_ERROR, NonFiniteLoss, SimtuneError
 
 # Each module defines ``register(subparsers)``, which adds its parser with ``func=run``.
 COMMANDS = ("validate", "data", "train", "eval", "sweep", "retrain", "report", "bench")
@@ -41,10 +42,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"simtune {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
+    except NonFiniteLoss as exc:
+        if args.debug:
+            raise
+        kept = f"; run directory kept for inspection: {exc.run_dir}" if exc.run_dir is not None else ""
+        print(f"simtune {args.command}: diverged: {exc}{kept}", file=sys.stderr)
+        return EXIT_DIVERGED
     except KeyboardInterrupt:
         print(f"simtune {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

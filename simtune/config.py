@@ -10,6 +10,7 @@ The schema is frozen dataclasses; each field's ``metadata["help"]`` is its one-l
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from collections.abc import Sequence
@@ -63,6 +64,7 @@ class ModelConfig:
 
     backbone: Literal["resnet101", "small"] = _f("resnet101", "DeepLab-v2 ResNet-101, or the small CPU net")
     init_weights: str = _f("", "weights file: torchvision ResNet-101 or 'Scale.'-keyed DeepLab init")
+    random_init: bool = _f(False, "resnet101 without init_weights: allowed only when true (it diverges)")
     aspp_all_branches: bool = _f(True, "sum all four ASPP rates; false = the authors' code (rates 6, 12)")
     multi_level: bool = _f(False, "add the AdaptSegNet aux head on res4 with its own discriminator")
     width: int = _f(32, "small backbone only: channels of its first stage")
@@ -208,6 +210,9 @@ def _build_dataclass(cls: type, data: Any, *, prefix: str, source: str) -> Any:
     return dataclasses.replace(defaults, **values)
 
 
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _coerce(hint: Any, raw: Any, *, path: str, source: str) -> Any:
     """Check ``raw`` against a field's type hint; ints are accepted where floats are."""
     origin = typing.get_origin(hint)
@@ -227,6 +232,8 @@ def _coerce(hint: Any, raw: Any, *, path: str, source: str) -> Any:
             raise ConfigError(f"{source}: '{path}' must be an integer, got {raw!r}")
         return raw
     if hint is float:
+        if isinstance(raw, str) and NUMBER.fullmatch(raw.strip()):
+            return float(raw)  # YAML 1.1 reads 1e-3 (no dot, no sign) as a string
         if isinstance(raw, bool) or not isinstance(raw, (int, float)):
             raise ConfigError(f"{source}: '{path}' must be a number, got {raw!r}")
         return float(raw)

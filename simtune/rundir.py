@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,42 @@ def torch_save(obj: Any, path: Path) -> None:
     import torch
 
     write_with(path, lambda tmp: torch.save(obj, tmp))
+
+
+def torch_load(path: Path, what: str = "torch file", *, map_location: Any = "cpu") -> Any:
+    """``torch.load`` of a file a user may hand us: tensors and plain containers only, never code.
+
+    ``weights_only=True`` refuses any pickled Python object that is not a tensor, number,
+    string or container, so a crafted file cannot run code when it is loaded.
+
+    Args:
+        what: what the file is, for the error message ("checkpoint", "init weights").
+    Raises:
+        ConfigError: one line: the file is missing, truncated, not a torch file, or holds
+            Python objects (refused unread).
+    """
+    import pickle
+
+    import torch
+
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: {what} not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ConfigError(f"{path}: {_refusal(str(exc), what)}") from None
+    except Exception as exc:  # torch raises zip, runtime and EOF errors alike for damaged files
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"{path}: cannot read {what}: truncated or corrupted ({first[:160]})") from None
+
+
+def _refusal(message: str, what: str) -> str:
+    """Why ``weights_only`` refused a file, in one line."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if found:
+        return (f"refused: it holds a Python object ({found.group(1)}) that would run code when loaded; "
+                f"simtune loads only tensors and plain containers")
+    return f"cannot read {what}: not a torch file of tensors and plain containers"
 
 
 def read_json(path: Path) -> Any:
@@ -218,10 +255,15 @@ def locate(path: Path) -> tuple[RunDir, Path]:
 
 
 def load_segmenter_state(weights: Path) -> dict[str, Any]:
-    """Segmenter weights from a ``model.pt`` or from the ``nets`` of a resumable checkpoint."""
-    import torch
+    """Segmenter weights from a ``model.pt`` or from the ``nets`` of a resumable checkpoint.
 
-    state = torch.load(weights, map_location="cpu", weights_only=False)
-    if isinstance(state, dict) and "nets" in state:
-        return state["nets"]["segmenter"]
+    Raises:
+        ConfigError: the file is unreadable, refused (``torch_load``) or holds no state dict.
+    """
+    state = torch_load(weights, "model weights")
+    if isinstance(state, dict) and isinstance(state.get("nets"), dict) and "segmenter" in state["nets"]:
+        state = state["nets"]["segmenter"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise ConfigError(f"{weights}: expected a state dict of the segmenter (tensor name -> tensor), "
+                          f"got {type(state).__name__}")
     return state

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from simtune.errors import EXIT_TRIALS_FAILED
+
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser(
@@ -34,4 +36,9 @@ def run(args: argparse.Namespace) -> int:
                           compare_runner_up=args.compare_runner_up, tracking_uri=args.tracking_uri,
                           model_name=args.model_name, progress=sys.stderr.isatty())
     print(format_result(result))
+    failed = [run for candidate in result.candidates for run in candidate.runs if run.failure]
+    if failed:
+        total = sum(len(candidate.runs) for candidate in result.candidates)
+        print(f"{len(failed)} of {total} seed runs failed; first: seed {failed[0].seed}: {failed[0].failure}")
+        return EXIT_TRIALS_FAILED
     return 0

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from simtune.errors import ConfigError
+from simtune.errors import EXIT_INTERRUPTED, EXIT_TRIALS_FAILED, EXIT_USER_ERROR, ConfigError
 from simtune.sweep.results import SELECTION_METRIC as ORACLE
 from simtune.sweep.results import SweepDir
 from simtune.tables import text_table
@@ -16,7 +16,16 @@ TOP = 5  # trials shown in the final table
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = sub.add_parser("sweep", help="run a search space as a Ray Tune sweep (CPU or GPU, local or cluster)")
+    parser = sub.add_parser(
+        "sweep", help="run a search space as a Ray Tune sweep (CPU or GPU, local or cluster)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit codes:\n"
+               f"  0    every trial finished (trials a scheduler stopped early count as finished)\n"
+               f"  {EXIT_TRIALS_FAILED}    some trials failed or did not finish; the last line says how many and "
+               "the first reason\n"
+               f"  {EXIT_USER_ERROR}    bad input (space, config, data, weights, storage, tracking) or another sweep "
+               "of this name is running: refused before Ray starts\n"
+               f"  {EXIT_INTERRUPTED}  interrupted (Ctrl-C); continue with --resume")
     parser.add_argument("space", type=Path, help="search-space YAML (see docs/sweeps.md)")
     parser.add_argument("--name", help="sweep name (default <space>-<time>; with --resume: the latest <space>-*)")
     parser.add_argument("--resume", action="store_true", help="continue a stopped or killed sweep; finished "
@@ -58,7 +67,26 @@ def run(args: argparse.Namespace) -> int:
     tracked = read_json(SweepDir(options.sweep_dir).tracking)
     if tracked:
         print("\n".join(naming.ui_lines(tracked["tracking_uri"], tracked["experiment_id"], tracked["parent_run_id"])))
-    return 0
+    # On failure the count and the first reason come last, after the MLflow lines.
+    failures = failure_line(summary)
+    if failures is None:
+        return 0
+    print(failures)
+    return EXIT_TRIALS_FAILED
+
+
+def failure_line(summary: dict[str, Any]) -> str | None:
+    """``"2 of 9 trials failed; first: <trial>: <reason>"``, or None when every trial finished."""
+    counts = summary["counts"]
+    failed = [t for t in summary["trials"] if t["status"] == "ERROR"]
+    unfinished = counts["total"] - counts["finished"] - counts["failed"]
+    if not failed and not unfinished:
+        return None
+    parts = [f"{len(failed)} of {counts['total']} trials failed"] if failed else []
+    if unfinished:
+        parts.append(f"{unfinished} of {counts['total']} did not finish")
+    first = f"; first: {failed[0]['trial_id']}: {failed[0]['failure_reason']}" if failed else ""
+    return ", ".join(parts) + first
 
 
 def _default_name(space: Path, storage: Path, resume: bool) -> str:

@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from simtune import preflight
 from simtune.commands.common import add_config_args, load_config
 
 
@@ -24,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from simtune.tables import final_table
 
     cfg = load_config(args)
+    preflight.check([cfg])
     out = args.out or Path("runs") / f"{args.experiment.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     result = run_pipeline(cfg, out.resolve(), resume=args.resume, progress=not args.no_progress)
     print(final_table(result))

@@ -1,18 +1,22 @@
-"""``simtune validate``: check an experiment or search-space file without running anything."""
+"""``simtune validate``: check an experiment or search-space file without running anything.
+
+It runs the same pre-flight as ``train``, ``sweep`` and ``retrain`` (``simtune.preflight``):
+whatever they would refuse, ``validate`` refuses first.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from simtune import config
+from simtune import config, preflight
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser("validate", help="check an experiment or search-space YAML, run nothing")
     parser.add_argument("file", type=Path)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--data", action="store_true", help="also list the datasets and check their layout")
+    parser.add_argument("--data", action="store_true", help="also print how many images each dataset holds")
     parser.set_defaults(func=run)
 
 
@@ -26,10 +30,15 @@ def run(args: argparse.Namespace) -> int:
         from simtune.sweep.space import load_space
 
         space = load_space(args.file, args.overrides)
+        configs = space.trial_configs()
+        preflight.check(configs, write_builtin=False)
+        print(f"{args.file}: {len(configs) - 1} trial configs checked (combinations of grid/choice values and "
+              f"range ends): runnable")
         print(f"{args.file}: valid search space ({len(space.params)} parameters, base {space.base})")
         return 0
     cfg = config.load(args.file, args.overrides)
-    if args.data:
+    preflight.check([cfg], write_builtin=False)
+    if args.data and not preflight.builtin_pending(cfg):
         from simtune.train.builders import build_datasets
 
         sets = build_datasets(cfg)

@@ -9,7 +9,7 @@ from simtune.errors import ConfigError
 from simtune.models.deeplab import ASPP, FrozenBatchNorm2d, SegOutput, Segmenter, build_deeplab_v2
 from simtune.models.discriminator import Discriminator, build_discriminator
 from simtune.models.small import build_small_segmenter
-from simtune.models.weights import LoadReport, count_parameters, load_init_weights, read_state_dict
+from simtune.models.weights import LoadReport, count_parameters, load_init_weights, load_module_state, read_state_dict
 
 BACKBONES = ("resnet101", "small")
 
@@ -25,6 +25,7 @@ __all__ = [
     "build_segmenter",
     "count_parameters",
     "load_init_weights",
+    "load_module_state",
     "read_state_dict",
 ]
 

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from simtune.errors import ConfigError
 from simtune.models.deeplab import ResNet101Backbone, Segmenter
+from simtune.rundir import torch_load
 
 TORCHVISION_BACKBONE = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
 SIMTUNE_MODULES = ("backbone", "classifier", "aux_classifier")
@@ -89,13 +90,7 @@ def read_state_dict(path: Path) -> dict[str, object]:
     Raises:
         ConfigError: the file is missing, unreadable or holds no state dict.
     """
-    if not path.is_file():
-        raise ConfigError(f"{path}: init weights file not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises pickle, zip and runtime errors alike for bad files
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ConfigError(f"{path}: cannot read init weights ({first_line})") from err
+    obj = torch_load(path, "init weights file")
     while isinstance(obj, Mapping) and any(isinstance(obj.get(k), Mapping) for k in WRAPPER_KEYS):
         obj = next(obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping))
     if not isinstance(obj, Mapping) or not all(isinstance(k, str) for k in obj):
@@ -224,3 +219,22 @@ def load_init_weights(model: Segmenter, path: Path) -> LoadReport:
     missing = tuple(n for n in targets if n not in plan.copies and not n.endswith(UNUSED_BUFFER))
     return LoadReport(path=str(path), loaded=tuple(plan.copies), skipped=tuple(plan.skipped),
                       missing=missing, total=len(state), layout=layout)
+
+
+def load_module_state(module: nn.Module, state: Mapping[str, object], source: Path | str) -> None:
+    """``module.load_state_dict(state)`` with a mismatch reported as one line.
+
+    Raises:
+        ConfigError: keys missing from or unexpected in ``state``, or tensors of another
+            shape; the message names ``source`` and the first offending keys.
+    """
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [k for k in own if k in state and tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)]
+    problems = [f"{len(keys)} {what} (e.g. {keys[0]})" for keys, what in
+                ((missing, "missing"), (unexpected, "unexpected"), (reshaped, "of another shape")) if keys]
+    if problems:
+        raise ConfigError(f"{source}: does not fit the {type(module).__name__} of this run's config: tensors "
+                          + ", ".join(problems))
+    module.load_state_dict(state)  # type: ignore[arg-type]

@@ -32,10 +32,14 @@ class SweepLock:
         Returns:
             a one-line note when a stale lock of a dead owner was taken over, else None.
         Raises:
-            ConfigError: another live process holds it (the message names its pid and host).
+            ConfigError: another live process holds it (the message names its pid and host), or
+                the storage folder cannot be written.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+")
+        except OSError as exc:
+            raise ConfigError(f"--storage {self.path.parent}: cannot write there ({exc.strerror})") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

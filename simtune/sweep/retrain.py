@@ -37,7 +37,8 @@ from simtune.tracking.store import (TAG_PARENT, TAG_ROLE, TAG_RUN_DIR, TAG_SWEEP
                                     default_tracking_uri, ensure_experiment, find_sweep_parent, log_history,
                                     log_metrics, log_params, normalise_uri, one_line, provenance_tags, search,
                                     start_system_metrics)
-from simtune.train.loop import NonFiniteLoss
+from simtune import preflight
+from simtune.errors import NonFiniteLoss
 
 TAG_SWEEP_PARENT = "simtune.sweep_parent_run_id"
 
@@ -122,6 +123,7 @@ def retrain_best(*, storage: Path, sweep: str | None = None, seeds: int = 3, ite
     if not iters_scale > 0:
         raise ConfigError(f"--iters-scale must be > 0, but got {iters_scale}")
     result = _plan(find_sweep(storage, sweep), compare_runner_up, tracking_uri)
+    preflight.check(RunDir(c.trial.run_dir).config() for c in result.candidates)
     result.seeds, result.iters_scale = seeds, iters_scale
     client = connect(result.tracking_uri)
     experiment = experiment_of(result.sweep_dir)

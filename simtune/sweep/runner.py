@@ -21,15 +21,18 @@ import json
 import logging
 import os
 import shutil
+import sys
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from simtune import preflight
 from simtune.errors import ConfigError
 from simtune.rundir import write_config, write_json
 from simtune.sweep.algorithms import ALGORITHMS, SCHEDULERS
+from simtune.sweep.lock import SweepLock
 from simtune.sweep.results import Standing, SweepDir, rank
 from simtune.sweep.space import Param, SearchSpace
 from simtune.sweep.trainable import FAULT_ENV, TrialContext, run_trial
@@ -56,15 +59,35 @@ class SweepOptions:
 def run_sweep(space: SearchSpace, options: SweepOptions, overrides: list[str]) -> dict[str, Any]:
     """Run (or resume) every trial of ``space``; returns the summary also written to ``summary.json``.
 
+    Everything is checked before Ray starts: every trial's config, dataset and weights
+    (``preflight``), that no other sweep of this name runs (``SweepLock``), the sweep folder
+    and the tracking store.
     Raises:
+        ConfigError / DataError: a trial config, dataset or weights file the pipeline would refuse;
+            another sweep of this name is running.
         ConfigError: the sweep exists without ``resume`` (or is missing with it), or differs from
             the one being resumed, or the storage is not shared by every node of the cluster.
         TrackingError: the tracking store cannot be reached (raised before Ray starts).
     """
+    preflight.check(space.trial_configs(), say=_note)
+    with SweepLock(options.storage, options.name) as lock:
+        taken_over = lock.acquire()
+        if taken_over:
+            _note(taken_over)
+        record = _check_sweep_dir(space, options, overrides)
+        tracker = _open_tracker(space, options)
+        summary = _run_on_ray(space, options, record, tracker)
+    write_summary(space, options.sweep_dir, summary)
+    if tracker is not None:
+        tracker.finish(summary)
+    return summary
+
+
+def _run_on_ray(space: SearchSpace, options: SweepOptions, record: dict[str, Any],
+                tracker: SweepTracker) -> dict[str, Any]:
+    """Start (or join) Ray, run the tuner, and summarise what Tune saved."""
     import ray
 
-    record = _check_sweep_dir(space, options, overrides)
-    tracker = _open_tracker(space, options)
     started_ray = not ray.is_initialized()
     if started_ray:
         _init_ray(options.address)
@@ -72,14 +95,14 @@ def run_sweep(space: SearchSpace, options: SweepOptions, overrides: list[str]) -
         check_shared_storage(options.storage, explicit=options.storage_explicit)
         _record_sweep(space, options, record)
         _tuner(space, options, tracker).fit()
-        summary = summarize(space, options.sweep_dir)
+        return summarize(space, options.sweep_dir)
     finally:
         if started_ray:
             ray.shutdown()
-    write_summary(space, options.sweep_dir, summary)
-    if tracker is not None:
-        tracker.finish(summary)
-    return summary
+
+
+def _note(text: str) -> None:
+    print(f"simtune sweep: {text}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- setting up

@@ -24,6 +24,8 @@ Parameter kinds: ``grid``/``choice`` (a list of values), ``uniform``/``logunifor
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +109,17 @@ class SearchSpace:
             changes = config.deep_merge(changes, config.nest(path, _plain(value)))
         return config.build(changes, source=f"{self.file} trial")
 
+    def trial_configs(self, limit: int = 512) -> list[Config]:
+        """Configs to check before a sweep starts: every combination of grid/choice values and
+        range ends, or (more than ``limit`` combinations) each value over the base config."""
+        options = {key: _values_to_check(param) for key, param in self.params.items()}
+        combos = math.prod(len(values) for values in options.values())
+        if combos <= limit:
+            points = [dict(zip(options, values)) for values in itertools.product(*options.values())]
+        else:
+            points = [{key: value} for key, values in options.items() for value in values]
+        return [self.base_config, *(self.config_for(point) for point in points)]
+
     def total_iters(self) -> int:
         """Iterations of a full trial of the base config, over both stages."""
         cfg = self.base_config
@@ -182,6 +195,8 @@ def _param(path: Path, key: Any, spec: Any, algorithm: str) -> Param:
     kind, raw = next(iter(spec.items()))
     if kind not in ALGORITHMS[algorithm].kinds:
         raise SearchSpaceError(f"{where}: " + ALGORITHMS[algorithm].refusal.format(kind=kind))
+    if isinstance(raw, list) and config.leaf_types().get(str(key)) is float:
+        raw = [_number(v) for v in raw]  # YAML 1.1 reads 1e-3 as a string
     values = _list_values(where, kind, raw) if kind in ("grid", "choice") else _range_values(where, kind, raw)
     samples = values if kind in ("grid", "choice") else _range_samples(kind, values)
     try:
@@ -190,6 +205,11 @@ def _param(path: Path, key: Any, spec: Any, algorithm: str) -> Param:
     except ConfigError as exc:
         raise SearchSpaceError(str(exc)) from None
     return Param(str(key), kind, values)
+
+
+def _number(value: Any) -> Any:
+    """``"1e-3"`` -> 0.001; anything else unchanged (and checked by the schema later)."""
+    return float(value) if isinstance(value, str) and config.NUMBER.fullmatch(value.strip()) else value
 
 
 def _list_values(where: str, kind: str, raw: Any) -> tuple[Any, ...]:
@@ -209,6 +229,13 @@ def _range_values(where: str, kind: str, raw: Any) -> tuple[Any, ...]:
     if kind == "loguniform" and low <= 0:
         raise SearchSpaceError(f"{where}: 'loguniform' needs low > 0, but got low={low}")
     return (low, high)
+
+
+def _values_to_check(param: Param) -> list[Any]:
+    """A parameter's values, or its range's two ends."""
+    if param.kind in ("grid", "choice"):
+        return list(param.values)
+    return _range_samples(param.kind, param.values)
 
 
 def _range_samples(kind: str, bounds: tuple[Any, ...]) -> list[Any]:

@@ -8,7 +8,8 @@ copies that checkpoint back into its run directory, unless the run directory is 
 further along, and resumes mid-stage.
 
 Failures come in two kinds. A crash (any exception) is retried by Tune from the last
-checkpoint, up to ``max_failures`` times. A non-finite loss would only happen again, so the
+checkpoint, up to ``max_failures`` times. A non-finite loss, or a user error (a
+``SimtuneError`` such as a ConfigError or DataError), would only happen again, so the
 trial writes ``failure.json``, reports ``failed=1`` with ``failure_reason`` and returns
 normally: Tune never retries a trial that returned, and the sweep summary and the MLflow
 child run mark it failed from ``failure.json``.
@@ -18,7 +19,7 @@ as ``;``-separated ``KIND=ITERATION[@KEY=VALUE]`` items, ``KEY=VALUE`` limiting 
 whose swept ``KEY`` has that value. ``crash_once_at=2`` raises ``RuntimeError`` once per trial
 (at the first evaluation at iteration >= 2, after its checkpoint was reported) and deletes
 the stage's on-disk checkpoint, so the retry must come back through Tune's checkpoint;
-``nan_at=2`` raises ``NonFiniteLoss`` there. Example:
+``nan_at=2`` raises ``NonFiniteLoss`` there and ``config_error_at=2`` a ``ConfigError``. Example:
 ``SIMTUNE_FAULT="crash_once_at=2@pseudo_label.quantile=0.3;nan_at=2@pseudo_label.quantile=0.6"``.
 """
 
@@ -38,10 +39,11 @@ from typing import Any
 import yaml
 from ray import tune
 
-from simtune.rundir import RunDir, write_json
+from simtune.rundir import RunDir, read_json, write_json
 from simtune.sweep.results import SweepDir
 from simtune.sweep.space import SearchSpace
-from simtune.train.loop import Callback, NonFiniteLoss
+from simtune.errors import ConfigError, NonFiniteLoss, SimtuneError
+from simtune.train.loop import Callback
 
 FAULT_ENV = "SIMTUNE_FAULT"
 STAGE_NUMBER = {"stage1": 1, "stage2": 2}
@@ -67,7 +69,9 @@ class TrialContext:
 def run_trial(params: dict[str, Any], context: TrialContext) -> None:
     """Tune function trainable: ``params`` are the sampled dotted keys of this trial.
 
-    A diverged run (non-finite loss) reports ``failed=1`` and returns: it is not retried.
+    A diverged run (non-finite loss) or a user error (``SimtuneError``: a bad config or
+    dataset that the pre-flight could not see) reports ``failed=1`` and returns: it would
+    fail the same way again, so it is not retried.
     Raises:
         Exception: anything else; Tune retries from the last checkpoint.
     """
@@ -84,8 +88,8 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
     try:
         # resume=True: the run dir of a retried or resumed trial is not empty, and that is expected.
         run_pipeline(cfg, run_dir, callbacks=[reporter], resume=True, stage1_cache=context.stage1_cache)
-    except NonFiniteLoss as exc:
-        reporter.report_failure(str(exc))
+    except (NonFiniteLoss, SimtuneError) as exc:  # would only happen again: never retried
+        reporter.report_failure(f"{type(exc).__name__}: {exc}")
     finally:
         _release_gpu_memory()
 
@@ -113,8 +117,10 @@ class TuneReporter(Callback):
         self.faults.after_eval(step, self.run_dir / stage)
 
     def report_failure(self, reason: str) -> None:
-        """Record a non-finite loss in the run dir and in Tune's results (with the metric Tune requires)."""
-        write_json(RunDir(self.run_dir).failure, {"reason": reason, "time": time.time()})
+        """Record a failure that must not be retried in the run dir and in Tune's results
+        (with the metric Tune requires)."""
+        failure = RunDir(self.run_dir).failure
+        write_json(failure, {**(read_json(failure) or {}), "reason": reason, "time": time.time()})
         tune.report({**(self.last or {"iteration": 0, "stage": 0, "val/miou": 0.0}), "failed": 1,
                      "failure_reason": reason})
 
@@ -197,6 +203,7 @@ class Faults:
 
     crash_once_at: int | None = None
     nan_at: int | None = None
+    config_error_at: int | None = None
 
     @classmethod
     def from_env(cls, text: str, params: dict[str, Any]) -> Faults:
@@ -204,7 +211,7 @@ class Faults:
         for item in filter(None, (part.strip() for part in text.split(";"))):
             fault, _, scope = item.partition("@")
             kind, _, at = fault.partition("=")
-            if kind not in ("crash_once_at", "nan_at") or not at.isdigit():
+            if kind not in ("crash_once_at", "nan_at", "config_error_at") or not at.isdigit():
                 raise ValueError(f"{FAULT_ENV}: cannot parse {item!r}; expected KIND=ITERATION[@KEY=VALUE]")
             key, _, value = scope.partition("=")
             if not scope or (key in params and params[key] == yaml.safe_load(value)):
@@ -213,7 +220,10 @@ class Faults:
 
     def after_eval(self, step: int, stage_dir: Path) -> None:
         if self.nan_at is not None and step >= self.nan_at:
-            raise NonFiniteLoss(f"iteration {step}: loss/seg_src became nan (injected by {FAULT_ENV})")
+            raise NonFiniteLoss(f"iteration {step}: loss/seg_src became nan (injected by {FAULT_ENV})",
+                                stage=stage_dir.name, iteration=step)
+        if self.config_error_at is not None and step >= self.config_error_at:
+            raise ConfigError(f"iteration {step}: a config error injected by {FAULT_ENV}")
         marker = stage_dir.parent / ".fault-crash-once"
         if self.crash_once_at is not None and step >= self.crash_once_at and not marker.exists():
             marker.write_text(str(step))

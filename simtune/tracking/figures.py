@@ -124,7 +124,7 @@ def sample_predictions(run_dir: Path, count: int) -> list[tuple[np.ndarray, np.n
     from simtune.rundir import RunDir, load_segmenter_state
     from simtune.data.datasets import SegmentationDataset, read_image
     from simtune.data.splits import split_samples
-    from simtune.models import build_segmenter
+    from simtune.models import build_segmenter, load_module_state
     from simtune.train.builders import domain_samples
 
     run = RunDir(run_dir)
@@ -140,7 +140,7 @@ def sample_predictions(run_dir: Path, count: int) -> list[tuple[np.ndarray, np.n
     for name, path in weights.items():
         net = build_segmenter(m.backbone, m.num_classes, aspp_all_branches=m.aspp_all_branches,
                               multi_level=m.multi_level, width=m.width)
-        net.load_state_dict(load_segmenter_state(path))
+        load_module_state(net, load_segmenter_state(path), path)
         net.eval()
         with torch.no_grad():
             for item in items:

@@ -16,9 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from simtune.errors import NonFiniteLoss
 
-class NonFiniteLoss(RuntimeError):
-    """A loss became NaN or inf; the run stops and is recorded as failed with this reason."""
 
 
 class Callback:
@@ -135,7 +134,8 @@ class LossMonitor(Hook):
         bad = [name for name, value in values.items() if not math.isfinite(value)]
         if bad:
             raise NonFiniteLoss(f"{state.stage} iteration {state.iteration}: {', '.join(bad)} became "
-                                f"{values[bad[0]]} (non-finite loss)")
+                                f"{values[bad[0]]} (non-finite loss)", stage=state.stage,
+                                iteration=state.iteration)
         values["lr"] = self.lr_of()
         self.last = values
         for cb in self.callbacks:

@@ -7,6 +7,7 @@ writes a run directory (``simtune.rundir``). ``evaluate_checkpoint`` scores a ru
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,15 +16,17 @@ from typing import Any
 import torch
 
 from simtune.config import Config, StageConfig
-from simtune.errors import ConfigError
+from simtune.errors import ConfigError, NonFiniteLoss
+from simtune.models import load_module_state
+from simtune.preflight import check_combinations
 from simtune.provenance import describe
 from simtune.rundir import RunDir, load_segmenter_state, locate, read_json, write_config, write_json
 from simtune.selection.compute import SelectionSubset
-from simtune.selection.run import check_select, draw_subset
+from simtune.selection.run import draw_subset
 from simtune.train import checkpoint as ckpt
 from simtune.train.builders import DataSets, build_datasets, build_matcher, build_nets, build_optimizers, pick_device
 from simtune.train.loop import Callback
-from simtune.train.pseudo import PseudoLabelled, PseudoLabelRule, make_pseudo_labels, predict_target
+from simtune.train.pseudo import PseudoLabelled, PseudoLabelRule, make_pseudo_labels, predict_target, source_prior
 from simtune.train.stage import StageParts, StagePlan, eval_metrics, run_stage
 from simtune.train.stage1_cache import CACHED_HISTORY, CACHED_MODEL, CACHED_PREDICTIONS, Stage1Cache, stage1_key
 from simtune.train.steps import MODE_SWITCHES, step_weights
@@ -55,10 +58,7 @@ def run_pipeline(cfg: Config, out_dir: Path, *, callbacks: Sequence[Callback] = 
         ConfigError / DataError: bad input, before any compute.
         NonFiniteLoss: a loss became NaN/inf.
     """
-    if cfg.pseudo_label.spatial_prior:
-        raise ConfigError("pseudo_label.spatial_prior: the CBST spatial prior is not available in the pipeline "
-                          "yet (simtune.sim.thresholds has it); set it to false")
-    check_select(cfg.select)
+    check_combinations(cfg)
     data = build_datasets(cfg)
     device = pick_device(cfg.runtime.device)
     if cfg.runtime.threads:
@@ -67,6 +67,22 @@ def run_pipeline(cfg: Config, out_dir: Path, *, callbacks: Sequence[Callback] = 
     _prepare_run_dir(cfg, run, resume)
     cache = Stage1Cache(stage1_cache) if stage1_cache is not None else None
     selection = draw_subset(cfg.select, data.target, data.source)
+    try:
+        stages, report = _stages(cfg, data, device, run, callbacks, progress, cache, selection)
+    except NonFiniteLoss as exc:
+        exc.run_dir = run.root
+        write_json(run.failure, {"reason": str(exc), "stage": exc.stage, "iteration": exc.iteration,
+                                 "time": time.time()})
+        raise
+    result = PipelineResult(out_dir, stages, report)
+    write_json(run.results, {"stages": stages, "pseudo_labels": report})
+    return result
+
+
+def _stages(cfg: Config, data: DataSets, device: torch.device, run: RunDir, callbacks: Sequence[Callback],
+            progress: bool, cache: Stage1Cache | None,
+            selection: SelectionSubset | None) -> tuple[dict[str, dict[str, float]], dict[str, Any] | None]:
+    """Stage 1, then pseudo-labels and stage 2 where the mode has them."""
     stages = {"stage1": _stage1(cfg, data, device, run, callbacks, progress, cache, selection)}
     report = None
     if uses_pseudo_labels(cfg):
@@ -74,9 +90,7 @@ def run_pipeline(cfg: Config, out_dir: Path, *, callbacks: Sequence[Callback] = 
         plan = _plan(cfg, "stage2", cfg.stage2, offset=cfg.stage1.iters, seg_data=data.source,
                      trg_data=PseudoLabelled(data.target, run.labels), selection=selection)
         stages["stage2"] = _run_or_skip(plan, data, device, run, callbacks, progress)
-    result = PipelineResult(out_dir, stages, report)
-    write_json(run.results, {"stages": stages, "pseudo_labels": report})
-    return result
+    return stages, report
 
 
 def _prepare_run_dir(cfg: Config, run: RunDir, resume: bool) -> None:
@@ -171,7 +185,7 @@ def _run_or_skip(plan: StagePlan, data: DataSets, device: torch.device, run: Run
 
 def _stage1_segmenter(cfg: Config, device: torch.device, run: RunDir) -> torch.nn.Module:
     nets, _ = build_nets(cfg, device)
-    nets.segmenter.load_state_dict(torch.load(run.model("stage1"), map_location=device, weights_only=True))
+    load_module_state(nets.segmenter, load_segmenter_state(run.model("stage1")), run.model("stage1"))
     return nets.segmenter
 
 
@@ -192,8 +206,10 @@ def _pseudo_labels(cfg: Config, data: DataSets, device: torch.device, run: RunDi
         return written
     p = cfg.pseudo_label
     rule = PseudoLabelRule(p.method, p.quantile, p.cap, p.portion, p.bins)
+    use_prior = p.method == "cbst" and p.spatial_prior
+    prior = source_prior(data.source, cfg.data.target.size, cfg.model.num_classes, device) if use_prior else None
     report = make_pseudo_labels(_stage1_segmenter(cfg, device, run), data.target, rule, run.predictions,
-                                run, device=device, autocast=device.type == "cuda" and cfg.runtime.amp)
+                                run, device=device, autocast=device.type == "cuda" and cfg.runtime.amp, prior=prior)
     for cb in callbacks:
         cb.on_pseudo_labels(cfg.stage1.iters, report)
     return report
@@ -206,5 +222,5 @@ def evaluate_checkpoint(path: Path) -> dict[str, float]:
     device = pick_device(cfg.runtime.device)
     data = build_datasets(cfg)
     nets, _ = build_nets(cfg, device)
-    nets.segmenter.load_state_dict(load_segmenter_state(weights))
+    load_module_state(nets.segmenter, load_segmenter_state(weights), weights)
     return eval_metrics(nets, data.val, device, device.type == "cuda" and cfg.runtime.amp, cfg.data.source.dataset)

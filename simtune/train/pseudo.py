@@ -3,7 +3,8 @@
 One model pass over the target train set stores, per image, the predicted class and its
 confidence (uint8 + uint16) and fills per-class confidence histograms. The SIM rule then
 needs no further model pass: a thresholds sweep re-labels from these files. CBST needs the
-full class probabilities and runs the model again.
+full class probabilities and runs the model again; CBST with the spatial prior (CBST-SP)
+runs it twice, once to histogram the prior-weighted probabilities, once to label.
 """
 
 from __future__ import annotations
@@ -17,12 +18,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from simtune.data.datasets import SegmentationDataset, read_label_ids, to_train_ids
 from simtune.labels import IGNORE
 from simtune.rundir import RunDir, write_json
 from simtune.sim.thresholds import (
     ConfidenceHistogram,
+    accumulate_class_frequency,
     apply_cbst,
     cbst_thresholds,
+    prior_histogram,
+    spatial_prior,
     sim_thresholds,
     thresholds_report,
     write_pseudo_label,
@@ -93,10 +98,49 @@ def label_from_predictions(pred_dir: Path, labels_dir: Path, thresholds: np.ndar
     return kept / np.maximum(total, 1)
 
 
+PRIOR_KERNEL_AT_1024 = 70  # CBST-SP's Gaussian kernel width (px) for 1024-wide target images
+
+
+def source_prior(source: SegmentationDataset, size: tuple[int, int], num_classes: int,
+                 device: torch.device) -> torch.Tensor:
+    """CBST-SP's spatial prior: the source labels' class frequency per pixel, smoothed.
+
+    Reads only the label files. The kernel scales with the target width (70 px at 1024).
+
+    Args:
+        size: (W, H) of the target images the prior multiplies.
+    Returns:
+        (K, H, W) float32, each class summing to 1 over the pixels.
+    """
+    width, height = size
+    counts = torch.zeros(num_classes, height, width, dtype=torch.int64, device=device)
+    for sample in source.samples:
+        if sample.label_path is not None:
+            train_ids = to_train_ids(source.dataset, read_label_ids(source.dataset, sample.label_path))
+            accumulate_class_frequency(counts, torch.from_numpy(train_ids.astype(np.int64))[None].to(device))
+    return spatial_prior(counts, kernel_size=max(3, round(PRIOR_KERNEL_AT_1024 * width / 1024)))
+
+
+@torch.no_grad()
+def potential_histogram(segmenter: torch.nn.Module, dataset: Dataset[Any], prior: torch.Tensor, *, bins: int,
+                        device: torch.device, autocast: bool) -> ConfidenceHistogram:
+    """CBST-SP's histograms: per class, the max over classes of prior * probability (one model pass)."""
+    hist = prior_histogram(prior.to(device), bins=bins)
+    for batch in DataLoader(dataset, batch_size=1):
+        potential = image_probs(segmenter, batch["image"].to(device), autocast) * prior.to(device)[None]
+        value, label = potential.max(dim=1)
+        hist.update(value, label)
+    return hist
+
+
 @torch.no_grad()
 def label_cbst(segmenter: torch.nn.Module, dataset: Dataset[Any], labels_dir: Path, thresholds: np.ndarray,
-               *, device: torch.device, autocast: bool) -> np.ndarray:
-    """CBST rule (needs all class probabilities): one more model pass over the target set."""
+               *, device: torch.device, autocast: bool, prior: torch.Tensor | None = None) -> np.ndarray:
+    """CBST rule (needs all class probabilities): one more model pass over the target set.
+
+    Args:
+        prior: (K, H, W) CBST-SP prior multiplied into the probabilities, or None.
+    """
     labels_dir.mkdir(parents=True, exist_ok=True)
     num_classes = len(thresholds)
     kept = np.zeros(num_classes, dtype=np.int64)
@@ -104,7 +148,7 @@ def label_cbst(segmenter: torch.nn.Module, dataset: Dataset[Any], labels_dir: Pa
     class_thresholds = torch.as_tensor(thresholds, device=device, dtype=torch.float32)
     for index, batch in enumerate(DataLoader(dataset, batch_size=1)):
         probs = image_probs(segmenter, batch["image"].to(device), autocast)
-        label = apply_cbst(probs, class_thresholds, None)[0].cpu().numpy()
+        label = apply_cbst(probs, class_thresholds, prior)[0].cpu().numpy()
         pred = probs.argmax(1)[0].cpu().numpy()
         write_pseudo_label(labels_dir / f"{index:06d}.png", label)
         total += np.bincount(pred.ravel(), minlength=num_classes)[:num_classes]
@@ -113,11 +157,15 @@ def label_cbst(segmenter: torch.nn.Module, dataset: Dataset[Any], labels_dir: Pa
 
 
 def make_pseudo_labels(segmenter: torch.nn.Module, dataset: Dataset[Any], rule: PseudoLabelRule,
-                       pred_dir: Path, run: RunDir, *, device: torch.device, autocast: bool) -> dict[str, Any]:
+                       pred_dir: Path, run: RunDir, *, device: torch.device, autocast: bool,
+                       prior: torch.Tensor | None = None) -> dict[str, Any]:
     """Pseudo-labels for every target train image in the run's ``pseudo/labels`` + ``thresholds.json``.
 
     ``pred_dir`` may already hold the predictions (shared stage 1): then no model pass runs
     for the SIM rule.
+
+    Args:
+        prior: (K, H, W) spatial prior (``source_prior``) for CBST-SP; needs ``rule.method`` cbst.
     """
     num_classes = int(getattr(segmenter, "num_classes"))
     if (pred_dir / "histogram.npy").is_file():
@@ -129,10 +177,12 @@ def make_pseudo_labels(segmenter: torch.nn.Module, dataset: Dataset[Any], rule: 
         thresholds = sim_thresholds(hist, quantile=rule.quantile, cap=rule.cap).cpu().numpy()
         kept = label_from_predictions(pred_dir, run.labels, thresholds, num_classes)
     else:
+        if prior is not None:
+            hist = potential_histogram(segmenter, dataset, prior, bins=rule.bins, device=device, autocast=autocast)
         thresholds = cbst_thresholds(hist, portion=rule.portion).cpu().numpy()
-        kept = label_cbst(segmenter, dataset, run.labels, thresholds, device=device, autocast=autocast)
+        kept = label_cbst(segmenter, dataset, run.labels, thresholds, device=device, autocast=autocast, prior=prior)
     report = thresholds_report(thresholds, kept)
-    report["method"] = rule.method
+    report["method"] = rule.method + ("-sp" if prior is not None else "")
     write_json(run.thresholds, report)
     return report
 

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from simtune.evaluation import REPORTED_CLASSES, evaluate_model
+from simtune.models import load_module_state
 from simtune.rundir import RunDir, torch_save, write_json
 from simtune.selection.compute import SelectionSubset
 from simtune.selection.run import select_metrics
@@ -79,7 +80,7 @@ class StageRun:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, module in self.nets.modules().items():
-            module.load_state_dict(state["nets"][name])
+            load_module_state(module, state["nets"][name], f"{self.plan.name} checkpoint ({name})")
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
         if self.matcher is not None and state["matcher"] is not None:
