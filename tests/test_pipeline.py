@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from simtune import config
 from simtune.cli import main
@@ -105,13 +107,18 @@ def test_missing_dataset_root_fails_before_any_compute(tmp_path: Path, capsys: p
     assert not out.exists()  # nothing half-written
 
 
-def test_unwired_spatial_prior_is_refused_before_compute(tiny_bench: tuple[Path, Path], tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "run"
-    args = ["train", str(SYNTHETIC_EXPERIMENT), "--out", str(out), "--set", "pseudo_label.method=cbst",
-            "--set", "pseudo_label.spatial_prior=true"]
-    for item in tiny_overrides(*tiny_bench):
-        args += ["--set", item]
-    assert main(args) == 2
-    assert "pseudo_label.spatial_prior" in capsys.readouterr().err
-    assert not out.exists()
+def test_cbst_spatial_prior_changes_the_pseudo_labels(tiny_bench: tuple[Path, Path], tmp_path: Path) -> None:
+    """CBST-SP: the source class-frequency prior is multiplied into the probabilities before selection."""
+    labels = {}
+    for prior in (False, True):
+        cfg = tiny_cfg(tiny_bench, "pseudo_label.method=cbst", f"pseudo_label.spatial_prior={str(prior).lower()}")
+        result = run_pipeline(cfg, tmp_path / f"prior-{prior}")
+        assert result.pseudo_labels is not None
+        assert result.pseudo_labels["method"] == ("cbst-sp" if prior else "cbst")
+        folder = tmp_path / f"prior-{prior}" / "pseudo" / "labels"
+        labels[prior] = [np.asarray(Image.open(path)) for path in sorted(folder.glob("*.png"))]
+    assert len(labels[True]) == len(labels[False]) == 6
+    # Same stage 1 (same seed and settings), so any difference comes from the prior.
+    assert any((a != b).any() for a, b in zip(labels[True], labels[False]))
+
+
