@@ -49,10 +49,11 @@ def check_combinations(cfg: Config) -> None:
                           "model.random_init=true to train from random weights anyway")
 
 
-def check(configs: Iterable[Config], *, write_builtin: bool = True, say: Say = print) -> None:
+def check(configs: Iterable[Config], *, inputs: bool = True, write_builtin: bool = True, say: Say = print) -> None:
     """Combinations, datasets and weights files of every config, each distinct input once.
 
     Args:
+        inputs: also check the datasets and weights files (False: combinations only).
         write_builtin: write the built-in benchmark where a config expects it and it is
             missing; False only says that it would be written (``validate``).
         say: where the one-line notes go.
@@ -63,6 +64,8 @@ def check(configs: Iterable[Config], *, write_builtin: bool = True, say: Say = p
     seen_weights: set[str] = set()
     for cfg in configs:
         check_combinations(cfg)
+        if not inputs:
+            continue
         if cfg.model.init_weights and cfg.model.init_weights not in seen_weights:
             seen_weights.add(cfg.model.init_weights)
             check_weights_file(Path(cfg.model.init_weights))

@@ -130,8 +130,12 @@ def test_shipped_spaces_validate(path: Path, capsys: pytest.CaptureFixture[str])
 
 
 @pytest.mark.parametrize("path", PAPER_EXPERIMENTS, ids=lambda p: p.name)
-def test_paper_experiments_validate(path: Path) -> None:
-    assert main(["validate", str(path)]) == 0
+def test_paper_experiments_validate(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(path), "--config-only"]) == 0
+    # Without the user's data and weights the run would be refused, so validate refuses it too.
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and ("not found" in err or "does not exist" in err)
 
 
 def test_paper_sizes_and_backbone() -> None:

@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("file", type=Path)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--data", action="store_true", help="also print how many images each dataset holds")
+    parser.add_argument("--config-only", action="store_true",
+                        help="check keys, types and combinations only, not the datasets and weights files")
     parser.set_defaults(func=run)
 
 
@@ -31,14 +33,14 @@ def run(args: argparse.Namespace) -> int:
 
         space = load_space(args.file, args.overrides)
         configs = space.trial_configs()
-        preflight.check(configs, write_builtin=False)
+        preflight.check(configs, inputs=not args.config_only, write_builtin=False)
         print(f"{args.file}: {len(configs) - 1} trial configs checked (combinations of grid/choice values and "
               f"range ends): runnable")
         print(f"{args.file}: valid search space ({len(space.params)} parameters, base {space.base})")
         return 0
     cfg = config.load(args.file, args.overrides)
-    preflight.check([cfg], write_builtin=False)
-    if args.data and not preflight.builtin_pending(cfg):
+    preflight.check([cfg], inputs=not args.config_only, write_builtin=False)
+    if args.data and not args.config_only and not preflight.builtin_pending(cfg):
         from simtune.train.builders import build_datasets
 
         sets = build_datasets(cfg)
