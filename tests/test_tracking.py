@@ -26,6 +26,7 @@ from simtune.errors import TrackingError
 from simtune.sweep.space import load_space
 from simtune.sweep.tracker import SweepTracker
 from simtune.sweep.results import resolve_sweep_dir
+from simtune.testing import SYNTHETIC_EXPERIMENT, tiny_overrides
 from simtune.tracking.store import connect, default_tracking_uri, search, sqlite_path
 
 SPACE = "base: {base}\nparams:\n  stage1.lambda_ci: {{grid: [0.001, 0.01]}}\n"
@@ -37,11 +38,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def space_file(tmp_path: Path, stem: str = "space") -> Path:
-    base = tmp_path / "base.yaml"
-    base.write_text("stage1: {iters: 10}\n")
+def space_file(tmp_path: Path, stem: str = "space", base: Path | None = None) -> Path:
+    if base is None:
+        base = tmp_path / "base.yaml"
+        base.write_text("stage1: {iters: 10}\n")
     path = tmp_path / f"{stem}.yaml"
-    path.write_text(SPACE.format(base=base.name))
+    path.write_text(SPACE.format(base=base))
     return path
 
 
@@ -115,13 +117,14 @@ def test_file_store_and_bad_policy_are_rejected(tmp_path: Path) -> None:
         open_tracker(tmp_path, checkpoint_policy="every")
 
 
-def test_cli_sweep_with_unreachable_store_exits_2_before_any_trial(tmp_path: Path,
+def test_cli_sweep_with_unreachable_store_exits_2_before_any_trial(tmp_path: Path, tiny_bench: tuple[Path, Path],
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("simtune.commands.sweep")
     uri = f"http://127.0.0.1:{free_port()}"
     start = time.perf_counter()
-    code = main(["sweep", str(space_file(tmp_path)), "--name", "down", "--storage", str(tmp_path / "sweeps"),
-                 "--tracking-uri", uri])
+    overrides = [arg for item in tiny_overrides(*tiny_bench) for arg in ("--set", item)]
+    code = main(["sweep", str(space_file(tmp_path, base=SYNTHETIC_EXPERIMENT)), "--name", "down",
+                 "--storage", str(tmp_path / "sweeps"), "--tracking-uri", uri, *overrides])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.count("\n") == 0 and uri in err and err.startswith("simtune sweep: error:")
