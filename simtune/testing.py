@@ -12,6 +12,7 @@ import struct
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -178,3 +179,22 @@ def tiny_benchmark(out: Path, seed: int = 0) -> tuple[Path, Path]:
 def tiny_overrides(source_root: Path, target_root: Path, *extra: str) -> list[str]:
     """``--set`` overrides pointing the synthetic experiment at a tiny benchmark."""
     return [f"data.source.root={source_root}", f"data.target.root={target_root}", *TINY_OVERRIDES, *extra]
+
+
+def write_tiny_space(folder: Path, tiny_bench: tuple[Path, Path], params: dict[str, Any], **settings: Any) -> Path:
+    """A search space over the synthetic experiment, shrunk to the tiny benchmark through its ``set:``.
+
+    Args:
+        params: the space's ``params`` mapping; ``settings``: other top-level keys.
+    Returns:
+        ``folder/space.yaml``.
+    """
+    import yaml
+
+    tiny = dict(text.split("=", 1) for text in tiny_overrides(*tiny_bench))
+    body = {"base": str(SYNTHETIC_EXPERIMENT), "set": {k: yaml.safe_load(v) for k, v in tiny.items()},
+            "max_concurrent": 2, **settings, "params": params}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "space.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path

@@ -24,7 +24,7 @@ import yaml
 
 from simtune.cli import main
 from simtune.errors import EXIT_DIVERGED, EXIT_TRIALS_FAILED, EXIT_USER_ERROR
-from simtune.testing import REPO_ROOT, SYNTHETIC_EXPERIMENT, tiny_overrides
+from simtune.testing import REPO_ROOT, SYNTHETIC_EXPERIMENT, tiny_overrides, write_tiny_space
 
 SPACES = REPO_ROOT / "search_spaces"
 
@@ -48,16 +48,6 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
                           timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})})
 
 
-def tiny_space(folder: Path, bench: tuple[Path, Path], params: dict[str, Any], **settings: Any) -> Path:
-    tiny = dict(text.split("=", 1) for text in tiny_overrides(*bench))
-    body = {"base": str(SYNTHETIC_EXPERIMENT), "set": {k: yaml.safe_load(v) for k, v in tiny.items()},
-            "max_concurrent": 2, **settings, "params": params}
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "space.yaml"
-    path.write_text(yaml.safe_dump(body, sort_keys=False))
-    return path
-
-
 @pytest.fixture(scope="module")
 def finished_run(tiny_bench: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished two-stage tiny run; tests copy it before tampering with it."""
@@ -72,7 +62,7 @@ def finished_run(tiny_bench: tuple[Path, Path], tmp_path_factory: pytest.TempPat
 
 def test_sweep_with_a_missing_dataset_root_is_one_line_before_ray(tmp_path: Path,
                                                                   tiny_bench: tuple[Path, Path]) -> None:
-    space = tiny_space(tmp_path / "space", tiny_bench, {"stage1.lambda_ci": {"grid": [0.1, 0.01]}})
+    space = write_tiny_space(tmp_path / "space", tiny_bench, {"stage1.lambda_ci": {"grid": [0.1, 0.01]}})
     missing = tmp_path / "nowhere" / "gta5"
     start = time.perf_counter()
     proc = run_cli("sweep", str(space), "--storage", str(tmp_path / "sweeps"), "--name", "x",
@@ -90,12 +80,12 @@ def test_validate_refuses_every_combination_the_pipeline_refuses(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     # resnet101 from random weights diverges (frozen BN at identity statistics): refused up front,
     # for the one grid value that makes it, even though the base config is fine.
-    space = tiny_space(tmp_path / "space", tiny_bench, {"model.backbone": {"grid": ["small", "resnet101"]}})
+    space = write_tiny_space(tmp_path / "space", tiny_bench, {"model.backbone": {"grid": ["small", "resnet101"]}})
     assert main(["validate", str(space)]) == EXIT_USER_ERROR
     err = one_line(capsys.readouterr().err)
     assert "model.init_weights" in err and "resnet101" in err and "model.random_init" in err
     # ... and accepted when the user says explicitly that a random init is wanted.
-    space = tiny_space(tmp_path / "space2", tiny_bench, {"model.backbone": {"grid": ["small", "resnet101"]}},
+    space = write_tiny_space(tmp_path / "space2", tiny_bench, {"model.backbone": {"grid": ["small", "resnet101"]}},
                        set={"model.random_init": True})
     assert main(["validate", str(space)]) == 0
 
@@ -122,7 +112,7 @@ def test_validate_checks_the_weights_file_and_data(tmp_path: Path, tiny_bench: t
 def test_numbers_in_exponent_notation_are_numbers(tmp_path: Path, tiny_bench: tuple[Path, Path],
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """YAML 1.1 reads ``1e-3`` as a string; the paper's grids are written that way."""
-    space = tiny_space(tmp_path / "space", tiny_bench, {"stage1.lambda_ci": {"grid": ["1e-3", 1.0e-2]}})
+    space = write_tiny_space(tmp_path / "space", tiny_bench, {"stage1.lambda_ci": {"grid": ["1e-3", 1.0e-2]}})
     space.write_text(space.read_text().replace("'1e-3'", "1e-3"))
     assert main(["validate", str(space), "--set", "stage1.lr=1e-2"]) == 0
     assert main(["validate", str(space), "--set", "stage1.lr=fast"]) == EXIT_USER_ERROR
@@ -187,8 +177,6 @@ def test_eval_of_a_damaged_model_is_one_line(finished_run: Path, tmp_path: Path,
 
 
 def test_resumable_checkpoints_hold_only_plain_data(finished_run: Path) -> None:
-    from simtune.errors import SimtuneError  # noqa: F401  (the loader's error type)
-
     for stage in ("stage1", "stage2"):
         for name in ("model.pt", "checkpoint.pt"):
             path = finished_run / stage / name
@@ -233,7 +221,7 @@ def test_diverged_train_ends_in_one_line_and_leaves_the_run_inspectable(tiny_ben
 @pytest.mark.slow
 def test_sweep_exit_code_counts_failed_trials_and_user_errors_are_not_retried(
         tmp_path: Path, tiny_bench: tuple[Path, Path]) -> None:
-    space = tiny_space(tmp_path / "space", tiny_bench, {"pseudo_label.quantile": {"grid": [0.3, 0.5, 0.7]}},
+    space = write_tiny_space(tmp_path / "space", tiny_bench, {"pseudo_label.quantile": {"grid": [0.3, 0.5, 0.7]}},
                        max_failures=2)
     fault = "config_error_at=2@pseudo_label.quantile=0.3;nan_at=4@pseudo_label.quantile=0.5"
     proc = run_cli("sweep", str(space), "--storage", str(tmp_path / "sweeps"), "--name", "f", cwd=tmp_path,
@@ -251,7 +239,7 @@ def test_second_sweep_of_the_same_name_is_refused_while_the_first_runs(tmp_path:
                                                                        tiny_bench: tuple[Path, Path]) -> None:
     from simtune.sweep.lock import SweepLock
 
-    space = tiny_space(tmp_path / "space", tiny_bench, {"stage1.lambda_ci": {"grid": [0.1]}})
+    space = write_tiny_space(tmp_path / "space", tiny_bench, {"stage1.lambda_ci": {"grid": [0.1]}})
     storage = tmp_path / "sweeps"
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from pathlib import Path; from simtune.sweep.lock import SweepLock\n"

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from simtune import config
-from simtune.testing import SYNTHETIC_EXPERIMENT, tiny_overrides
+from simtune.testing import write_tiny_space as write_space
 
 FULL = 6  # iterations of a complete tiny trial (4 + 2)
 RAY = Path(sys.executable).with_name("ray")
@@ -29,17 +28,6 @@ CLUSTER_ENV = {**os.environ, "RAY_AUTH_MODE": "token"}
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def write_space(folder: Path, tiny_bench: tuple[Path, Path], params: dict[str, Any], **settings: Any) -> Path:
-    """A space over the synthetic experiment, shrunk to the tiny benchmark through its ``set:``."""
-    tiny = dict(text.split("=", 1) for text in tiny_overrides(*tiny_bench))
-    body = {"base": str(SYNTHETIC_EXPERIMENT), "set": {k: yaml.safe_load(v) for k, v in tiny.items()},
-            "max_concurrent": 2, **settings, "params": params}
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "space.yaml"
-    path.write_text(yaml.safe_dump(body, sort_keys=False))
-    return path
 
 
 def sweep_command(space: Path, storage: Path, name: str, *extra: str) -> list[str]:
