@@ -271,7 +271,7 @@ def test_every_shipped_space_runs_with_zero_failed_trials(space_file: str, tmp_p
         args += ["--num-samples", "2"]
     for item in tiny_overrides(*tiny_bench):
         args += ["--set", item]
-    proc = run_cli(*args, cwd=tmp_path)
+    proc = run_cli(*args, cwd=tmp_path, timeout=1800)  # lambda_w_full: 25 trials
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     counts = json.loads((tmp_path / "sweeps" / "s" / "summary.json").read_text())["counts"]
     assert counts["failed"] == 0 and counts["finished"] == counts["total"]
