@@ -18,6 +18,7 @@ import base64
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,12 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 def start(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             env=env)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def wait_for(url: str, seconds: float = 90) -> Any:
@@ -81,9 +88,15 @@ class Page:
             return found.length; }})()""") or 0)
 
     def click_text(self, text: str) -> int:
-        return int(self.run(f"""(() => {{ const found = Array.from(document.querySelectorAll("button"))
-            .filter(b => (b.innerText || "").trim().startsWith({json.dumps(text)})); found.forEach(b => b.click());
+        return int(self.run(f"""(() => {{ const found = Array.from(document.querySelectorAll("button, a"))
+            .filter(b => (b.innerText || "").trim() === {json.dumps(text)}); found.forEach(b => b.click());
             return found.length; }})()""") or 0)
+
+    def unfold_parents(self) -> int:
+        """Click the expander in the run-name cell of every parent run."""
+        return int(self.run("""(() => { const found = document.querySelectorAll(
+            'button[data-component-id*="runnamecellrenderer"]'); found.forEach(b => b.click());
+            return found.length; })()""") or 0)
 
     def save(self, path: Path) -> None:
         path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
@@ -95,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", type=Path, default=Path("sweeps"))
     parser.add_argument("--experiment", default="lambda_w")
     parser.add_argument("--out", type=Path, default=Path("docs"))
-    parser.add_argument("--port", type=int, default=5077)
+    parser.add_argument("--port", type=int, default=0, help="port of the UI (default: a free one)")
     args = parser.parse_args(argv)
     from mlflow import MlflowClient
 
@@ -105,21 +118,26 @@ def main(argv: list[str] | None = None) -> int:
     if experiment is None:
         raise SystemExit(f"{uri}: no experiment {args.experiment!r}")
     retrains = client.search_runs([experiment.experiment_id], "tags.`simtune.role` = 'retrain'", max_results=1)
+    port = args.port or free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    ui = start([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--port", str(args.port),
+    ui = start([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--port", str(port),
                 "--workers", "1"], env)
     with tempfile.TemporaryDirectory() as profile:
         browser = start(["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1600,1000",
                          "--remote-debugging-port=9338", "about:blank"])
         try:
-            wait_for(f"http://127.0.0.1:{args.port}/health")
-            page, base = Page(9338), f"http://127.0.0.1:{args.port}/#/experiments/{experiment.experiment_id}"
+            wait_for(f"http://127.0.0.1:{port}/health")
+            if ui.poll() is not None:
+                raise SystemExit(f"mlflow ui exited with {ui.returncode}")
+            page, base = Page(9338), f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}"
             page.open(f"{base}/runs")
-            page.click_text("+")  # unfold the parent runs
+            page.unfold_parents()
             time.sleep(3)
             page.save(args.out / "mlflow_runs.png")
             if retrains:
                 page.open(f"{base}/runs/{retrains[0].info.run_id}")
+                page.click_text("Show more")  # the whole description, links included
+                time.sleep(2)
                 page.save(args.out / "mlflow_retrain.png")
         finally:
             for proc in (browser, ui):

@@ -202,7 +202,7 @@ def test_retrain_registers_a_version_and_a_second_retrain_moves_champion(tiny_sw
     best = [s for s in seeds if s.data.tags["simtune.candidate"] == "best"]
     assert sorted(s.data.params["seed"] for s in best) == ["0", "1"]
     assert sorted(s.info.run_name.split(" · ")[0] for s in best) == ["seed 0", "seed 1"]
-    assert all(contexts(s) == {"source", "target", "val"} for s in seeds)
+    assert all(contexts(s) == {"source", "target", "val"} for s in [parent, *seeds])
     values = [s.data.metrics["report/miou"] for s in best]
     assert parent.data.metrics["best/report/miou_mean"] == pytest.approx(np.mean(values))
     assert parent.data.metrics["best/report/miou_std"] == pytest.approx(np.std(values, ddof=1))

@@ -179,6 +179,7 @@ def _create_parent(client: Any, result: RetrainResult) -> str:
     run = client.create_run(result.experiment_id, run_name=naming.retrain_run_name(best.values), tags=tags)
     log_params(client, run.info.run_id, {"seeds": result.seeds, "iters_scale": result.iters_scale,
                                          "best_trial": best.trial.trial_id, **best.values})
+    log_data_inputs(client, run.info.run_id, RunDir(best.trial.run_dir).config())
     return str(run.info.run_id)
 
 
