@@ -2,8 +2,9 @@
 
     python scripts/selection_cost.py experiments/synthetic.yaml [--set k=v ...] [--repeats 5]
 
-Trains nothing: the cost of both is one forward pass per image, whatever the weights, so the
-model is the experiment's network at initialisation (after ``--warmup`` source steps if given).
+Trains nothing: the model is the experiment's network at initialisation, or the segmenter
+weights of a finished run (``--weights RUN/stage2/model.pt``; DEV's logistic regression may
+take more L-BFGS steps on trained features).
 Prints the median wall time of an evaluation (selection + report parts, as ``simtune train``
 runs it) and of ``compute_validators`` with and without DEV, timed in turn within each repeat,
 and the median of the per-repeat ratios; one torch thread.
@@ -35,15 +36,18 @@ def main() -> None:
     parser.add_argument("experiment", type=Path)
     parser.add_argument("--set", action="append", default=[])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--images", type=int, default=12)
     parser.add_argument("--pixels", type=int, default=256)
-    parser.add_argument("--source-images", type=int, default=8)
+    parser.add_argument("--source-images", type=int, default=6)
+    parser.add_argument("--weights", type=Path, default=None, help="a run's model.pt")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = load(args.experiment, args.set)
     data = build_datasets(cfg)
     device = torch.device("cpu")
     nets, _ = build_nets(cfg, device)
+    if args.weights is not None:
+        nets.segmenter.load_state_dict(torch.load(args.weights, map_location=device, weights_only=True))
     nets.segmenter.eval()
     start = time.perf_counter()
     with_dev = load_subset(data.target, images=args.images, pixels=args.pixels, seed=0,

@@ -29,9 +29,15 @@ def text_table(rows: Sequence[Sequence[str]], *, right: Sequence[int] = (), rule
 
 
 def final_table(result: PipelineResult) -> str:
-    """mIoU per stage and per val part, as an aligned text table."""
-    rows = [("stage", "iteration", "val/miou (selection)", "report/miou")]
+    """mIoU per stage and per val part, as an aligned text table; then the last stage's
+    label-free validators, when the run computed them."""
+    rows = [("stage", "iteration", "val/miou (selection, oracle)", "report/miou")]
     for stage, metrics in result.stages.items():
         rows.append((stage, f"{metrics.get('iteration', float('nan')):.0f}",
                      f"{metrics.get('val/miou', float('nan')):.2f}", f"{metrics.get('report/miou', float('nan')):.2f}"))
-    return text_table(rows)
+    select = {k.removeprefix("select/"): v for k, v in result.final.items() if k.startswith("select/")}
+    text = text_table(rows)
+    if select:
+        text += "\nlabel-free validators (select/*, higher = better): " + \
+            ", ".join(f"{name} {value:.3g}" for name, value in select.items())
+    return text

@@ -39,6 +39,10 @@ def test_train_cli_runs_both_stages(tiny_bench: tuple[Path, Path], tmp_path: Pat
     results = json.loads((out / "results.json").read_text())
     assert results["stages"]["stage1"]["iteration"] == 4.0
     assert results["stages"]["stage2"]["iteration"] == 6.0  # one counter across both stages
+    # Label-free validators at every evaluation, in the history, results.json and the printout.
+    history = json.loads((out / "stage1" / "history.json").read_text())
+    assert all({"select/entropy", "select/im", "select/snd", "select/mixval", "select/dev"} <= set(h) for h in history)
+    assert "select/mixval" in results["stages"]["stage2"] and "label-free validators" in printed
     thresholds = json.loads((out / "pseudo" / "thresholds.json").read_text())
     assert thresholds["method"] == "sim"
     labels = sorted((out / "pseudo" / "labels").glob("*.png"))
