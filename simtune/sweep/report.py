@@ -196,8 +196,8 @@ def _validators(report: Report, trials: Sequence[TrialOutcome], ranked: Sequence
     complete = {t.trial_id for t in ranked if t.finished}
     lines = trust.section(trust.trust_table(records, complete))
     if lines:
-        fig = figures.validator_scatter(trust.scatter_points(records, complete),
-                                        f"validators against report mIoU ({len(complete)} trials)")
+        points = {_label(name): values for name, values in trust.scatter_points(records, complete).items()}
+        fig = figures.validator_scatter(points, f"validators against report mIoU ({len(complete)} trials)")
         report.files.append(figures.save_figure(fig, report.out_dir / "validators.png"))
     return lines
 
