@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -209,3 +210,33 @@ def test_trust_row_without_spread_has_no_correlation() -> None:
             "b": [{"val/miou": 2.0, "report/miou": 3.0, "select/x": 0.5}]}
     row = trust_row(flat, "select/x")
     assert row.spearman is None and row.kendall is None and row.regret_within is None
+
+
+def test_a_sweep_selected_by_a_validator_ranks_reports_and_retrains_by_it(tmp_path: Path) -> None:
+    """Hand-written sweep folder: the ranking rule, ``report`` and ``retrain --best`` read its metric."""
+    import json
+
+    from simtune import config
+    from simtune.rundir import write_config
+    from simtune.sweep.report import build_report
+    from simtune.sweep.results import load_trials, rank_trials, selection_rule
+
+    sweep = tmp_path / "sweeps" / "s"
+    for trial, (val, entropy) in {"a": (30.0, -0.9), "b": (20.0, -0.5), "c": (25.0, -0.7)}.items():
+        run = sweep / "runs" / trial
+        (run / "stage1").mkdir(parents=True)
+        write_config(config.build({"stage1": {"lambda_ci": {"a": 0.01, "b": 0.1, "c": 1.0}[trial]}}),
+                     run / "config.yaml")
+        history = [{"step": step, "val/miou": val - d, "report/miou": val - d + 1, "select/entropy": entropy - d / 10,
+                    "select/im": 1.0 - d / 10, "iteration": float(step)} for step, d in ((10, 2.0), (20, 0.0))]
+        (run / "stage1" / "history.json").write_text(json.dumps(history))
+        (run / "results.json").write_text(json.dumps({"stages": {"stage1": history[-1]}}))
+    (sweep / "summary.json").write_text(json.dumps({"metric": "select/entropy", "mode": "max"}))
+    assert selection_rule(sweep) == ("select/entropy", "max")
+    assert [t.trial_id for t in rank_trials(load_trials(sweep), *selection_rule(sweep))] == ["b", "c", "a"]
+    report = build_report(sweep, tracking_uri=f"sqlite:///{tmp_path}/none.db")
+    assert report.best is not None and report.best.trial_id == "b"
+    summary = (sweep / "report" / "summary.md").read_text()
+    assert "ranked by `select/entropy`" in summary and "val/miou (oracle)" in summary
+    # The oracle picks a (report 31), select/entropy picks b (report 21): regret 10.
+    assert "| select/entropy | 3 | -1.00 | -1.00 | +10.00 |" in summary
