@@ -8,7 +8,7 @@ they follow or depart from the papers, are in ``docs/selection.md``.
 name       score                                        range (K classes)
 =========  ==========================================  =====================================
 entropy    -mean_i H(p_i)                               [-log K, 0]; 0 = every pixel one-hot
-im         H(mean_i p_i) - mean_i H(p_i)                [-log K, log K]
+im         H(mean_i p_i) - mean_i H(p_i)                [0, log K] (entropy is concave)
 snd        mean over images of the mean row entropy     [0, log(P - 1)] for P pixels an image
            of softmax(cos(p_i, p_j) / tau), j != i
 mixval     mean of the intra- and inter-cluster         [0, 1]
@@ -60,7 +60,7 @@ def im_score(probs: Tensor) -> float:
     Args:
         probs: ``(N, K)`` softmax outputs of N target pixels.
     Returns:
-        ``H(mean_i p_i) - mean_i H(p_i)`` in ``[-log K, log K]``: the mutual information
+        ``H(mean_i p_i) - mean_i H(p_i)`` in ``[0, log K]``: the mutual information
         between a pixel and its predicted class under the empirical pixel distribution.
     """
     probs = probs.double()
