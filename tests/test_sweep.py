@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from simtune import config
+from simtune.errors import EXIT_TRIALS_FAILED
 from simtune.testing import write_tiny_space as write_space
 
 FULL = 6  # iterations of a complete tiny trial (4 + 2)
@@ -36,10 +37,11 @@ def sweep_command(space: Path, storage: Path, name: str, *extra: str) -> list[st
 
 
 def run_sweep(space: Path, storage: Path, name: str, *extra: str, env: dict[str, str] | None = None,
-              timeout: int = 240) -> subprocess.CompletedProcess[str]:
+              timeout: int = 600, expect: int = 0) -> subprocess.CompletedProcess[str]:
+    """Run ``simtune sweep`` in a subprocess; ``expect`` is its exit code (0: every trial finished)."""
     proc = subprocess.run(sweep_command(space, storage, name, *extra), capture_output=True, text=True,
                           timeout=timeout, cwd=storage.parent, env={**os.environ, **(env or {})})
-    assert proc.returncode == 0, f"sweep failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == expect, f"sweep ended {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
 
@@ -124,7 +126,7 @@ def test_optuna_with_asha_stops_some_trials_early(tmp_path: Path, tiny_bench: tu
 def test_crash_is_retried_from_checkpoint_and_nan_fails_alone(tmp_path: Path, tiny_bench: tuple[Path, Path]) -> None:
     space = write_space(tmp_path, tiny_bench, {"stage1.lambda_ci": {"grid": [0.01, 0.02, 0.03]}}, max_failures=2)
     fault = "crash_once_at=2@stage1.lambda_ci=0.01;nan_at=4@stage1.lambda_ci=0.03"
-    proc = run_sweep(space, tmp_path / "sweeps", "faults", env={"SIMTUNE_FAULT": fault})
+    proc = run_sweep(space, tmp_path / "sweeps", "faults", env={"SIMTUNE_FAULT": fault}, expect=EXIT_TRIALS_FAILED)
     sweep_dir = tmp_path / "sweeps" / "faults"
     summary = summary_of(sweep_dir)
     crashed, healthy, diverged = (by_param(summary, "stage1.lambda_ci")[v] for v in (0.01, 0.02, 0.03))
@@ -143,6 +145,8 @@ def test_crash_is_retried_from_checkpoint_and_nan_fails_alone(tmp_path: Path, ti
     assert summary["counts"]["failed"] == 1 and summary["counts"]["retried"] == 1
     assert summary["best"]["trial_id"] != diverged["trial_id"]
     assert f"failed {diverged['trial_id']}:" in proc.stdout
+    last = proc.stdout.strip().splitlines()[-1]  # the exit code's reason comes last
+    assert last.startswith("1 of 3 trials failed; first: " + diverged["trial_id"]) and "nan" in last
 
 
 @pytest.mark.slow
