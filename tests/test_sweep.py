@@ -20,6 +20,8 @@ import pytest
 
 from simtune import config
 from simtune.errors import EXIT_TRIALS_FAILED
+from simtune.rundir import RunDir
+from simtune.sweep.results import load_trials, rank_trials, selection_rule
 from simtune.testing import write_tiny_space as write_space
 
 FULL = 6  # iterations of a complete tiny trial (4 + 2)
@@ -120,6 +122,14 @@ def test_optuna_with_asha_stops_some_trials_early(tmp_path: Path, tiny_bench: tu
     assert summary["counts"]["stopped_early"] == sum(i < FULL for i in iterations)
     assert summary["best"]["iteration"] == FULL  # fully trained trials rank first
     assert "*" in proc.stdout or summary["counts"]["stopped_early"] > 0
+    # A trial ASHA stops at max_t is complete on disk, so report and retrain --best rank as the summary does.
+    for trial in summary["trials"]:
+        if trial["iteration"] == FULL:
+            run = RunDir(Path(trial["run_dir"]))
+            assert run.finished() and run.model("stage2").is_file()
+    metric, mode = selection_rule(tmp_path / "sweeps" / "asha")
+    ranked = rank_trials(load_trials(tmp_path / "sweeps" / "asha"), metric, mode)
+    assert ranked[0].trial_id == summary["best"]["trial_id"]
 
 
 @pytest.mark.slow

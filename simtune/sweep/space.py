@@ -122,8 +122,12 @@ class SearchSpace:
 
     def total_iters(self) -> int:
         """Iterations of a full trial of the base config, over both stages."""
-        cfg = self.base_config
-        return cfg.stage1.iters + (cfg.stage2.iters if cfg.mode == "aa_sim_ssl" else 0)
+        return final_iteration(self.base_config)
+
+
+def final_iteration(cfg: Config) -> int:
+    """The global iteration of a run's last evaluation: stage 1, plus stage 2 where it runs."""
+    return cfg.stage1.iters + (cfg.stage2.iters if cfg.mode == "aa_sim_ssl" else 0)
 
 
 # ----------------------------------------------------------------------------- loading

@@ -41,7 +41,7 @@ from ray import tune
 
 from simtune.rundir import RunDir, read_json, write_json
 from simtune.sweep.results import SweepDir
-from simtune.sweep.space import SearchSpace
+from simtune.sweep.space import SearchSpace, final_iteration
 from simtune.errors import ConfigError, NonFiniteLoss, SimtuneError
 from simtune.train.loop import Callback
 
@@ -78,16 +78,18 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
     from simtune.train.pipeline import run_pipeline
 
     run_dir = context.run_dir(tune.get_context().get_trial_id())
-    reporter = TuneReporter(run_dir, Faults.from_env(os.environ.get(FAULT_ENV, ""), params))
+    cfg = context.space.config_for(params)
+    reporter = TuneReporter(run_dir, Faults.from_env(os.environ.get(FAULT_ENV, ""), params),
+                            final_step=final_iteration(cfg))
     previous = RunDir(run_dir).failure_reason()
     if previous is not None:  # a diverged trial restarted by a --resume: it would only diverge again
         reporter.report_failure(previous)
         return
     _log_attempt(run_dir, _restore(run_dir))
-    cfg = context.space.config_for(params)
     try:
         # resume=True: the run dir of a retried or resumed trial is not empty, and that is expected.
         run_pipeline(cfg, run_dir, callbacks=[reporter], resume=True, stage1_cache=context.stage1_cache)
+        reporter.report_final()
     except (NonFiniteLoss, SimtuneError) as exc:  # would only happen again: never retried
         reporter.report_failure(f"{type(exc).__name__}: {exc}")
     finally:
@@ -95,13 +97,20 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
 
 
 class TuneReporter(Callback):
-    """Reports every evaluation to Tune with a checkpoint of the stage in progress."""
+    """Reports every evaluation to Tune with a checkpoint of the stage in progress.
 
-    def __init__(self, run_dir: Path, faults: Faults) -> None:
+    The run's last evaluation (``final_step``) is held back until ``report_final``, after
+    the pipeline has written the run directory: a scheduler may stop the trial at that
+    report (ASHA at ``max_t``), and a trial stopped there must still be complete on disk.
+    """
+
+    def __init__(self, run_dir: Path, faults: Faults, final_step: int | None = None) -> None:
         self.run_dir = run_dir
         self.faults = faults
+        self.final_step = final_step
         self.last: dict[str, Any] = {}
         self.losses: dict[str, float] = {}
+        self.pending: dict[str, Any] | None = None
 
     def on_log(self, stage: str, step: int, values: dict[str, float]) -> None:
         """Keep the latest averaged losses and lr; they ride along with the next evaluation."""
@@ -109,12 +118,20 @@ class TuneReporter(Callback):
 
     def on_eval(self, stage: str, step: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
         self.last = {**self.losses, **_result(metrics, step, stage)}
-        if checkpoint is None:  # an evaluation replayed from the shared stage-1 cache
+        if step == self.final_step:
+            self.pending = self.last
+        elif checkpoint is None:  # an evaluation replayed from the shared stage-1 cache
             tune.report(self.last)
         else:
             with self._checkpoint_dir(stage, step, checkpoint) as folder:
                 tune.report(self.last, checkpoint=tune.Checkpoint.from_directory(str(folder)))
         self.faults.after_eval(step, self.run_dir / stage)
+
+    def report_final(self) -> None:
+        """Report the run's last evaluation, once the run directory is complete."""
+        if self.pending is not None:
+            tune.report(self.pending)
+            self.pending = None
 
     def report_failure(self, reason: str) -> None:
         """Record a failure that must not be retried in the run dir and in Tune's results
