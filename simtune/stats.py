@@ -194,17 +194,23 @@ def split_half_line(result: SplitHalf, *, digits: int = 2) -> str:
     """One line on the split-half reproducibility of a ranking, for tables and reports."""
     if result.half_size == 0:
         return f"Ranking reproducibility: unknown with a single replicate; {NOISE_HINT}"
-    if result.rho is None:
+    if result.rho is None and result.n_configs < 2:
         return (
-            f"Ranking reproducibility: undefined ({result.n_configs} configurations with "
-            f"{2 * result.half_size} replicates, or a half ranks them all equal)"
+            f"Ranking reproducibility: undefined: {result.n_configs} configuration(s) have all of "
+            f"replicates 0-{2 * result.half_size - 1}; it needs two or more"
         )
+    if result.rho is None:
+        return "Ranking reproducibility: undefined: one half of the replicates ranks all configurations equal"
+    h = result.half_size
     return (
-        f"Ranking reproducibility: Spearman {result.rho:.{digits}f} between the configuration "
-        f"rankings of seeds 0-{result.half_size - 1} and seeds {result.half_size}-"
-        f"{2 * result.half_size - 1} (seed offsets; {result.n_configs} configurations; "
-        "1 = same order, 0 = unrelated)"
+        f"Ranking reproducibility: Spearman {result.rho:.{digits}f} between the configuration rankings "
+        f"from replicates {_indices(0, h - 1)} and from replicates {_indices(h, 2 * h - 1)} "
+        f"({result.n_configs} configurations; 1 = same order, 0 = unrelated, -1 = reversed)"
     )
+
+
+def _indices(first: int, last: int) -> str:
+    return str(first) if first == last else f"{first}-{last}"
 
 
 def _finite(values: Sequence[float], name: str) -> list[float]:

@@ -21,7 +21,7 @@ def test_optuna_searcher_sees_the_mean_of_the_replicates() -> None:
     from ray.tune.search.optuna import OptunaSearch
 
     inner = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=0))
-    searcher = replicates.repeated(inner, 3, "optuna")
+    searcher = replicates.repeated(inner, 3)
     assert searcher.set_search_properties("m", "max", {"x": tune.uniform(0.0, 1.0)})
     proposals = [searcher.suggest(f"t{i}") for i in range(6)]
     assert [p[TRIAL_INDEX] for p in proposals] == [0, 1, 2, 0, 1, 2]
@@ -36,7 +36,7 @@ def test_grid_and_random_hold_values_over_replicates() -> None:
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
-    space = replicates.param_space({"x": tune.uniform(0.0, 1.0), "y": tune.grid_search([1, 2])}, 2, "random")
+    space = replicates.param_space({"x": tune.uniform(0.0, 1.0), "y": tune.grid_search([1, 2])}, 2, searcher=False)
     generator = BasicVariantGenerator(random_state=0, constant_grid_search=True)
     from ray.tune.experiment import Experiment
 
@@ -62,7 +62,7 @@ def test_paired_asha_compares_each_seed_only_with_the_same_seed(tmp_path: Path) 
             tune.report({"m": config["x"] * step + 5.0 * config.get(TRIAL_INDEX, 0), "iteration": step})
 
     values = [0.6, 0.5, 0.4, 0.3, 0.2, 0.1]  # each proposed after a better one: ASHA cuts some
-    space = replicates.param_space({"x": tune.grid_search(values)}, 2, "grid")
+    space = replicates.param_space({"x": tune.grid_search(values)}, 2, searcher=False)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
         results = tune.Tuner(

@@ -104,7 +104,9 @@ def test_split_half_by_hand() -> None:
         {"a": [1.0, 2.0, 3.0, 4.0], "b": [2.0, 3.0, 1.0, 1.0], "c": [3.0, 1.0, 5.0, 6.0]}
     )
     assert result == stats.SplitHalf(rho=pytest.approx(-0.5), n_configs=3, half_size=2)
-    assert "Spearman -0.50" in stats.split_half_line(result)
+    assert stats.split_half_line(result).startswith(
+        "Ranking reproducibility: Spearman -0.50 between the configuration rankings from replicates 0-1 and "
+        "from replicates 2-3 (3 configurations;")
 
 
 def test_split_half_odd_k_and_missing_replicates() -> None:
@@ -118,3 +120,6 @@ def test_split_half_needs_two_replicates() -> None:
     result = stats.split_half({"a": [1.0], "b": [2.0]})
     assert result == stats.SplitHalf(rho=None, n_configs=0, half_size=0)
     assert "unknown with a single replicate" in stats.split_half_line(result)
+    tied = stats.split_half({"a": [1.0, 2.0], "b": [1.0, 3.0]})  # seed 0 ranks a and b equal
+    assert (tied.rho, tied.n_configs) == (None, 2)
+    assert stats.split_half_line(tied).endswith("one half of the replicates ranks all configurations equal")

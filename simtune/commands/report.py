@@ -22,10 +22,16 @@ def run(args: argparse.Namespace) -> int:
     from simtune.tracking import naming
 
     report = build_report(find_sweep(args.storage, args.sweep), args.out, tracking_uri=args.tracking_uri)
-    best = report.best
+    from simtune.tracking.naming import config_label
+
+    best = report.best_config
     if best is not None:
-        print(f"best trial {best.trial_id} (by its last evaluation): val/miou {best.final.get('val/miou', 0):.2f}, "
-              f"report/miou {best.final.get('report/miou', 0):.2f}")
+        sel, rep = best.spread("val/miou"), best.spread("report/miou")
+        print(f"best configuration {config_label(best.params)} (mean of its last evaluations over {best.n} "
+              f"replicate(s)): val/miou {sel.mean if sel else float('nan'):.2f}, "
+              f"report/miou {rep.mean if rep else float('nan'):.2f}")
+        print(report.verdict)
+        print(report.noise)
     for path in report.files:
         print(f"wrote {path}")
     if report.parent_run_id:

@@ -12,7 +12,7 @@ from simtune.sweep.results import SELECTION_METRIC as ORACLE
 from simtune.sweep.results import SweepDir
 from simtune.tables import text_table
 
-TOP = 5  # trials shown in the final table
+TOP = 5  # configurations shown in the final table
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--num-samples", type=int, help="trials (grid: passes over the grid)")
     parser.add_argument("--search-seed", type=int, help="seed of the search algorithm (replaces search.seed)")
+    parser.add_argument("--replicates", type=int, help="seeds per configuration, base seed + 0 .. K-1, the same for "
+                        "every configuration (replaces the space's replicates)")
     parser.add_argument("--cpus-per-trial", type=float, help="CPUs one trial reserves")
     parser.add_argument("--gpus-per-trial", type=float, help="GPUs one trial reserves; fractions share a GPU")
     parser.add_argument("--max-concurrent", type=int, help="most trials running at once")
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
     space = override_settings(load_space(args.space, args.overrides), num_samples=args.num_samples,
                               cpus=args.cpus_per_trial, gpus=args.gpus_per_trial,
-                              max_concurrent=args.max_concurrent, search_seed=args.search_seed)
+                              max_concurrent=args.max_concurrent, search_seed=args.search_seed,
+                              replicates=args.replicates)
     storage = (args.storage or Path("sweeps")).resolve()
     name = args.name or _default_name(args.space, storage, args.resume)
     options = SweepOptions(name=name, storage=storage, storage_explicit=args.storage is not None,
@@ -99,19 +102,13 @@ def _default_name(space: Path, storage: Path, resume: bool) -> str:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """The top trials by the selection metric, the counts and where the best config went."""
-    metric, counts = summary["metric"], summary["counts"]
-    by_id = {t["trial_id"]: t for t in summary["trials"]}
-    params = list(summary["trials"][0]["params"]) if summary["trials"] else []
-    scores = list(dict.fromkeys([metric, ORACLE, "report/miou"]))  # the oracle always shown, labelled
-    header = ["rank", "trial", "iter", *(f"{m} (oracle)" if m == ORACLE else m for m in scores), *params]
-    rows = [header]
-    for rank, trial_id in enumerate(summary["ranking"][:TOP], 1):
-        trial = by_id[trial_id]
-        rows.append([str(rank), trial_id, str(trial["iteration"]) + ("*" if trial["stopped_early"] else ""),
-                     *(_num(trial["metrics"].get(m)) for m in scores),
-                     *(_num(trial["params"][p]) for p in params)])
-    lines = [text_table(rows, rule=False)]
+    """The top configurations (mean ± std over replicates), the verdict, the counts and the best config."""
+    counts = summary["counts"]
+    lines = _config_table(summary)
+    if summary.get("verdict"):
+        lines.append(summary["verdict"]["line"])
+    if summary.get("replicates", 1) > 1:
+        lines.append(summary["reproducibility"]["line"])
     lines.append(f"{counts['total']} trials: {counts['finished']} finished ({counts['stopped_early']} stopped "
                  f"early, marked *), {counts['failed']} failed, {counts['retried']} recovered after a crash")
     unfinished = counts["total"] - counts["finished"] - counts["failed"]
@@ -126,6 +123,35 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"best config: {folder / 'best_config.yaml'}")
     lines.append(f"summary:     {folder / 'summary.json'}")
     return "\n".join(lines)
+
+
+def _config_table(summary: dict[str, Any]) -> list[str]:
+    """Ranked configurations: ``mean ± std`` over replicates of the selection metric, the oracle
+    val/miou when selection is label-free (labelled), report/miou; n and the trials."""
+    metric = summary["metric"]
+    ranked = [c for c in summary.get("configs", []) if c["rank"] is not None]
+    params = list(ranked[0]["params"]) if ranked else []
+    scores = list(dict.fromkeys([metric, ORACLE, "report/miou"]))
+    rows = [["rank", *params, *(f"{m} (oracle)" if m == ORACLE and m != metric else m for m in scores), "n",
+             "trials"]]
+    for c in ranked[:TOP]:
+        cells = [_pm(c["mean"], c["std"]) if m == metric else _pm_entry(c.get(m)) for m in scores]
+        rows.append([str(c["rank"]) + ("" if c["trained_to_end"] else "*"), *(_num(c["params"][p]) for p in params),
+                     *cells, str(c["n"]), ", ".join(c["trial_ids"])])
+    lines = [text_table(rows, rule=False), "(mean ± std over each configuration's replicates, n of them)"]
+    if len(ranked) > TOP:
+        lines.append(f"({len(ranked) - TOP} more configurations in summary.json)")
+    return lines
+
+
+def _pm_entry(entry: dict[str, Any] | None) -> str:
+    return "-" if not entry else _pm(entry.get("mean"), entry.get("std"))
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
 def _num(value: Any) -> str:

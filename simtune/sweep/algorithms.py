@@ -23,20 +23,28 @@ class Algorithm:
     starting_points: bool  # accepts search.points_to_evaluate
     default_num_samples: int
     searcher: bool  # a Tune Searcher, limited by Tune's max_concurrent_trials (else it limits itself)
-    build: Callable[[int | None, list[dict[str, Any]] | None, int | None], Any]  # (seed, points, max_concurrent)
+    # (seed, points, max_concurrent, replicates); replicates as in ``simtune.sweep.replicates``
+    build: Callable[[int | None, list[dict[str, Any]] | None, int | None, int], Any]
 
 
-def _variant_generator(seed: int | None, points: list[dict[str, Any]] | None, max_concurrent: int | None) -> Any:
+def _variant_generator(seed: int | None, points: list[dict[str, Any]] | None, max_concurrent: int | None,
+                       replicates: int) -> Any:
     from ray.tune.search import BasicVariantGenerator
 
-    return BasicVariantGenerator(points_to_evaluate=points, random_state=seed, max_concurrent=max_concurrent or 0)
+    # With replicates, random values are drawn once per sample and held over the replicate grid.
+    return BasicVariantGenerator(points_to_evaluate=points, random_state=seed, max_concurrent=max_concurrent or 0,
+                                 constant_grid_search=replicates > 1)
 
 
-def _optuna_tpe(seed: int | None, points: list[dict[str, Any]] | None, max_concurrent: int | None) -> Any:
+def _optuna_tpe(seed: int | None, points: list[dict[str, Any]] | None, max_concurrent: int | None,
+                replicates: int) -> Any:
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    return OptunaSearch(points_to_evaluate=points, sampler=optuna.samplers.TPESampler(seed=seed))
+    from simtune.sweep.replicates import repeated
+
+    return repeated(OptunaSearch(points_to_evaluate=points, sampler=optuna.samplers.TPESampler(seed=seed)),
+                    replicates)
 
 
 ALGORITHMS: dict[str, Algorithm] = {
@@ -56,20 +64,20 @@ class SchedulerKind:
     """A way of running (and possibly stopping) trials."""
 
     stops_early: bool  # may end trials before max_t (then max_t must be known when iterations are swept)
-    build: Callable[[int, int, float], Any]  # (max_t, grace_period, reduction_factor), iterations
+    build: Callable[[int, int, float, int], Any]  # (max_t, grace_period, reduction_factor, replicates)
 
 
-def _fifo(max_t: int, grace_period: int, reduction_factor: float) -> Any:
+def _fifo(max_t: int, grace_period: int, reduction_factor: float, replicates: int) -> Any:
     from ray.tune.schedulers import FIFOScheduler
 
     return FIFOScheduler()
 
 
-def _asha(max_t: int, grace_period: int, reduction_factor: float) -> Any:
-    from ray.tune.schedulers import ASHAScheduler
+def _asha(max_t: int, grace_period: int, reduction_factor: float, replicates: int) -> Any:
+    from simtune.sweep.replicates import paired_asha
 
-    return ASHAScheduler(time_attr="iteration", max_t=max_t, grace_period=grace_period,
-                         reduction_factor=reduction_factor)
+    return paired_asha(replicates, time_attr="iteration", max_t=max_t, grace_period=grace_period,
+                       reduction_factor=reduction_factor)
 
 
 SCHEDULERS: dict[str, SchedulerKind] = {

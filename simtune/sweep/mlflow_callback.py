@@ -42,12 +42,13 @@ from simtune import config
 from simtune.errors import ConfigError
 from simtune.keys import flat_dict
 from simtune.rundir import RunDir, read_json
+from simtune.sweep.replicates import replicate_index, swept_values
 from simtune.sweep.results import SweepDir
 from simtune.tracking import naming
 from simtune.tracking.artifacts import PREDICTION_SAMPLES, log_checkpoint, log_trial_artifacts
 from simtune.tracking.datasets import log_data_inputs
-from simtune.tracking.store import (TAG_FAILURE, TAG_PARENT, TAG_ROLE, TAG_RUN_DIR, TAG_STOPPED, TAG_SWEEP, TAG_TRIAL,
-                                    log_history, log_metrics, log_params, one_line, search)
+from simtune.tracking.store import (TAG_FAILURE, TAG_PARENT, TAG_REPLICATE, TAG_ROLE, TAG_RUN_DIR, TAG_STOPPED,
+                                    TAG_SWEEP, TAG_TRIAL, log_history, log_metrics, log_params, one_line, search)
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,8 @@ class MlflowTrialLogger(tune.Callback):
 
     def _create_child(self, trial: Any) -> str:
         trial_id = str(trial.trial_id)
-        searched = flat_dict(getattr(trial, "config", {}) or {})
+        tune_config = getattr(trial, "config", {}) or {}
+        searched = flat_dict(swept_values(tune_config))
         values = {key: searched[key] for key in (*self.swept, *searched) if key in searched}
         params = self._params(trial_id, searched)
         text = naming.description(
@@ -172,7 +174,7 @@ class MlflowTrialLogger(tune.Callback):
             [naming.run_link(self.experiment_id, self.parent_run_id, f"sweep {self.sweep_name}")])
         tags = {TAG_PARENT: self.parent_run_id, TAG_ROLE: "trial", TAG_SWEEP: self.sweep_name, TAG_TRIAL: trial_id,
                 TAG_RUN_DIR: str(self.runs_dir / trial_id), "simtune.searched": ", ".join(searched),
-                naming.TAG_NOTE: text, **self.source}
+                TAG_REPLICATE: str(replicate_index(tune_config)), naming.TAG_NOTE: text, **self.source}
         run = self.client.create_run(self.experiment_id, run_name=naming.trial_run_name(values, trial_id), tags=tags)
         log_params(self.client, run.info.run_id, params)
         run_dir = RunDir(self.runs_dir / trial_id)

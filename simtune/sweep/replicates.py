@@ -42,27 +42,27 @@ def swept_values(params: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in params.items() if key != TRIAL_INDEX}
 
 
-def param_space(domains: dict[str, Any], replicates: int, algorithm: str) -> dict[str, Any]:
-    """Tune's ``param_space``: the swept domains, plus the replicate grid for grid and random search."""
+def param_space(domains: dict[str, Any], replicates: int, searcher: bool) -> dict[str, Any]:
+    """Tune's ``param_space``: the swept domains, plus the replicate grid unless a searcher is repeated."""
     from ray import tune
 
-    if replicates == 1 or algorithm == "optuna":
+    if replicates == 1 or searcher:
         return dict(domains)
     return {**domains, TRIAL_INDEX: tune.grid_search(list(range(replicates)))}
 
 
-def tune_num_samples(num_samples: int, replicates: int, algorithm: str) -> int:
+def tune_num_samples(num_samples: int, replicates: int, searcher: bool) -> int:
     """Tune's ``num_samples``: a Repeater counts every replicate as a sample; grids multiply by themselves."""
-    return num_samples * replicates if algorithm == "optuna" else num_samples
+    return num_samples * replicates if searcher else num_samples
 
 
-def repeated(search_alg: Any, replicates: int, algorithm: str) -> Any:
-    """The search algorithm, wrapped in a ``Repeater`` where it is a searcher and K > 1."""
-    if replicates == 1 or algorithm != "optuna":
-        return search_alg
+def repeated(searcher: Any, replicates: int) -> Any:
+    """A Tune searcher wrapped in a ``Repeater`` when K > 1: each proposal runs K times."""
+    if replicates == 1:
+        return searcher
     from ray.tune.search import Repeater
 
-    return Repeater(search_alg, repeat=replicates, set_index=True)
+    return Repeater(searcher, repeat=replicates, set_index=True)
 
 
 def paired_asha(replicates: int, **asha_args: Any) -> Any:

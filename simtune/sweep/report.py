@@ -1,13 +1,18 @@
 """``simtune report``: figures and a markdown summary of a finished sweep.
 
-Trials are read and ranked by ``simtune.sweep.results`` (last evaluation, the one rule).
+Trials are read, grouped into configurations and ranked by ``simtune.sweep.results`` (last
+evaluation, mean over replicates, the one rule).
 
 The report mirrors the paper's ablations: Table 3 (mIoU against ``lambda_ci`` at fixed
-``w`` = ``bank_size``) and Table 4 (against ``w`` at fixed ``lambda_ci``), with the spread
-over repeats where a value ran more than once; parameter importances from an Optuna study
-rebuilt from the trials; the best trial's per-class IoU; how far each label-free
-``select/*`` validator tracks ``report/miou`` (``simtune.selection.trust``); and a markdown
-summary. ``val/miou`` is labelled the oracle wherever it appears: it needs val labels.
+``w`` = ``bank_size``) and Table 4 (against ``w`` at fixed ``lambda_ci``), each point the mean
+± std over the replicates (seeds) with its n; parameter importances from an Optuna study
+rebuilt from the configuration means, flagged when the surface's range is within the noise;
+the best configuration's per-class IoU; how far each label-free ``select/*`` validator tracks
+``report/miou`` (``simtune.selection.trust``); and a markdown summary that states the verdict
+on best against runner-up (paired 95% interval, ``simtune.stats``) and, with two replicates or
+more, the split-half reproducibility of the ranking. With one replicate it says that the
+noise is unknown and how to measure it. ``val/miou`` is labelled the oracle wherever it
+appears: it needs val labels.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ from simtune.errors import ConfigError, SimtuneError
 from simtune.labels import CLASS_NAMES
 from simtune.rundir import RunDir
 from simtune.selection import trust
-from simtune.sweep.results import SELECTION_METRIC, TrialOutcome, load_trials, rank_trials, selection_rule
-from simtune.tracking import figures
+from simtune.stats import NOISE_HINT, PairedDifference, split_half_line
+from simtune.sweep.results import (SELECTION_METRIC, ConfigResult, TrialOutcome, compare,
+                                   load_configs, load_trials, ranking_verdict, reproducibility, selection_rule)
+from simtune.tracking import figures, naming
 
 LAMBDA_KEYS = ("stage1.lambda_ci", "stage2.lambda_ci")
 BANK_KEYS = ("stage1.bank_size", "stage2.bank_size")
@@ -76,7 +83,7 @@ def effect_at_fixed(ranked: Sequence[TrialOutcome], param: str, other: str) -> E
     best_other = ranked[0].params[other]
     sliced = [t for t in ranked if t.params[other] == best_other]
     if len({t.params[param] for t in sliced}) >= 2 or len({t.params[param] for t in ranked}) < 2:
-        return Effect(param, f"{other} = {best_other} (the best trial's)", effect_rows(sliced, param))
+        return Effect(param, f"{other} = {best_other} (the best configuration's)", effect_rows(sliced, param))
     return Effect(param, f"all {other} values pooled: no {other} slice has two {param} values", effect_rows(ranked, param))
 
 
@@ -89,25 +96,46 @@ def pick_key(trials: Sequence[TrialOutcome], keys: Sequence[str]) -> str:
 # ----------------------------------------------------------------------------- importance
 
 
-def param_importances(ranked: Sequence[TrialOutcome], params: Sequence[str], metric: str,
+def param_importances(configs: Sequence[ConfigResult], params: Sequence[str], metric: str,
                       mode: str) -> dict[str, float]:
-    """Optuna's importances (its default evaluator) over a study rebuilt from the trials.
+    """Optuna's importances (its default evaluator) over a study of the configuration means.
 
     Raises:
-        SimtuneError: fewer than two finished trials or no swept parameter.
+        SimtuneError: fewer than two ranked configurations or no swept parameter.
     """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    distributions = {p: d for p in params if (d := _distribution([t.params[p] for t in ranked])) is not None}
-    if len(ranked) < 2 or not distributions:
-        raise SimtuneError(f"needs at least two finished trials and one swept parameter "
-                           f"(have {len(ranked)} trials, {len(distributions)} parameters)")
+    distributions = {p: d for p in params if (d := _distribution([c.params[p] for c in configs])) is not None}
+    if len(configs) < 2 or not distributions:
+        raise SimtuneError(f"needs at least two ranked configurations and one swept parameter "
+                           f"(have {len(configs)} configurations, {len(distributions)} parameters)")
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
-    for t in ranked:
-        study.add_trial(optuna.trial.create_trial(params={p: t.params[p] for p in distributions},
-                                                  distributions=distributions, value=t.final[metric]))
+    for c in configs:
+        mean = c.spread(metric)
+        study.add_trial(optuna.trial.create_trial(params={p: c.params[p] for p in distributions},
+                                                  distributions=distributions, value=mean.mean if mean else None))
     return optuna.importance.get_param_importances(study)
+
+
+def surface_noise(ranked: Sequence[ConfigResult], metric: str) -> tuple[PairedDifference | None, str]:
+    """Highest against lowest configuration mean, paired, and a line saying whether that range is noise."""
+    if len(ranked) < 2:
+        return None, ""
+    diff = compare(ranked[0], ranked[-1], metric)
+    if diff is None or diff.beyond_noise is None:
+        return diff, (f"the configuration means span {_span(ranked, metric):.2f}; with one replicate the noise "
+                      f"is unknown, so the importances may rank noise ({NOISE_HINT})")
+    if not diff.beyond_noise:
+        return diff, (f"**within noise**: the configuration means span {diff.mean:.2f} ± {diff.half_width:.2f} "
+                      f"(best − worst, paired, n = {diff.n}, 95% interval holds 0), so the importances rank noise")
+    return diff, (f"the configuration means span {diff.mean:.2f} ± {diff.half_width:.2f} (best − worst, paired, "
+                  f"n = {diff.n}): beyond noise")
+
+
+def _span(ranked: Sequence[ConfigResult], metric: str) -> float:
+    means = [s.mean for c in ranked if (s := c.spread(metric)) is not None]
+    return max(means) - min(means) if means else math.nan
 
 
 def _distribution(values: list[Any]) -> Any:
@@ -136,7 +164,10 @@ class Report:
     sweep_dir: Path
     out_dir: Path
     files: list[Path] = field(default_factory=list)
-    best: TrialOutcome | None = None
+    best: TrialOutcome | None = None  # the best configuration's first counted replicate
+    best_config: ConfigResult | None = None
+    verdict: str = ""  # the "Verdict: ..." line on best against runner-up
+    noise: str = ""  # split-half reproducibility (K >= 2), or that the noise is unknown (K = 1)
     parent_run_id: str | None = None
     tracking_uri: str | None = None  # the store it was attached to
     experiment_id: str | None = None
@@ -155,39 +186,66 @@ def build_report(sweep_dir: Path, out_dir: Path | None = None, *, tracking_uri: 
     out.mkdir(parents=True, exist_ok=True)
     trials = load_trials(sweep_dir)
     metric, mode = selection_rule(sweep_dir)
-    ranked = rank_trials(trials, metric, mode)
-    if not ranked:
+    configs = load_configs(sweep_dir, trials, metric, mode)
+    if not configs:
         raise ConfigError(f"{sweep_dir}: no finished trial with {metric} to report on ({len(trials)} trials)")
-    report = Report(sweep_dir, out, best=ranked[0])
-    lam, bank = pick_key(ranked, LAMBDA_KEYS), pick_key(ranked, BANK_KEYS)
-    effects = [effect_at_fixed(ranked, lam, bank), effect_at_fixed(ranked, bank, lam)]
+    by_id = {t.trial_id: t for t in trials}
+    counted = [by_id[r.trial_id] for c in configs for r in c.replicates]  # best configuration first
+    report = Report(sweep_dir, out, best=counted[0], best_config=configs[0],
+                    verdict=ranking_verdict(configs, metric).line, noise=_noise_line(configs, metric))
+    lam, bank = pick_key(counted, LAMBDA_KEYS), pick_key(counted, BANK_KEYS)
+    effects = [effect_at_fixed(counted, lam, bank), effect_at_fixed(counted, bank, lam)]
     for effect, table, log_x in zip(effects, ("Table 3", "Table 4"), (True, False)):
         fig = figures.param_effect(effect.rows, param=effect.param, fixed=effect.fixed, log_x=log_x,
-                                   title=f"{table} form: mIoU vs {effect.param}")
+                                   title=f"{table} form: mIoU vs {effect.param}\n{_bars_note(effect)}")
         report.files.append(figures.save_figure(fig, out / f"{table.lower().replace(' ', '')}_{effect.param}.png"))
-    importances = _importances(report, ranked, metric, mode)
-    best = ranked[0]
-    fig = figures.class_iou_bars(best.final, f"best trial {best.trial_id}: per-class IoU, last evaluation ({best.stage})")
+    importances, flag = _importances(report, configs, metric, mode)
+    best_final = mean_final([by_id[r.trial_id] for r in configs[0].replicates])
+    fig = figures.class_iou_bars(best_final, f"best configuration: per-class IoU, last evaluation, "
+                                             f"mean of {configs[0].n} replicate(s)")
     report.files.append(figures.save_figure(fig, out / "best_class_iou.png"))
-    validators = _validators(report, trials, ranked)
+    validators = _validators(report, trials, [t for t in trials if t.finished and t.failure is None])
     summary = out / "summary.md"
-    summary.write_text(_markdown(sweep_dir.name, trials, ranked, metric, mode, effects, importances, report.notes,
+    summary.write_text(_markdown(report, trials, configs, metric, mode, effects, (importances, flag), best_final,
                                  validators))
     report.files.append(summary)
     _attach(report, tracking_uri)
     return report
 
 
-def _importances(report: Report, ranked: Sequence[TrialOutcome], metric: str, mode: str) -> dict[str, float]:
-    swept = [p for p in varying(ranked) if not p.startswith("data.")]
+def _noise_line(configs: Sequence[ConfigResult], metric: str) -> str:
+    if max(c.n for c in configs) < 2:
+        return f"Noise unknown: every configuration ran with a single seed; {NOISE_HINT}."
+    return split_half_line(reproducibility(configs, metric))
+
+
+def _bars_note(effect: Effect) -> str:
+    ns = sorted({r["n"] for r in effect.rows})
+    if ns == [1]:
+        return "n = 1 per point: no error bars, noise unknown"
+    return f"error bars: std over replicates, n = {'/'.join(str(n) for n in ns)} per point"
+
+
+def mean_final(trials: Sequence[TrialOutcome]) -> dict[str, float]:
+    """Every metric's mean over ``trials``' last evaluations (the keys all of them have)."""
+    keys = set.intersection(*(set(t.final) for t in trials)) if trials else set()
+    return {k: statistics.fmean(t.final[k] for t in trials) for k in sorted(keys)}
+
+
+def _importances(report: Report, configs: Sequence[ConfigResult], metric: str,
+                 mode: str) -> tuple[dict[str, float], str]:
+    swept = [p for p in configs[0].params if not p.startswith("data.")]
     try:
-        importances = param_importances(ranked, swept, metric, mode)
+        importances = param_importances(configs, swept, metric, mode)
     except SimtuneError as exc:
         report.notes.append(f"parameter importance skipped: {exc}")
-        return {}
-    fig = figures.importance_bars(importances, f"parameter importance for {metric} ({len(ranked)} trials)")
+        return {}, ""
+    diff, flag = surface_noise(configs, metric)
+    noisy = diff is None or not diff.beyond_noise
+    title = f"parameter importance for {metric} ({len(configs)} configuration means)"
+    fig = figures.importance_bars(importances, title + ("\nWITHIN NOISE: ranks noise" if noisy else ""))
     report.files.append(figures.save_figure(fig, report.out_dir / "importance.png"))
-    return importances
+    return importances, flag
 
 
 def _validators(report: Report, trials: Sequence[TrialOutcome], ranked: Sequence[TrialOutcome]) -> list[str]:
@@ -227,47 +285,72 @@ def _attach(report: Report, tracking_uri: str | None) -> None:
 # ----------------------------------------------------------------------------- markdown
 
 
-def _markdown(name: str, trials: Sequence[TrialOutcome], ranked: Sequence[TrialOutcome], metric: str, mode: str,
-              effects: Sequence[Effect], importances: dict[str, float], notes: Sequence[str],
-              validators: Sequence[str] = ()) -> str:
-    best = ranked[0]
-    swept = varying(list(trials)) or varying(list(ranked))
-    completed = sum(t.finished for t in ranked)
-    lines = [f"# Sweep `{name}`", "",
-             f"{len(trials)} trials: {completed} trained to the end, {len(ranked) - completed} stopped early by "
-             f"the scheduler, {len(trials) - len(ranked)} failed or unfinished. "
-             f"Trials are ranked by `{_label(metric)}` ({mode}) at their **last** evaluation, not their best-ever one, "
-             "trials trained to the end before stopped ones; "
-             "`report/miou` (lindau + munster) is held out and never used for selection.", "",
-             f"**Best trial:** `{best.trial_id}`: {_label(metric)} {best.final[metric]:.2f}, "
-             f"report/miou {best.final.get('report/miou', math.nan):.2f}, "
-             + ", ".join(f"{k} = {best.params[k]}" for k in swept if not k.startswith("data.")), "",
+def _markdown(report: Report, trials: Sequence[TrialOutcome], configs: Sequence[ConfigResult], metric: str,
+              mode: str, effects: Sequence[Effect], importance: tuple[dict[str, float], str],
+              best_final: dict[str, float], validators: Sequence[str] = ()) -> str:
+    best = configs[0]
+    swept = [k for k in best.params if not k.startswith("data.")]
+    finished = sum(t.finished for t in trials)
+    lines = [f"# Sweep `{report.sweep_dir.name}`", "",
+             f"{len(trials)} trials ({finished} trained to the end) of {len(configs)} ranked configurations. "
+             f"A configuration is ranked by the mean of `{_label(metric)}` ({mode}) over its replicates (seeds), "
+             "each at its **last** evaluation, not its best-ever one; configurations trained to the end before "
+             "those a scheduler stopped. `report/miou` (lindau + munster) is held out and never used for "
+             "selection. ± is the sample std over replicates, except in the verdict, where it is the half-width "
+             "of the 95% interval of the paired difference.", "",
+             f"**Best configuration:** {naming.config_label(best.params) or 'the base config'}: {_label(metric)} {_spread(best, metric)}, "
+             f"report/miou {_spread(best, 'report/miou')}", "",
+             report.verdict, "", report.noise, "",
+             "## Configurations", "", _configs_table(configs, swept, metric), "",
              "## Trials", "", _trials_table(trials, swept, metric), ""]
     for effect, table in zip(effects, ("Table 3", "Table 4")):
-        lines += [f"## {table} form: mIoU vs `{effect.param}` ({effect.fixed})", "",
+        lines += [f"## {table} form: mIoU vs `{effect.param}` ({effect.fixed})", "", _bars_note(effect) + ".", "",
                   "| value | val/miou (selection, oracle) | report/miou | n |", "|---|---|---|---|"]
         for value in sorted({r["value"] for r in effect.rows}):
             cells = {r["metric"]: r for r in effect.rows if r["value"] == value}
             lines.append(f"| {value} | {_pm(cells.get(SELECTION_METRIC))} | {_pm(cells.get('report/miou'))} | "
                          f"{max(r['n'] for r in cells.values())} |")
         lines.append("")
+    importances, flag = importance
     if importances:
-        lines += ["## Parameter importance", "", "| parameter | importance |", "|---|---|"]
+        lines += ["## Parameter importance (on configuration means)", "", f"Range of the surface: {flag}.", "",
+                  "| parameter | importance |", "|---|---|"]
         lines += [f"| {k} | {v:.3f} |" for k, v in importances.items()] + [""]
-    lines += [f"## Per-class IoU of the best trial (`{best.trial_id}`, {best.stage} last evaluation)", "",
+    lines += [f"## Per-class IoU of the best configuration (mean of {best.n} replicate(s), last evaluation)", "",
               "| class | val (selection, oracle) | report |", "|---|---|---|"]
-    lines += [f"| {c} | {best.final.get(f'val/iou/{c}', math.nan):.1f} | {best.final.get(f'report/iou/{c}', math.nan):.1f} |"
-              for c in CLASS_NAMES if f"val/iou/{c}" in best.final or f"report/iou/{c}" in best.final]
-    lines += [f"| **mIoU** | **{best.final.get('val/miou', math.nan):.1f}** | "
-              f"**{best.final.get('report/miou', math.nan):.1f}** |", ""]
+    lines += [f"| {c} | {best_final.get(f'val/iou/{c}', math.nan):.1f} | "
+              f"{best_final.get(f'report/iou/{c}', math.nan):.1f} |" for c in CLASS_NAMES
+              if f"val/iou/{c}" in best_final or f"report/iou/{c}" in best_final]
+    lines += [f"| **mIoU** | **{best_final.get('val/miou', math.nan):.1f}** | "
+              f"**{best_final.get('report/miou', math.nan):.1f}** |", ""]
     lines += list(validators)
-    lines += [f"- {note}" for note in notes]
+    lines += [f"- {note}" for note in report.notes]
     return "\n".join(lines) + "\n"
 
 
 def _label(metric: str) -> str:
     """``val/miou (oracle)``: the supervised metric is marked wherever a selection metric is named."""
     return f"{metric} (oracle)" if metric == SELECTION_METRIC else metric
+
+
+def _configs_table(configs: Sequence[ConfigResult], swept: Sequence[str], metric: str) -> str:
+    scores = list(dict.fromkeys([metric, SELECTION_METRIC, "report/miou"]))
+    head = ["rank", *swept, *(f"{_label(m)} mean ± std" for m in scores), "n", "seeds", "trials"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for place, c in enumerate(configs, 1):
+        cells = [f"{place}{'' if c.completed else ' (stopped early)'}", *(str(c.params.get(k)) for k in swept),
+                 *(_spread(c, m, with_n=False) for m in scores), str(c.n),
+                 ", ".join(str(r.seed) for r in c.replicates), ", ".join(c.trial_ids)]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def _spread(c: ConfigResult, metric: str, *, with_n: bool = True) -> str:
+    s = c.spread(metric)
+    if s is None:
+        return "-"
+    text = f"{s.mean:.2f}" if s.std is None else f"{s.mean:.2f} ± {s.std:.2f}"
+    return f"{text} (n = {s.n})" if with_n else text
 
 
 def _trials_table(trials: Sequence[TrialOutcome], swept: Sequence[str], metric: str) -> str:

@@ -27,8 +27,9 @@ from simtune.config import Config
 from simtune.errors import ConfigError, TrackingError
 from simtune.rundir import RunDir, load_segmenter_state
 from simtune.sweep.report import mean_std
-from simtune.sweep.results import (TrialOutcome, experiment_of, find_sweep, load_trials, rank_trials, selection_rule,
-                                   swept_values)
+from simtune.stats import paired_difference, verdict
+from simtune.sweep.results import (TrialOutcome, experiment_of, find_sweep, load_configs, load_trials, metric_unit,
+                                   selection_rule)
 from simtune.tracking import naming
 from simtune.tracking.artifacts import RunLogger, log_trial_artifacts
 from simtune.tracking.datasets import log_data_inputs
@@ -56,12 +57,20 @@ class SeedRun:
 
 @dataclass
 class Candidate:
-    """A sweep trial being retrained (``role`` is "best" or "runner_up")."""
+    """A sweep configuration being retrained (``role`` is "best" or "runner_up").
+
+    ``trial`` is its first counted replicate (its resolved config is retrained); seed i is
+    ``base_seed + i``, the same for both candidates, so they are compared seed by seed.
+    """
 
     role: str
     trial: TrialOutcome
+    base_seed: int = 0
     runs: list[SeedRun] = field(default_factory=list)
     values: dict[str, Any] = field(default_factory=dict)  # the swept values, which name its runs
+
+    def by_seed(self, metric: str) -> dict[int, float]:
+        return {r.seed: r.final[metric] for r in self.runs if metric in r.final}
 
     def spread(self, metric: str) -> tuple[float, float, int]:
         """(mean, sample std, n) of ``metric`` over the seeds that finished."""
@@ -152,19 +161,39 @@ def retrain_best(*, storage: Path, sweep: str | None = None, seeds: int = 3, ite
 
 
 def _plan(sweep_dir: Path, compare_runner_up: bool, tracking_uri: str | None) -> RetrainResult:
-    """The candidates (best, runner-up) by the sweep's selection rule, and the store to log to."""
+    """The candidates (best, runner-up configuration) by the sweep's ranking, and the store to log to."""
     metric, mode = selection_rule(sweep_dir)
-    ranked = rank_trials(load_trials(sweep_dir), metric, mode)
+    trials = load_trials(sweep_dir)
+    ranked = load_configs(sweep_dir, trials, metric, mode)
     if not ranked:
         raise ConfigError(f"{sweep_dir}: no finished trial with {metric}; nothing to retrain")
-    roles = ["best", "runner_up"][: 2 if compare_runner_up else 1]
+    chosen = ranked[: 2 if compare_runner_up else 1]
+    by_id = {t.trial_id: t for t in trials}
+    base_seed = min(r.seed for c in chosen for r in c.replicates)  # the same seeds for both: paired
     uri = normalise_uri(tracking_uri) if tracking_uri else default_tracking_uri(sweep_dir.parent)
     result = RetrainResult(sweep_dir, metric, mode, uri, "", None,
-                           [Candidate(role, trial, values=swept_values(sweep_dir, trial.trial_id))
-                            for role, trial in zip(roles, ranked)])
+                           [Candidate(role, by_id[c.replicates[0].trial_id], base_seed, values=dict(c.params))
+                            for role, c in zip(("best", "runner_up"), chosen)])
     if compare_runner_up and len(ranked) < 2:
-        result.notes.append("no runner-up to compare: the sweep has a single finished trial")
+        result.notes.append("no runner-up to compare: the sweep has a single ranked configuration")
     return result
+
+
+def verdicts(result: RetrainResult) -> list[str]:
+    """Best against runner-up, paired over the retrain seeds both finished: one verdict line per metric."""
+    if len(result.candidates) < 2:
+        return []
+    best, runner_up = result.candidates
+    lines = []
+    for metric in dict.fromkeys(("report/miou", result.metric)):
+        a, b = best.by_seed(metric), runner_up.by_seed(metric)
+        seeds = sorted(set(a) & set(b))
+        if not seeds:
+            lines.append(f"Verdict: no seed finished for both candidates; nothing to compare on {metric}")
+            continue
+        diff = paired_difference([a[s] for s in seeds], [b[s] for s in seeds])
+        lines.append(verdict(diff, unit=f"{metric_unit(metric)} on {metric}"))
+    return lines
 
 
 def _create_parent(client: Any, result: RetrainResult) -> str:
@@ -212,7 +241,7 @@ def _train_seed(client: Any, result: RetrainResult, candidate: Candidate, index:
 
     trial = candidate.trial
     base = RunDir(trial.run_dir).config()
-    cfg = dataclasses.replace(scale_iters(base, scale), seed=base.seed + index)
+    cfg = dataclasses.replace(scale_iters(base, scale), seed=candidate.base_seed + index)
     out = result.sweep_dir / "retrain" / f"{trial.trial_id}-x{scale:g}" / f"seed{cfg.seed}"
     resume = _reusable(out, cfg)
     note = naming.description(
@@ -262,6 +291,9 @@ def _log_spread(client: Any, result: RetrainResult) -> None:
             points += [(f"{candidate.role}/{metric}_mean", mean, 0), (f"{candidate.role}/{metric}_std", std, 0)]
         points.append((f"{candidate.role}/seeds_finished", float(candidate.spread("report/miou")[2]), 0))
     log_metrics(client, result.parent_run_id, points)
+    lines = verdicts(result)
+    if lines:
+        client.set_tag(result.parent_run_id, "simtune.verdict", " | ".join(lines))
 
 
 # ----------------------------------------------------------------------------- the model registry
@@ -303,7 +335,8 @@ def format_result(result: RetrainResult) -> str:
     """The retrain outcome as terminal text."""
     lines = [f"sweep {result.sweep_dir.name} ({result.sweep_dir})",
              f"selection: {result.metric} ({result.mode}) at each trial's LAST evaluation (not its best-ever)",
-             "mean ± sample std over seeds on the held-out report split (report/miou: lindau + munster)", ""]
+             "mean ± sample std over seeds on the held-out report split (report/miou: lindau + munster); "
+             "in a verdict ± is the half-width of the paired 95% interval", ""]
     rows = [("candidate", "trial", "seeds", "report/miou", result.metric, "per seed report/miou")]
     for c in result.candidates:
         rep, sel = c.spread("report/miou"), c.spread(result.metric)
@@ -313,7 +346,7 @@ def format_result(result: RetrainResult) -> str:
                      f"{sel[0]:.2f} ± {sel[1]:.2f}", per_seed))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.append("")
+    lines += [*verdicts(result), ""]
     if result.model_version is not None and result.champion is not None:
         before = f"; @previous is version {result.previous_version}" if result.previous_version else ""
         lines.append(f"registered model '{result.model_name}' version {result.model_version} as @{CHAMPION} "

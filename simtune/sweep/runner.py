@@ -31,9 +31,12 @@ from typing import Any
 from simtune import preflight
 from simtune.errors import ConfigError
 from simtune.rundir import write_config, write_json
+from simtune.sweep import replicates
 from simtune.sweep.algorithms import ALGORITHMS, SCHEDULERS
 from simtune.sweep.lock import SweepLock
-from simtune.sweep.results import Standing, SweepDir, rank
+from simtune.sweep.results import (SELECTION_METRIC, ConfigResult, Replicate, Standing, SweepDir, group_configs,
+                                   rank_configs, ranking_verdict, reproducibility)
+from simtune.stats import split_half_line
 from simtune.sweep.space import Param, SearchSpace
 from simtune.sweep.trainable import FAULT_ENV, TrialContext, run_trial
 from simtune.sweep.tracker import SweepTracker
@@ -149,7 +152,7 @@ def _settings(space: SearchSpace) -> dict[str, Any]:
     return {"metric": space.metric, "mode": space.mode, "search": asdict(space.search),
             "scheduler": asdict(space.scheduler), "num_samples": space.num_samples,
             "resources": asdict(space.resources), "max_concurrent": space.max_concurrent,
-            "max_failures": space.max_failures}
+            "max_failures": space.max_failures, "replicates": space.replicates}
 
 
 def _open_tracker(space: SearchSpace, options: SweepOptions) -> SweepTracker:
@@ -224,14 +227,17 @@ def _tuner(space: SearchSpace, options: SweepOptions, tracker: Any) -> Any:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if options.resume:  # the callbacks come back from Tune's saved experiment (see mlflow_callback)
         return tune.Tuner.restore(str(options.sweep_dir), trainable, resume_unfinished=True, resume_errored=False)
+    searcher = ALGORITHMS[space.search.algorithm].searcher
     return tune.Tuner(
         trainable,
-        param_space={key: _domain(param) for key, param in space.params.items()},
+        param_space=replicates.param_space({key: _domain(param) for key, param in space.params.items()},
+                                           space.replicates, searcher),
         tune_config=tune.TuneConfig(
             metric=space.metric, mode=space.mode, search_alg=_search_alg(space), scheduler=_scheduler(space),
-            num_samples=space.num_samples, trial_dirname_creator=_trial_dirname, reuse_actors=False,
+            num_samples=replicates.tune_num_samples(space.num_samples, space.replicates, searcher),
+            trial_dirname_creator=_trial_dirname, reuse_actors=False,
             # Tune limits a Searcher (Optuna) this way; the grid/random generator limits itself.
-            max_concurrent_trials=space.max_concurrent if ALGORITHMS[space.search.algorithm].searcher else None),
+            max_concurrent_trials=space.max_concurrent if searcher else None),
         run_config=tune.RunConfig(
             name=options.name, storage_path=str(options.storage), callbacks=callbacks, verbose=1,
             progress_reporter=_live_table(space),
@@ -245,7 +251,10 @@ def _live_table(space: SearchSpace) -> Any:
     from ray import tune
 
     metrics = {"iteration": "iter", "stage": "stage", space.metric: space.metric, "report/miou": "report/miou"}
-    return tune.CLIReporter(metric_columns=metrics, parameter_columns=list(space.params), max_report_frequency=30,
+    columns = {key: key for key in space.params}
+    if space.replicates > 1:
+        columns[replicates.TRIAL_INDEX] = "replicate"
+    return tune.CLIReporter(metric_columns=metrics, parameter_columns=columns, max_report_frequency=30,
                             sort_by_metric=True)
 
 
@@ -272,12 +281,13 @@ def _domain(param: Param) -> Any:
 
 def _search_alg(space: SearchSpace) -> Any:
     points = [dict(p) for p in space.search.points_to_evaluate] or None
-    return ALGORITHMS[space.search.algorithm].build(space.search.seed, points, space.max_concurrent)
+    return ALGORITHMS[space.search.algorithm].build(space.search.seed, points, space.max_concurrent,
+                                                    space.replicates)
 
 
 def _scheduler(space: SearchSpace) -> Any:
     s = space.scheduler
-    return SCHEDULERS[s.type].build(s.max_t, s.grace_period, s.reduction_factor)
+    return SCHEDULERS[s.type].build(s.max_t, s.grace_period, s.reduction_factor, space.replicates)
 
 
 # ----------------------------------------------------------------------------- summary
@@ -288,26 +298,58 @@ RESULT_NOISE = ("time_this_iter_s", "time_total_s", "timestamp", "training_itera
 
 
 def summarize(space: SearchSpace, sweep_dir: Path) -> dict[str, Any]:
-    """Every trial's params, final metrics, status and failure reason; ``best`` and the counts.
+    """Every trial and every configuration (ranked by the one rule); ``best``, the verdict, the counts.
 
     Read from the experiment state Tune saved, so an interrupted sweep shows its RUNNING and
-    PENDING trials as such.
+    PENDING trials as such. ``best`` is the best configuration's first counted replicate.
     """
     from ray import tune
 
     analysis = tune.ExperimentAnalysis(str(sweep_dir), default_metric=space.metric, default_mode=space.mode)
     trials = sorted((_trial_summary(space, sweep_dir, trial) for trial in analysis.trials),
                     key=lambda t: t["trial_id"])
-    ranked = rank(trials, lambda t: Standing(t["metrics"].get(space.metric), t["status"] == "TERMINATED"
-                                             and not t["stopped_early"], t["stopped_early"]), space.mode)
+    configs = group_configs(trials, lambda t: t["params"], lambda t: Replicate(
+        t["trial_id"], t["seed"], Standing(t["metrics"].get(space.metric), t["status"] == "TERMINATED"
+                                           and not t["stopped_early"], t["stopped_early"]), t["metrics"]))
+    ranked = rank_configs(configs, space.metric, space.mode)
+    by_id = {t["trial_id"]: t for t in trials}
     counts = dict(Counter(t["status"] for t in trials))
     counts.update(total=len(trials), finished=counts.get("TERMINATED", 0), failed=counts.get("ERROR", 0),
                   stopped_early=sum(t["stopped_early"] for t in trials),
-                  retried=sum(t["failures"] > 0 and t["status"] != "ERROR" for t in trials))
+                  retried=sum(t["failures"] > 0 and t["status"] != "ERROR" for t in trials),
+                  configs=len(configs))
+    unranked = [c for c in configs if all(c is not r for r in ranked)]  # no counted replicate
     return {"sweep": sweep_dir.name, "sweep_dir": str(sweep_dir), "space_file": str(space.file),
             "metric": space.metric, "mode": space.mode, "max_iteration": space.scheduler.max_t,
-            "counts": counts, "best": ranked[0] if ranked else None,
-            "ranking": [t["trial_id"] for t in ranked], "trials": trials}
+            "replicates": space.replicates, "counts": counts,
+            "best": by_id[ranked[0].replicates[0].trial_id] if ranked else None,
+            "ranking": [r.trial_id for c in ranked for r in c.replicates],
+            "configs": [*(_config_summary(c, space.metric, i) for i, c in enumerate(ranked, 1)),
+                        *(_config_summary(c, space.metric, None) for c in unranked)],
+            **_noise_summary(ranked, space.metric), "trials": trials}
+
+
+def _config_summary(c: ConfigResult, metric: str, place: int | None) -> dict[str, Any]:
+    """One entry of ``summary.json`` ``configs``: mean and std over the counted replicates."""
+    sel = c.spread(metric)
+    others = {m: None if (s := c.spread(m)) is None else {"n": s.n, "mean": s.mean, "std": s.std}
+              for m in dict.fromkeys((SELECTION_METRIC, "report/miou")) if m != metric}
+    return {"rank": place, "params": c.params, "n": c.n,
+            "seeds": [r.seed for r in c.replicates], "mean": None if sel is None else sel.mean,
+            "std": None if sel is None else sel.std, "trained_to_end": c.completed, **others,
+            "trial_ids": list(c.trial_ids)}
+
+
+def _noise_summary(ranked: list[ConfigResult], metric: str) -> dict[str, Any]:
+    """The best-vs-runner-up verdict and the split-half reproducibility, for ``summary.json``."""
+    result = ranking_verdict(ranked, metric)
+    diff = result.difference
+    halves = reproducibility(ranked, metric)
+    return {"verdict": {"line": result.line, "n": diff.n if diff else None, "difference": diff.mean if diff else None,
+                        "half_width": diff.half_width if diff else None,
+                        "beyond_noise": diff.beyond_noise if diff else None},
+            "reproducibility": {"spearman": halves.rho, "configs": halves.n_configs, "half_size": halves.half_size,
+                                "line": split_half_line(halves)}}
 
 
 def _trial_summary(space: SearchSpace, sweep_dir: Path, trial: Any) -> dict[str, Any]:
@@ -321,7 +363,9 @@ def _trial_summary(space: SearchSpace, sweep_dir: Path, trial: Any) -> dict[str,
     diverged = run.failure_reason()
     status = "ERROR" if diverged is not None else trial.status
     return {"trial_id": trial.trial_id, "status": status,
-            "params": {key: trial.config.get(key) for key in space.params}, "metrics": metrics,
+            "params": {key: trial.config.get(key) for key in space.params},
+            "replicate": replicates.replicate_index(trial.config),
+            "seed": space.config_for(trial.config).seed, "metrics": metrics,
             "iteration": iteration, "stopped_early": status == "TERMINATED" and iteration < space.scheduler.max_t,
             "failure_reason": reason or diverged, "failures": trial.num_failures,
             "starts": run.attempts.read_text().count("\n") if run.attempts.is_file() else 0,

@@ -10,6 +10,7 @@ problem is one ``SearchSpaceError`` line that names the file and the key. Layout
     search: {algorithm: optuna, seed: 0, points_to_evaluate: [{stage1.lambda_ci: 0.01}]}
     scheduler: {type: asha, grace_period: 300, reduction_factor: 2, max_t: 900}
     num_samples: 16
+    replicates: 3                         # seeds per configuration: base seed + 0, 1, 2 (default 1)
     resources: {cpus: 1, gpus: 0}
     max_concurrent: 2
     max_failures: 2
@@ -36,12 +37,13 @@ from simtune.config import Config
 from simtune.errors import ConfigError, SearchSpaceError
 from simtune.keys import suggest
 from simtune.sweep.algorithms import ALGORITHMS, PARAM_KINDS, SCHEDULERS, with_starting_points
+from simtune.sweep.replicates import replicate_index, swept_values
 from simtune.labels import CLASS_NAMES
 from simtune.selection import PREFIX as SELECT_PREFIX
 from simtune.selection import SELECT_METRICS
 
-TOP_LEVEL_KEYS = ("base", "set", "metric", "mode", "search", "scheduler", "num_samples", "resources",
-                  "max_concurrent", "max_failures", "params")
+TOP_LEVEL_KEYS = ("base", "set", "metric", "mode", "search", "scheduler", "num_samples", "replicates",
+                  "resources", "max_concurrent", "max_failures", "params")
 STAGE2_ONLY = ("stage2.", "pseudo_label.")  # keys that matter only when stage 2 runs (mode aa_sim_ssl)
 
 
@@ -97,17 +99,23 @@ class SearchSpace:
     resources: Resources = field(default_factory=Resources)
     max_concurrent: int | None = None
     max_failures: int = 2
+    replicates: int = 1  # K: every configuration trains with seeds base + 0 .. K-1 (simtune.sweep.replicates)
 
     @property
     def base_config(self) -> Config:
         return config.build(self.changes, source=str(self.base))
 
     def config_for(self, values: Mapping[str, Any]) -> Config:
-        """The resolved config of one trial: ``values`` (dotted key -> value) over the base."""
+        """The resolved config of one trial: ``values`` (dotted key -> value) over the base.
+
+        A replicate index k among ``values`` (``replicates.TRIAL_INDEX``) sets ``seed`` to the
+        base seed + k.
+        """
         changes = self.changes
-        for path, value in values.items():
+        for path, value in swept_values(values).items():
             changes = config.deep_merge(changes, config.nest(path, _plain(value)))
-        return config.build(changes, source=f"{self.file} trial")
+        cfg = config.build(changes, source=f"{self.file} trial")
+        return dataclasses.replace(cfg, seed=cfg.seed + replicate_index(values))
 
     def trial_configs(self, limit: int = 512) -> list[Config]:
         """Configs to check before a sweep starts: every combination of grid/choice values and
@@ -159,6 +167,7 @@ def load_space(path: Path, overrides: Sequence[str] = ()) -> SearchSpace:
         resources=_resources(path, data.get("resources", {})),
         max_concurrent=_optional_int(path, "max_concurrent", data.get("max_concurrent"), 1),
         max_failures=_int(path, "max_failures", data.get("max_failures", 2), -1),
+        replicates=_replicates(path, "replicates", data.get("replicates", 1), params),
     )
     _check_overrides_do_not_touch_params(path, overrides, params)
     _check_params_take_effect(space)
@@ -303,6 +312,15 @@ def _resources(path: Path, raw: Any) -> Resources:
     return Resources(cpus=float(cpus), gpus=float(gpus))
 
 
+def _replicates(path: Path, key: str, value: Any, params: Mapping[str, Param]) -> int:
+    """K >= 1; the seed is then the replicate's, so it cannot be swept as well."""
+    k = _int(path, key, value, 1)
+    if k > 1 and "seed" in params:
+        raise SearchSpaceError(f"{path}: params.seed: cannot be swept with {key} {k} (replicate k trains with "
+                               f"seed = base seed + k); set the base seed with set: or --set seed=N")
+    return k
+
+
 def _metric(path: Path, metric: Any) -> str:
     """Selection happens on the ``val/`` (selection) split, the oracle, or by a label-free
     ``select/<name>`` validator; ``report/`` stays untouched by tuning."""
@@ -407,7 +425,7 @@ def _plain(value: Any) -> Any:
 
 def override_settings(space: SearchSpace, *, num_samples: int | None = None, cpus: float | None = None,
                       gpus: float | None = None, max_concurrent: int | None = None,
-                      search_seed: int | None = None) -> SearchSpace:
+                      search_seed: int | None = None, replicates: int | None = None) -> SearchSpace:
     """The space with command-line settings replacing the file's (None keeps the file's value)."""
     where = Path("command line")
     if search_seed is not None:
@@ -422,4 +440,6 @@ def override_settings(space: SearchSpace, *, num_samples: int | None = None, cpu
         num_samples=space.num_samples if num_samples is None else _int(where, "--num-samples", num_samples, 1),
         max_concurrent=space.max_concurrent if max_concurrent is None
         else _int(where, "--max-concurrent", max_concurrent, 1),
+        replicates=space.replicates if replicates is None
+        else _replicates(where, "--replicates", replicates, space.params),
     )

@@ -31,8 +31,9 @@ from simtune.sweep.results import SELECTION_METRIC, Standing, SweepDir, rank, re
 from simtune.tracking import naming
 from simtune.tracking.artifacts import log_checkpoint
 from simtune.tracking.datasets import log_data_inputs
-from simtune.tracking.store import (CHECKPOINT_POLICIES, EXPERIMENT, TAG_PARENT, TAG_ROLE, TAG_RUN_DIR, TAG_STOPPED,
-                                    TAG_SWEEP, TAG_SWEEP_DIR, TAG_TRIAL, connect, default_tracking_uri,
+from simtune.tracking.store import (CHECKPOINT_POLICIES, EXPERIMENT, TAG_CONFIG, TAG_CONFIG_RANK, TAG_PARENT,
+                                    TAG_ROLE, TAG_RUN_DIR, TAG_STOPPED, TAG_SWEEP, TAG_SWEEP_DIR, TAG_TRIAL, connect,
+                                    default_tracking_uri,
                                     ensure_experiment, find_sweep_parent, log_json_artifact, log_metrics, log_params,
                                     normalise_uri, one_line, provenance_tags, search, start_system_metrics)
 
@@ -133,7 +134,10 @@ class SweepTracker:
         if self.monitor is not None:
             self.monitor.finish()
         children = search(self.client, self.experiment_id, {TAG_PARENT: self.parent_run_id, TAG_ROLE: "trial"})
-        outcome = sweep_outcome(children, self.metric, self.mode)
+        outcome = sweep_outcome(children, self.metric, self.mode, (summary.get("best") or {}).get("trial_id"))
+        self._log_configurations([c for c in summary.get("configs", []) if c.get("rank") is not None])
+        if summary.get("verdict"):
+            self.client.set_tag(self.parent_run_id, "simtune.verdict", summary["verdict"]["line"])
         log_metrics(self.client, self.parent_run_id, [(k, v, 0) for k, v in outcome.metrics().items()])
         for key, value in outcome.tags().items():
             self.client.set_tag(self.parent_run_id, key, value)
@@ -145,6 +149,38 @@ class SweepTracker:
         if self.checkpoint_policy == "best" and outcome.best is not None:
             log_checkpoint(self.client, outcome.best.info.run_id, Path(outcome.best.data.tags.get(TAG_RUN_DIR, "")))
         self.client.set_terminated(self.parent_run_id, "FINISHED" if outcome.finished else "FAILED")
+
+    def _log_configurations(self, configs: list[dict[str, Any]]) -> None:
+        """One run per ranked configuration (``summary.json`` ``configs``), a child of the parent run.
+
+        Its params are the swept values; its metrics are the means over the replicates under the
+        metrics' own names (``val/miou``, ``report/miou``), so MLflow's compare view of these
+        runs plots configuration means, plus ``<metric>_std`` and ``replicates`` (n). Found
+        again by its ``simtune.config`` tag when a resumed sweep finishes.
+        """
+        found = search(self.client, self.experiment_id, {TAG_PARENT: self.parent_run_id, TAG_ROLE: "configuration"})
+        runs = {r.data.tags.get(TAG_CONFIG): r.info.run_id for r in found}
+        for c in configs:
+            label = naming.config_label(c["params"]) or "the base config"
+            run_id = runs.get(label)
+            if run_id is None:
+                tags = {TAG_PARENT: self.parent_run_id, TAG_ROLE: "configuration", TAG_SWEEP: self.sweep_name,
+                        TAG_CONFIG: label}
+                run_id = self.client.create_run(self.experiment_id, run_name=f"{label} · mean of {c['n']}",
+                                                tags=tags).info.run_id
+                log_params(self.client, run_id, c["params"])
+            self.client.set_tag(run_id, TAG_CONFIG_RANK, str(c["rank"]))
+            self.client.set_tag(run_id, "simtune.trial_ids", ", ".join(c["trial_ids"]))
+            log_metrics(self.client, run_id, [(k, float(v), 0) for k, v in _config_metrics(c, self.metric).items()])
+            self.client.set_terminated(run_id, "FINISHED")
+
+
+def _config_metrics(c: dict[str, Any], metric: str) -> dict[str, float]:
+    """Mean (under the metric's name), std and n of a ``summary.json`` configuration entry."""
+    report = c.get("report/miou") or {}
+    values = {metric: c.get("mean"), f"{metric}_std": c.get("std"), "report/miou": report.get("mean"),
+              "report/miou_std": report.get("std"), "replicates": c.get("n")}
+    return {k: float(v) for k, v in values.items() if v is not None}
 
 
 def space_params(space: Any) -> dict[str, Any]:
@@ -228,8 +264,13 @@ class SweepOutcome:
         return out
 
 
-def sweep_outcome(children: list[Run], metric: str = SELECTION_METRIC, mode: str = "max") -> SweepOutcome:
-    """Summarise a sweep's child runs (see ``SweepOutcome``)."""
+def sweep_outcome(children: list[Run], metric: str = SELECTION_METRIC, mode: str = "max",
+                  best_trial: str | None = None) -> SweepOutcome:
+    """Summarise a sweep's child runs (see ``SweepOutcome``).
+
+    ``best_trial``: the trial id the sweep's configuration ranking chose (``summary.json``
+    ``best``); without it the child runs are ranked by the rule, trial by trial.
+    """
     children = sorted(children, key=lambda r: r.data.tags.get(TAG_TRIAL, ""))
     finished = [r for r in children if r.info.status == "FINISHED" and metric in r.data.metrics]
     failed = [r for r in children if r.info.status == "FAILED"]
@@ -239,5 +280,7 @@ def sweep_outcome(children: list[Run], metric: str = SELECTION_METRIC, mode: str
         return Standing(run.data.metrics.get(metric), completed=not stopped, stopped_early=stopped)
 
     ranked = rank(finished, standing, mode)
-    return SweepOutcome(len(children), len(finished), len(failed), ranked[0] if ranked else None,
+    chosen = [r for r in children if best_trial is not None and r.data.tags.get(TAG_TRIAL) == best_trial]
+    best = chosen[0] if chosen else ranked[0] if ranked else None
+    return SweepOutcome(len(children), len(finished), len(failed), best,
                         tuple(sorted(r.data.tags.get(TAG_TRIAL, r.info.run_id) for r in failed)), metric)

@@ -47,13 +47,16 @@ if TYPE_CHECKING:
 EXPERIMENT = "simtune"
 CHECKPOINT_POLICIES = ("best", "all", "none")
 
-TAG_ROLE = "simtune.role"  # sweep | trial | retrain | retrain_seed
+TAG_ROLE = "simtune.role"  # sweep | trial | configuration | retrain | retrain_seed
 TAG_SWEEP = "simtune.sweep"
 TAG_SWEEP_DIR = "simtune.sweep_dir"
 TAG_TRIAL = "simtune.trial_id"
 TAG_RUN_DIR = "simtune.run_dir"
 TAG_FAILURE = "simtune.failure_reason"
 TAG_STOPPED = "simtune.stopped_early"  # "true" when a scheduler (ASHA) ended the trial early
+TAG_REPLICATE = "simtune.replicate"  # k of a trial: it trained with seed = base seed + k
+TAG_CONFIG = "simtune.config"  # a configuration run's swept values, "key=value, ..."
+TAG_CONFIG_RANK = "simtune.config_rank"  # a configuration run's place in the sweep's ranking
 TAG_PARENT = "mlflow.parentRunId"
 
 STEP_KEYS = ("step", "iteration")  # the global iteration: MLflow's step, never a metric of its own
