@@ -207,6 +207,9 @@ def test_retrain_registers_a_version_and_a_second_retrain_moves_champion(tiny_sw
     assert parent.data.metrics["best/report/miou_mean"] == pytest.approx(np.mean(values))
     assert parent.data.metrics["best/report/miou_std"] == pytest.approx(np.std(values, ddof=1))
     assert "runner_up/report/miou_mean" in parent.data.metrics
+    runner_up = [s for s in seeds if s.data.tags["simtune.candidate"] == "runner_up"]
+    assert sorted(s.data.params["seed"] for s in runner_up) == ["0", "1"]  # the same seeds: paired
+    assert "Verdict: best " in done.stdout and "(paired, n = 2)" in parent.data.tags["simtune.verdict"]
     assert {"loss/seg_src", "lr"} <= set(best[0].data.metrics)  # losses logged live during retraining
     note = parent.data.tags["mlflow.note.content"]
     assert f"runs/{sweep_parent.info.run_id})" in note and "#/models/simtune-space/versions/1)" in note

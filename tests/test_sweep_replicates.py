@@ -6,11 +6,8 @@ Every trial runs the real pipeline on the tiny benchmark (stage 1 = 4 iterations
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,14 +16,17 @@ import yaml
 from simtune import config
 from simtune.cli import main
 from simtune.errors import SearchSpaceError
+from simtune.stats import Spread
+from simtune.sweep.results import Replicate, Standing, compare, group_configs, rank_configs, ranking_verdict
 from simtune.sweep.space import load_space, override_settings
 from test_sweep import run_sweep, summary_of, write_space
 
 QUANTILES = [0.3, 0.6]  # stage-2 values: configurations with the same seed share stage 1
+LAMBDAS = [0.001, 0.01]  # Table 3's parameter
 
 
 def test_grid_with_two_replicates_end_to_end(tmp_path: Path, tiny_bench: tuple[Path, Path]) -> None:
-    space = write_space(tmp_path, tiny_bench, {"pseudo_label.quantile": {"grid": QUANTILES}}, replicates=2)
+    space = write_space(tmp_path, tiny_bench, {"stage1.lambda_ci": {"grid": LAMBDAS}}, replicates=2)
     proc = run_sweep(space, tmp_path / "sweeps", "rep", "--set", "seed=7")
     sweep_dir = tmp_path / "sweeps" / "rep"
     summary = summary_of(sweep_dir)
@@ -34,7 +34,7 @@ def test_grid_with_two_replicates_end_to_end(tmp_path: Path, tiny_bench: tuple[P
     assert len(trials) == 4 and summary["counts"]["finished"] == 4 and summary["replicates"] == 2
     # Common random numbers: both configurations ran with seeds 7 and 8, and the run dirs agree.
     configs = summary["configs"]
-    assert sorted(c["params"]["pseudo_label.quantile"] for c in configs) == QUANTILES
+    assert sorted(c["params"]["stage1.lambda_ci"] for c in configs) == LAMBDAS
     for c in configs:
         assert c["n"] == 2 and c["seeds"] == [7, 8] and c["trained_to_end"]
         seeds = sorted(config.load(sweep_dir / "runs" / t / "config.yaml").seed for t in c["trial_ids"])
@@ -46,7 +46,7 @@ def test_grid_with_two_replicates_end_to_end(tmp_path: Path, tiny_bench: tuple[P
     assert [c["rank"] for c in configs] == [1, 2] and configs[0]["mean"] >= configs[1]["mean"]
     assert summary["best"]["trial_id"] in configs[0]["trial_ids"]
     best_cfg = config.load(sweep_dir / "best_config.yaml")
-    assert best_cfg.pseudo_label.quantile == configs[0]["params"]["pseudo_label.quantile"] and best_cfg.seed == 7
+    assert best_cfg.stage1.lambda_ci == configs[0]["params"]["stage1.lambda_ci"] and best_cfg.seed == 7
     # The final table, the summary and the report all state the verdict.
     verdict = summary["verdict"]
     assert verdict["n"] == 2 and verdict["line"].startswith("Verdict: best ")
@@ -56,6 +56,7 @@ def test_grid_with_two_replicates_end_to_end(tmp_path: Path, tiny_bench: tuple[P
     text = (sweep_dir / "report" / "summary.md").read_text()
     assert verdict["line"] in text and summary["reproducibility"]["line"] in text
     assert summary["reproducibility"]["half_size"] == 1 and summary["reproducibility"]["configs"] == 2
+    assert "## Table 3 form: mIoU vs `stage1.lambda_ci`" in text
     assert "error bars: std over replicates, n = 2 per point" in text
     assert "| 1 | " in text and "| 7, 8 |" in text  # the configurations table
     _check_configuration_runs(sweep_dir, configs)
@@ -75,7 +76,7 @@ def _check_configuration_runs(sweep_dir: Path, configs: list[dict[str, object]])
         run = by_rank[int(str(c["rank"]))]
         assert run.data.metrics["val/miou"] == pytest.approx(float(str(c["mean"])))
         assert run.data.metrics["replicates"] == 2
-        assert float(run.data.params["pseudo_label.quantile"]) == c["params"]["pseudo_label.quantile"]  # type: ignore[index]
+        assert float(run.data.params["stage1.lambda_ci"]) == c["params"]["stage1.lambda_ci"]  # type: ignore[index]
 
 
 def test_optuna_with_replicates_repeats_each_proposal_with_the_same_seeds(tmp_path: Path,
@@ -112,3 +113,44 @@ def test_replicates_setting_is_validated_and_overridden(tmp_path: Path, tiny_ben
     assert main(["validate", str(space)]) == 2
     err = capsys.readouterr().err.strip()
     assert "'replicates' must be an integer >= 1, got 'two'" in err and "\n" not in err
+
+
+# ----------------------------------------------------------------------------- the rule on configurations
+
+
+def _replicate(trial_id: str, seed: int, value: float, *, completed: bool = True) -> Replicate:
+    return Replicate(trial_id, seed, Standing(value, completed, not completed), {"val/miou": value})
+
+
+def test_configurations_count_full_length_replicates_once_per_seed() -> None:
+    items = [({"w": 10}, _replicate("a0", 0, 10.0)), ({"w": 10}, _replicate("a1", 1, 30.0, completed=False)),
+             ({"w": 10}, _replicate("a2", 0, 99.0)),  # seed 0 again (a repeated proposal): not counted
+             ({"w": 50}, _replicate("b0", 0, 12.0)), ({"w": 50}, _replicate("b1", 1, 14.0)),
+             ({"w": 90}, _replicate("c0", 0, 80.0, completed=False))]  # every replicate stopped early
+    configs = group_configs(items, lambda item: item[0], lambda item: item[1])
+    ranked = rank_configs(configs, "val/miou")
+    assert [c.params["w"] for c in ranked] == [50, 10, 90]  # stopped configurations rank last
+    best, second, stopped = ranked
+    assert [r.trial_id for r in second.replicates] == ["a0"] and second.trial_ids == ("a0", "a1", "a2")
+    assert best.spread("val/miou") == Spread(n=2, mean=13.0, std=pytest.approx(math.sqrt(2.0)))
+    assert not stopped.completed and stopped.n == 1
+    diff = compare(best, second, "val/miou")  # paired over the one seed both counted
+    assert diff is not None and (diff.n, diff.mean, diff.half_width) == (1, 2.0, None)
+    assert ranking_verdict(ranked, "val/miou").line.startswith(
+        "Verdict: best beats runner-up by 2.00 mIoU in a single run each: noise unknown")
+
+
+def test_retrain_verdict_pairs_the_seeds_both_candidates_finished(tmp_path: Path) -> None:
+    from simtune.sweep.results import TrialOutcome
+    from simtune.sweep.retrain import Candidate, RetrainResult, SeedRun, verdicts
+
+    trial = TrialOutcome("t", tmp_path, {}, {}, None, True, None)
+    best, runner_up = Candidate("best", trial), Candidate("runner_up", trial)
+    for seed, (a, b) in enumerate([(3.0, 1.0), (5.0, 2.0), (7.0, 4.0), (9.0, None)]):
+        best.runs.append(SeedRun(seed, tmp_path, "r", {"report/miou": a, "val/miou": a}))
+        runner_up.runs.append(SeedRun(seed, tmp_path, "r", {} if b is None else {"report/miou": b, "val/miou": b}))
+    result = RetrainResult(tmp_path, "val/miou", "max", "", "", None, [best, runner_up])
+    # seeds 0-2 pair (d = 2, 3, 3: mean 8/3, half-width 4.3027 / 3); seed 3 has no runner-up run
+    assert verdicts(result) == [
+        "Verdict: best beats runner-up by 2.67 ± 1.43 mIoU on report/miou (paired, n = 3): beyond noise",
+        "Verdict: best beats runner-up by 2.67 ± 1.43 mIoU on val/miou (paired, n = 3): beyond noise"]

@@ -33,9 +33,9 @@ from simtune.tracking.artifacts import log_checkpoint
 from simtune.tracking.datasets import log_data_inputs
 from simtune.tracking.store import (CHECKPOINT_POLICIES, EXPERIMENT, TAG_CONFIG, TAG_CONFIG_RANK, TAG_PARENT,
                                     TAG_ROLE, TAG_RUN_DIR, TAG_STOPPED, TAG_SWEEP, TAG_SWEEP_DIR, TAG_TRIAL, connect,
-                                    default_tracking_uri,
-                                    ensure_experiment, find_sweep_parent, log_json_artifact, log_metrics, log_params,
-                                    normalise_uri, one_line, provenance_tags, search, start_system_metrics)
+                                    default_tracking_uri, ensure_experiment, find_sweep_parent, log_json_artifact,
+                                    log_metrics, log_params, normalise_uri, one_line, provenance_tags, search,
+                                    start_system_metrics)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -135,7 +135,11 @@ class SweepTracker:
             self.monitor.finish()
         children = search(self.client, self.experiment_id, {TAG_PARENT: self.parent_run_id, TAG_ROLE: "trial"})
         outcome = sweep_outcome(children, self.metric, self.mode, (summary.get("best") or {}).get("trial_id"))
-        self._log_configurations([c for c in summary.get("configs", []) if c.get("rank") is not None])
+        ranked = [c for c in summary.get("configs", []) if c.get("rank") is not None]
+        self._log_configurations(ranked)
+        if ranked:  # the best configuration's means, next to the best trial's single-seed numbers
+            log_metrics(self.client, self.parent_run_id,
+                        [(f"best_config/{k}", v, 0) for k, v in _config_metrics(ranked[0], self.metric).items()])
         if summary.get("verdict"):
             self.client.set_tag(self.parent_run_id, "simtune.verdict", summary["verdict"]["line"])
         log_metrics(self.client, self.parent_run_id, [(k, v, 0) for k, v in outcome.metrics().items()])
