@@ -136,7 +136,8 @@ class SweepTracker:
         children = search(self.client, self.experiment_id, {TAG_PARENT: self.parent_run_id, TAG_ROLE: "trial"})
         outcome = sweep_outcome(children, self.metric, self.mode, (summary.get("best") or {}).get("trial_id"))
         ranked = [c for c in summary.get("configs", []) if c.get("rank") is not None]
-        self._log_configurations(ranked)
+        if summary.get("replicates", 1) > 1:  # with one replicate each trial run is its configuration's run
+            self._log_configurations(ranked)
         if ranked:  # the best configuration's means, next to the best trial's single-seed numbers
             log_metrics(self.client, self.parent_run_id,
                         [(f"best_config/{k}", v, 0) for k, v in _config_metrics(ranked[0], self.metric).items()])
