@@ -66,10 +66,9 @@ def _check_configuration_runs(sweep_dir: Path, configs: list[dict[str, object]])
     """MLflow holds one run per configuration whose val/miou is the mean over replicates."""
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{sweep_dir}/mlflow.db"
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("simtune")
-    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`simtune.role` = 'configuration'")
+    client = MlflowClient(f"sqlite:///{sweep_dir.parent}/mlflow.db")  # one store per folder of sweeps
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, filter_string="tags.`simtune.role` = 'configuration'")
     assert len(runs) == len(configs)
     by_rank = {int(r.data.tags["simtune.config_rank"]): r for r in runs}
     for c in configs:
