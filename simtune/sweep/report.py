@@ -293,13 +293,13 @@ def _markdown(report: Report, trials: Sequence[TrialOutcome], configs: Sequence[
     finished = sum(t.finished for t in trials)
     lines = [f"# Sweep `{report.sweep_dir.name}`", "",
              f"{len(trials)} trials ({finished} trained to the end) of {len(configs)} ranked configurations. "
-             f"A configuration is ranked by the mean of `{_label(metric)}` ({mode}) over its replicates (seeds), "
-             "each at its **last** evaluation, not its best-ever one; configurations trained to the end before "
-             "those a scheduler stopped. `report/miou` (lindau + munster) is held out and never used for "
+             f"Configurations are ranked by `{_label(metric)}` ({mode}), its mean over their replicates (seeds), "
+             "each replicate at its **last** evaluation, not its best-ever one; configurations trained to the end "
+             "before those a scheduler stopped. `report/miou` (lindau + munster) is held out and never used for "
              "selection. ± is the sample std over replicates, except in the verdict, where it is the half-width "
              "of the 95% interval of the paired difference.", "",
-             f"**Best configuration:** {naming.config_label(best.params) or 'the base config'}: {_label(metric)} {_spread(best, metric)}, "
-             f"report/miou {_spread(best, 'report/miou')}", "",
+             f"**Best configuration:** {naming.config_label(best.params) or 'the base config'}: "
+             f"{_label(metric)} {_spread(best, metric)}, report/miou {_spread(best, 'report/miou')}", "",
              report.verdict, "", report.noise, "",
              "## Configurations", "", _configs_table(configs, swept, metric), "",
              "## Trials", "", _trials_table(trials, swept, metric), ""]
