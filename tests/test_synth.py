@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from simtune.data import synth
-from simtune.data.synth import BenchmarkPaths, generate_benchmark
+from simtune.data.synth import BenchmarkPaths, generate_benchmark, scene
+from simtune.data.synth.measure import pixel_median, thing_region_areas
+from simtune.data.synth.write import write_source_images
 from simtune.errors import DataError, SimtuneError
 from simtune.labels import CITYSCAPES_ID_TO_TRAIN, STUFF_IDS, THING_IDS, lookup_table
 
@@ -114,6 +115,33 @@ def test_things_change_more_than_stuff_across_domains(bench: Path) -> None:
     assert shift["thing"] > shift["stuff"]
 
 
+def test_things_span_several_feature_pixels_at_the_training_size(bench: Path) -> None:
+    """At experiments/synthetic.yaml's sizes and stride 8, things are not specks."""
+    source = sorted((bench / "gta5/labels").glob("*.png"))
+    target = sorted((bench / "cityscapes/gtFine").rglob("*.png"))
+    for paths, size in ((source, (160, 96)), (target, (192, 96))):
+        areas = thing_region_areas(paths, size)
+        assert pixel_median(areas[13]) >= 10  # car
+        assert pixel_median([a for c in areas for a in areas[c]]) >= 4
+
+
+def test_pixel_median_weighs_regions_by_their_pixels() -> None:
+    assert pixel_median([1.0, 1.0, 1.0, 10.0]) == 10.0
+    assert pixel_median([2.0, 2.0]) == 2.0
+    assert np.isnan(pixel_median([]))
+
+
+def test_heldout_source_images_continue_the_benchmark(bench: Path, tmp_path: Path) -> None:
+    """Source image i is the same file whoever draws it; past num_source come new images."""
+    write_source_images(tmp_path, seed=3, first=6, count=4)
+    for i in (7, 8):
+        for folder in ("images", "labels"):
+            name = f"{folder}/{i:05d}.png"
+            assert (tmp_path / name).read_bytes() == (bench / "gta5" / name).read_bytes()
+    assert not (bench / "gta5/images/00009.png").exists()
+    assert (tmp_path / "images/00009.png").read_bytes() != (tmp_path / "images/00008.png").read_bytes()
+
+
 def test_existing_benchmark_is_not_regenerated(bench: Path) -> None:
     image = bench / "gta5/images/00001.png"
     before = image.stat().st_mtime_ns
@@ -144,7 +172,7 @@ def test_stale_partial_folder_is_ignored(tmp_path: Path) -> None:
 def test_interrupted_run_leaves_nothing_at_out(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     drawn = []
-    real = synth.render_scene
+    real = scene.render_scene
 
     def dies_on_the_fifth(*args: object, **kwargs: object) -> tuple[np.ndarray, np.ndarray]:
         drawn.append(1)
@@ -152,7 +180,7 @@ def test_interrupted_run_leaves_nothing_at_out(tmp_path: Path,
             raise KeyboardInterrupt
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(synth, "render_scene", dies_on_the_fifth)
+    monkeypatch.setattr(scene, "render_scene", dies_on_the_fifth)
     with pytest.raises(KeyboardInterrupt):
         generate_benchmark(tmp_path / "bench", workers=1, **TINY)
     assert list(tmp_path.iterdir()) == []
