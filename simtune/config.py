@@ -87,7 +87,10 @@ class SimConfig:
 
     instances_per_image: int = _f(10, "z: largest source regions per class pushed per image")
     target_regions: int = _f(10, "largest target regions per thing class matched per image")
-    l1: Literal["sum", "channel_mean"] = _f("sum", "L1 over channels: paper sum, or the authors' mean")
+    l1: Literal["sum", "channel_mean"] = _f(
+        "channel_mean", "L1 over channels: the authors' mean (lambda_ci in the paper's units), or sum; "
+        "sum = channel_mean x C (C = feature channels: 2048 R101, 8 x width small), so lambda_ci(sum) = "
+        "lambda_ci(channel_mean) / C")
     skip_until_full: bool = _f(False, "authors' code: skip a class until its bank is full")
     bank_self_check: bool = _f(False, "authors' code: push only if C(pooled vector) predicts its class")
 
@@ -144,6 +147,23 @@ class SelectConfig:
 
 
 @dataclass(frozen=True)
+class SourcePretrainConfig:
+    """Stage 0: source-only training before stage 1, shared by every run with the same settings."""
+
+    iters: int = _f(0, "source-only iterations (seg loss only); 0 = off, start from model.init_weights")
+    lr: float = _f(0.01, "SGD learning rate of stage 0 (poly to 0 over iters; other SGD settings from stage1)")
+
+
+@dataclass(frozen=True)
+class InitConfig:
+    """Where stage 1 and stage 2 start from."""
+
+    source_pretrain: SourcePretrainConfig = _f(
+        SourcePretrainConfig(), "stage 0: a source-only warm start both stages load (the small net's stand-in "
+        "for an ImageNet init)")
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     """Where and how to run."""
 
@@ -162,6 +182,7 @@ class Config:
     mode: Mode = _f("aa_sim_ssl", "ablation row: source_only | aa | aa_sim | aa_sim_ssl | target_only")
     data: DataConfig = _f(DataConfig(), "datasets")
     model: ModelConfig = _f(ModelConfig(), "segmentation network")
+    init: InitConfig = _f(InitConfig(), "initial weights of both stages (stage 0)")
     discriminator: DiscriminatorConfig = _f(DiscriminatorConfig(), "output-space discriminator")
     sim: SimConfig = _f(SimConfig(), "stuff and instance matching")
     stage1: StageConfig = _f(StageConfig(), "stage 1, eq. 12")

@@ -3,6 +3,7 @@
 ``simtune train``, every sweep trial and every retrain seed write one::
 
     config.yaml  run.json          resolved config; revision, versions, seed
+    stage0/  ...                   (init.source_pretrain.iters > 0: the source-only warm start)
     stage1/  checkpoint.pt  history.json  model.pt  done.json
     pseudo/  predictions/  labels/  thresholds.json
     stage2/  ...                   (mode aa_sim_ssl only)
@@ -28,7 +29,7 @@ from simtune import config
 from simtune.config import Config
 from simtune.errors import ConfigError
 
-STAGES = ("stage1", "stage2")
+STAGES = ("stage0", "stage1", "stage2")  # stage0: the optional source-only warm start
 CONFIG = "config.yaml"
 RUN_FILES = (CONFIG, "run.json", "results.json", "failure.json", "attempts.jsonl")  # the run's own records
 

@@ -160,6 +160,7 @@ SYNTHETIC_EXPERIMENT = REPO_ROOT / "experiments" / "synthetic.yaml"
 TINY_OVERRIDES: tuple[str, ...] = (
     "stage1.iters=4", "stage1.schedule_iters=4", "stage2.iters=2", "stage2.schedule_iters=2",
     "eval.every=2", "eval.max_images=2", "runtime.checkpoint_every=2", "runtime.threads=1",
+    "init.source_pretrain.iters=0",
 )
 
 

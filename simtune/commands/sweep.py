@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         help="override a value of the base experiment (repeatable)")
     parser.add_argument("--no-stage1-cache", action="store_true",
                         help="train stage 1 in every trial, even where another trial's stage 1 is identical")
+    parser.add_argument("--no-stage0-cache", action="store_true",
+                        help="train stage 0 (init.source_pretrain) in every trial instead of once per setting")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow store (default: MLFLOW_TRACKING_URI or sqlite:///<storage>/mlflow.db)")
     parser.set_defaults(func=run)
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or _default_name(args.space, storage, args.resume)
     options = SweepOptions(name=name, storage=storage, storage_explicit=args.storage is not None,
                            resume=args.resume, address=args.address, tracking_uri=args.tracking_uri,
-                           share_stage1=not args.no_stage1_cache)
+                           share_stage1=not args.no_stage1_cache, share_stage0=not args.no_stage0_cache)
     summary = run_sweep(space, options, list(args.overrides))
     print(format_summary(summary))
     tracked = read_json(SweepDir(options.sweep_dir).tracking)

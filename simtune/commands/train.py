@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         help="run directory (default runs/<experiment>-<time>); never overwritten")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-stage0-cache", action="store_true",
+                        help="train stage 0 (init.source_pretrain) in this run instead of reusing "
+                             "<out's parent>/stage0_cache")
     parser.set_defaults(func=run)
 
 
@@ -27,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     preflight.check([cfg])
     out = args.out or Path("runs") / f"{args.experiment.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = run_pipeline(cfg, out.resolve(), resume=args.resume, progress=not args.no_progress)
+    out = out.resolve()
+    stage0_cache = None if args.no_stage0_cache else out.parent / "stage0_cache"
+    result = run_pipeline(cfg, out, resume=args.resume, progress=not args.no_progress, stage0_cache=stage0_cache)
     print(final_table(result))
     print(f"run directory: {result.out_dir}")
     return 0

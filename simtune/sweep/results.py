@@ -104,6 +104,10 @@ class SweepDir:
         return self.root / "runs"
 
     @property
+    def stage0_cache(self) -> Path:
+        return self.root / "stage0_cache"
+
+    @property
     def stage1_cache(self) -> Path:
         return self.root / "stage1_cache"
 

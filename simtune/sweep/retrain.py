@@ -28,8 +28,8 @@ from simtune.errors import ConfigError, TrackingError
 from simtune.rundir import RunDir, load_segmenter_state
 from simtune.sweep.report import mean_std
 from simtune.stats import paired_difference, verdict
-from simtune.sweep.results import (TrialOutcome, experiment_of, find_sweep, load_configs, load_trials, metric_unit,
-                                   selection_rule)
+from simtune.sweep.results import (SweepDir, TrialOutcome, experiment_of, find_sweep, load_configs, load_trials,
+                                   metric_unit, selection_rule)
 from simtune.tracking import naming
 from simtune.tracking.artifacts import RunLogger, log_trial_artifacts
 from simtune.tracking.datasets import log_data_inputs
@@ -258,7 +258,8 @@ def _train_seed(client: Any, result: RetrainResult, candidate: Candidate, index:
     log_data_inputs(client, run_id, cfg)
     logger = RunLogger(client, run_id)
     try:
-        pipeline = run_pipeline(cfg, out, callbacks=[logger], resume=resume, progress=progress)
+        pipeline = run_pipeline(cfg, out, callbacks=[logger], resume=resume, progress=progress,
+                                stage0_cache=SweepDir(result.sweep_dir).stage0_cache)
     except NonFiniteLoss as exc:  # a diverged seed counts as a failure; the others still run
         client.set_tag(run_id, "simtune.failure_reason", str(exc))
         client.set_terminated(run_id, "FAILED")

@@ -5,6 +5,7 @@ A sweep lives in ``<storage>/<name>/`` (paths: ``results.SweepDir``)::
     sweep.json          how it was started (space file, --set, settings) and the space's hash
     space.yaml          a copy of the search-space file
     runs/<trial_id>/    each trial's run directory (``run_pipeline`` output, attempts.jsonl)
+    stage0_cache/       stage-0 warm starts shared by trials with identical stage-0 settings
     stage1_cache/       stage-1 results shared by trials with identical stage-1 settings
     trial_<trial_id>/   Tune's per-trial results and checkpoints
     summary.json        every trial: params, final metrics, status, failure reason
@@ -53,6 +54,7 @@ class SweepOptions:
     address: str | None = None  # an existing Ray cluster; None = RAY_ADDRESS or a local one
     tracking_uri: str | None = None
     share_stage1: bool = True  # trials with identical stage-1 settings share one stage-1 result
+    share_stage0: bool = True  # trials with identical stage-0 settings share one stage-0 warm start
 
     @property
     def sweep_dir(self) -> Path:
@@ -217,7 +219,8 @@ def _sees_marker(path: str) -> bool:
 def _tuner(space: SearchSpace, options: SweepOptions, tracker: Any) -> Any:
     from ray import tune
 
-    context = TrialContext(space=space, sweep_dir=options.sweep_dir, share_stage1=options.share_stage1)
+    context = TrialContext(space=space, sweep_dir=options.sweep_dir, share_stage1=options.share_stage1,
+                           share_stage0=options.share_stage0)
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context),
                                     {"cpu": space.resources.cpus, "gpu": space.resources.gpus})
     callbacks = tracker.tune_callbacks() if tracker is not None else []

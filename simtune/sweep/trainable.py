@@ -46,7 +46,7 @@ from simtune.errors import ConfigError, NonFiniteLoss, SimtuneError
 from simtune.train.loop import Callback
 
 FAULT_ENV = "SIMTUNE_FAULT"
-STAGE_NUMBER = {"stage1": 1, "stage2": 2}
+STAGE_NUMBER = {"stage0": 0, "stage1": 1, "stage2": 2}
 POSITION = "position.json"  # in a Tune checkpoint: which stage and iteration it holds
 
 
@@ -57,6 +57,7 @@ class TrialContext:
     space: SearchSpace
     sweep_dir: Path
     share_stage1: bool = True
+    share_stage0: bool = True
 
     def run_dir(self, trial_id: str) -> Path:
         return SweepDir(self.sweep_dir).run(trial_id).root
@@ -64,6 +65,10 @@ class TrialContext:
     @property
     def stage1_cache(self) -> Path | None:
         return SweepDir(self.sweep_dir).stage1_cache if self.share_stage1 else None
+
+    @property
+    def stage0_cache(self) -> Path | None:
+        return SweepDir(self.sweep_dir).stage0_cache if self.share_stage0 else None
 
 
 def run_trial(params: dict[str, Any], context: TrialContext) -> None:
@@ -88,7 +93,8 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
     _log_attempt(run_dir, _restore(run_dir))
     try:
         # resume=True: the run dir of a retried or resumed trial is not empty, and that is expected.
-        run_pipeline(cfg, run_dir, callbacks=[reporter], resume=True, stage1_cache=context.stage1_cache)
+        run_pipeline(cfg, run_dir, callbacks=[reporter], resume=True, stage1_cache=context.stage1_cache,
+                     stage0_cache=context.stage0_cache)
         reporter.report_final()
     except (NonFiniteLoss, SimtuneError) as exc:  # would only happen again: never retried
         reporter.report_failure(f"{type(exc).__name__}: {exc}")
@@ -118,9 +124,9 @@ class TuneReporter(Callback):
 
     def on_eval(self, stage: str, step: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
         self.last = {**self.losses, **_result(metrics, step, stage)}
-        if step == self.final_step:
+        if step == self.final_step and stage != "stage0":
             self.pending = self.last
-        elif checkpoint is None:  # an evaluation replayed from the shared stage-1 cache
+        elif checkpoint is None or stage == "stage0":  # replayed from a shared cache, or the warm start
             tune.report(self.last)
         else:
             with self._checkpoint_dir(stage, step, checkpoint) as folder:

@@ -6,6 +6,7 @@ writes a run directory (``simtune.rundir``). ``evaluate_checkpoint`` scores a ru
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from collections.abc import Sequence
@@ -28,7 +29,8 @@ from simtune.train.builders import DataSets, build_datasets, build_matcher, buil
 from simtune.train.loop import Callback
 from simtune.train.pseudo import PseudoLabelled, PseudoLabelRule, make_pseudo_labels, predict_target, source_prior
 from simtune.train.stage import StageParts, StagePlan, eval_metrics, run_stage
-from simtune.train.stage1_cache import CACHED_HISTORY, CACHED_MODEL, CACHED_PREDICTIONS, Stage1Cache, stage1_key
+from simtune.train.stage_cache import (CACHED_HISTORY, CACHED_MODEL, CACHED_PREDICTIONS, StageCache, stage0_key,
+                                       stage1_key)
 from simtune.train.steps import MODE_SWITCHES, step_weights
 
 
@@ -50,10 +52,14 @@ def uses_pseudo_labels(cfg: Config) -> bool:
 
 
 def run_pipeline(cfg: Config, out_dir: Path, *, callbacks: Sequence[Callback] = (), resume: bool = False,
-                 progress: bool = False, stage1_cache: Path | None = None) -> PipelineResult:
+                 progress: bool = False, stage1_cache: Path | None = None,
+                 stage0_cache: Path | None = None) -> PipelineResult:
     """Run (or resume) every stage of ``cfg.mode`` into ``out_dir``.
 
-    Datasets are listed and checked before anything is written or trained.
+    With ``init.source_pretrain.iters`` > 0, stage 0 (source only) runs first, or is copied
+    from ``stage0_cache`` when a run with the same stage-0 settings already trained it; stage 1
+    and stage 2 both start from its weights. Datasets are listed and checked before anything
+    is written or trained.
     Raises:
         ConfigError / DataError: bad input, before any compute.
         NonFiniteLoss: a loss became NaN/inf.
@@ -65,10 +71,11 @@ def run_pipeline(cfg: Config, out_dir: Path, *, callbacks: Sequence[Callback] = 
         torch.set_num_threads(cfg.runtime.threads)
     run = RunDir(out_dir)
     _prepare_run_dir(cfg, run, resume)
-    cache = Stage1Cache(stage1_cache) if stage1_cache is not None else None
+    cache = StageCache(stage1_cache) if stage1_cache is not None else None
     selection = draw_subset(cfg.select, data.target, data.source)
     try:
-        stages, report = _stages(cfg, data, device, run, callbacks, progress, cache, selection)
+        stages, report = _stages(cfg, data, device, run, callbacks, progress, cache, selection,
+                                 StageCache(stage0_cache) if stage0_cache is not None else None)
     except NonFiniteLoss as exc:
         exc.run_dir = run.root
         write_json(run.failure, {"reason": str(exc), "stage": exc.stage, "iteration": exc.iteration,
@@ -80,15 +87,16 @@ def run_pipeline(cfg: Config, out_dir: Path, *, callbacks: Sequence[Callback] = 
 
 
 def _stages(cfg: Config, data: DataSets, device: torch.device, run: RunDir, callbacks: Sequence[Callback],
-            progress: bool, cache: Stage1Cache | None,
-            selection: SelectionSubset | None) -> tuple[dict[str, dict[str, float]], dict[str, Any] | None]:
-    """Stage 1, then pseudo-labels and stage 2 where the mode has them."""
-    stages = {"stage1": _stage1(cfg, data, device, run, callbacks, progress, cache, selection)}
+            progress: bool, cache: StageCache | None, selection: SelectionSubset | None,
+            stage0_cache: StageCache | None) -> tuple[dict[str, dict[str, float]], dict[str, Any] | None]:
+    """Stage 0 where configured, stage 1, then pseudo-labels and stage 2 where the mode has them."""
+    init = _stage0(cfg, data, device, run, callbacks, progress, stage0_cache, selection)
+    stages = {"stage1": _stage1(cfg, data, device, run, callbacks, progress, cache, selection, init)}
     report = None
     if uses_pseudo_labels(cfg):
         report = _pseudo_labels(cfg, data, device, run, callbacks)
         plan = _plan(cfg, "stage2", cfg.stage2, offset=cfg.stage1.iters, seg_data=data.source,
-                     trg_data=PseudoLabelled(data.target, run.labels), selection=selection)
+                     trg_data=PseudoLabelled(data.target, run.labels), selection=selection, init=init)
         stages["stage2"] = _run_or_skip(plan, data, device, run, callbacks, progress)
     return stages, report
 
@@ -104,36 +112,77 @@ def _prepare_run_dir(cfg: Config, run: RunDir, resume: bool) -> None:
 
 
 def _plan(cfg: Config, name: str, stage: StageConfig, *, offset: int, seg_data: Any, trg_data: Any,
-          selection: SelectionSubset | None) -> StagePlan:
-    """A stage's plan: its loss weights (once, from ``step_weights``) and plain settings."""
-    weights = step_weights(stage, cfg.mode, cfg.discriminator.gan)
+          selection: SelectionSubset | None, init: Path | None, mode: str | None = None,
+          eval_every: int | None = None) -> StagePlan:
+    """A stage's plan: its loss weights (once, from ``step_weights``) and plain settings.
+
+    ``init``: segmenter weights the stage starts from (stage 0's), else the model's own init;
+    ``mode`` and ``eval_every`` replace ``cfg.mode`` and ``cfg.eval.every`` when given.
+    """
+    weights = step_weights(stage, mode or cfg.mode, cfg.discriminator.gan)
 
     def build(device: torch.device) -> StageParts:
         nets, _ = build_nets(cfg, device)
+        if init is not None:
+            nets.segmenter.load_state_dict(torch.load(init, map_location=device, weights_only=True))
         matcher = build_matcher(cfg, stage, nets, device) if weights.matching else None
         return StageParts(nets, build_optimizers(nets, stage, cfg), matcher)
 
     return StagePlan(name, weights, offset, seg_data, trg_data, build, iters=stage.iters,
                      schedule_iters=stage.schedule_iters, poly_power=stage.poly_power, seed=cfg.seed,
-                     num_workers=cfg.data.num_workers, eval_every=cfg.eval.every,
+                     num_workers=cfg.data.num_workers,
+                     eval_every=cfg.eval.every if eval_every is None else eval_every,
                      checkpoint_every=cfg.runtime.checkpoint_every, amp=cfg.runtime.amp,
                      source_dataset=cfg.data.source.dataset, selection=selection)
 
 
-def _stage1_plan(cfg: Config, data: DataSets, selection: SelectionSubset | None) -> StagePlan:
+def stage0_settings(cfg: Config) -> StageConfig:
+    """Stage 0's training settings: ``init.source_pretrain`` on top of stage 1's SGD settings."""
+    pretrain = cfg.init.source_pretrain
+    return dataclasses.replace(cfg.stage1, iters=pretrain.iters, schedule_iters=pretrain.iters, lr=pretrain.lr)
+
+
+def _stage0(cfg: Config, data: DataSets, device: torch.device, run: RunDir, callbacks: Sequence[Callback],
+            progress: bool, cache: StageCache | None, selection: SelectionSubset | None) -> Path | None:
+    """Stage 0's weights (trained here or copied from the shared cache); None when it is off.
+
+    Its steps are numbered -iters .. 0 so that stage 1 still starts at global iteration 0; it is
+    evaluated once, at its end.
+    """
+    iters = cfg.init.source_pretrain.iters
+    if iters <= 0:
+        return None
+    plan = _plan(cfg, "stage0", stage0_settings(cfg), offset=-iters, seg_data=data.source, trg_data=None,
+                 selection=selection, init=None, mode="source_only", eval_every=0)  # one evaluation, at its end
+    if cache is None or run.done("stage0").is_file():
+        _run_or_skip(plan, data, device, run, callbacks, progress)
+        return run.model("stage0")
+    key = stage0_key(cfg)
+    with cache.lock(key):
+        entry = cache.entry(key)
+        if entry is None:
+            _run_or_skip(plan, data, device, run, callbacks, progress)
+            cache.publish(key, {CACHED_MODEL: run.model("stage0"), CACHED_HISTORY: run.history_file("stage0")})
+            return run.model("stage0")
+    _adopt_cached_stage(entry, run, "stage0", callbacks)
+    return run.model("stage0")
+
+
+def _stage1_plan(cfg: Config, data: DataSets, selection: SelectionSubset | None, init: Path | None) -> StagePlan:
     if cfg.mode == "target_only":
         assert data.target_labelled is not None
         return _plan(cfg, "stage1", cfg.stage1, offset=0, seg_data=data.target_labelled, trg_data=None,
-                     selection=selection)
+                     selection=selection, init=init)
     needs_target = any(MODE_SWITCHES[cfg.mode])  # a target-side loss (adversarial or matching) is on
     return _plan(cfg, "stage1", cfg.stage1, offset=0, seg_data=data.source,
-                 trg_data=data.target if needs_target else None, selection=selection)
+                 trg_data=data.target if needs_target else None, selection=selection, init=init)
 
 
 def _stage1(cfg: Config, data: DataSets, device: torch.device, run: RunDir, callbacks: Sequence[Callback],
-            progress: bool, cache: Stage1Cache | None, selection: SelectionSubset | None) -> dict[str, float]:
+            progress: bool, cache: StageCache | None, selection: SelectionSubset | None,
+            init: Path | None) -> dict[str, float]:
     """Stage 1, taken from the shared cache when an identical stage 1 already finished."""
-    plan = _stage1_plan(cfg, data, selection)
+    plan = _stage1_plan(cfg, data, selection, init)
     if cache is None or run.done("stage1").is_file():
         return _run_or_skip(plan, data, device, run, callbacks, progress)
     key = stage1_key(cfg)
@@ -147,11 +196,11 @@ def _stage1(cfg: Config, data: DataSets, device: torch.device, run: RunDir, call
                 files[CACHED_PREDICTIONS] = run.predictions
             cache.publish(key, files)
             return metrics
-    return _adopt_cached_stage1(entry, run, plan.name, callbacks)
+    return _adopt_cached_stage(entry, run, plan.name, callbacks)
 
 
-def _adopt_cached_stage1(entry: Path, run: RunDir, name: str, callbacks: Sequence[Callback]) -> dict[str, float]:
-    """Copy a cached stage 1 into this run and replay its evaluations to the callbacks."""
+def _adopt_cached_stage(entry: Path, run: RunDir, name: str, callbacks: Sequence[Callback]) -> dict[str, float]:
+    """Copy a cached stage into this run and replay its evaluations to the callbacks."""
     run.stage(name).mkdir(parents=True, exist_ok=True)
     shutil.copy2(entry / CACHED_MODEL, run.model(name))
     shutil.copy2(entry / CACHED_HISTORY, run.history_file(name))

@@ -1,8 +1,10 @@
-"""Content-addressed store of finished stage-1 results, shared by the trials of a sweep.
+"""Content-addressed stores of finished stages, shared by runs with identical settings.
 
-Trials whose stage-1 settings and seed are identical (a thresholds or stage-2 sweep) pay for
-stage 1 once: the first trial computes it while holding the key's lock, the others wait
-for the lock and then copy the result. Entries are published by an atomic rename, so a
+Stage 0 (the source-only warm start) is keyed by ``stage0_key``: every run and trial whose
+stage-0 settings and seed match (a whole lambda_ci x w sweep, every row of an ablation seed)
+trains it once. Stage 1 is keyed by ``stage1_key``: trials whose stage-1 settings and seed are
+identical (a thresholds or stage-2 sweep) pay for stage 1 once. The first run computes the
+entry while holding the key's lock, the others wait for the lock and then copy the result. Entries are published by an atomic rename, so a
 reader never sees half an entry, and a crashed producer leaves only a stale temp dir.
 """
 
@@ -23,6 +25,11 @@ from simtune.config import Config, flatten
 _NOT_STAGE1 = ("stage2.", "pseudo_label.", "runtime.checkpoint_every", "runtime.threads", "data.num_workers",
                "mode")
 
+# Keys stage 0's weights and evaluations depend on (it reads its SGD settings from stage1).
+_STAGE0 = ("seed", "data.source.", "data.target.", "data.val_split", "model.", "init.", "discriminator.", "select.",
+           "eval.max_images", "runtime.device", "runtime.amp", "runtime.channels_last", "stage1.momentum",
+           "stage1.weight_decay", "stage1.head_lr_mult", "stage1.poly_power")
+
 CACHED_MODEL, CACHED_HISTORY, CACHED_PREDICTIONS = "model.pt", "history.json", "predictions"  # an entry's files
 
 
@@ -38,7 +45,14 @@ def stage1_key(cfg: Config) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-class Stage1Cache:
+def stage0_key(cfg: Config) -> str:
+    """A hash of every setting that stage 0's weights or evaluations depend on."""
+    settings = {k: v for k, v in flatten(cfg).items() if k.startswith(_STAGE0)}
+    blob = json.dumps({"stage0": settings}, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class StageCache:
     """A folder of ``<key>/`` entries: ``model.pt``, ``history.json``, optional ``predictions/``."""
 
     def __init__(self, root: Path) -> None:
