@@ -1,11 +1,18 @@
-"""Regenerate the ablation table (paper Table 2) on an experiment, mean ± std over seeds.
+"""The paired ablation (paper Table 2) on an experiment: every row of a seed starts from that
+seed's stage-0 model and sees the same data order, so rows are compared seed by seed.
 
-    python scripts/ablation.py experiments/synthetic.yaml --seeds 3 --out runs/ablation \
-        --set stage1.iters=3000 --set stage1.schedule_iters=3000 \
-        --set stage2.iters=1500 --set stage2.schedule_iters=1500 --set eval.every=1500
+    python scripts/ablation.py experiments/synthetic.yaml --seeds 5 --out runs/ablation
 
-Every row runs the real pipeline; +SIM and +SSL share their stage 1 through the stage-1
-cache. Scores are the *report* split at the last iteration (no checkpoint selection).
+Per seed s (``seed=s`` in every run): stage 0 (``init.source_pretrain``) is trained once and
+shared through ``<out>/stage0_cache``; then source only (continued on the source), + AA,
++ AA + SIM at each lambda_ci of ``--lambdas`` (the paper's grid), + AA + SIM + SSL (at the
+experiment's lambda_ci, its stage 1 shared with that + SIM run through ``<out>/stage1_cache``)
+and target only. Stage 2 trains as long as stage 1 (the script sets stage2.iters and
+stage2.schedule_iters to stage 1's). Scores are the last evaluation of the last stage.
+
+Reported: each row's mean ± std over seeds, and paired differences (AA - source, SIM - AA,
+SSL - SIM, full - source, target - source, and SIM - AA at every lambda_ci) with their 95%
+t-intervals (``simtune.stats``), on the report split and on the selection split.
 Writes ``<out>/ablation.json`` and ``<out>/ablation.md``.
 """
 
@@ -14,80 +21,116 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 from simtune import config
+from simtune.stats import paired_difference, spread, verdict
 from simtune.train.pipeline import run_pipeline
 
-ROWS = (
-    ("source only", "source_only"),
-    ("+ AA", "aa"),
-    ("+ AA + SIM", "aa_sim"),
-    ("+ AA + SIM + SSL", "aa_sim_ssl"),
-    ("target only", "target_only"),
-)
+PAPER_LAMBDAS = (0.1, 0.05, 0.01, 0.005, 0.001)
+Job = tuple[Path, int, str, str, Path, list[str]]  # experiment, seed, row, mode, out, overrides
 
 
-def run_one(job: tuple[Path, int, str, Path, list[str]]) -> dict[str, float]:
-    """One (seed, mode) run; resumes a run directory a previous call left unfinished."""
-    experiment, seed, mode, out, overrides = job
+def rows(cfg: config.Config, lambdas: tuple[float, ...]) -> dict[str, tuple[str, list[str]]]:
+    """Row name -> (mode, extra overrides), in table order."""
+    table: dict[str, tuple[str, list[str]]] = {"source only": ("source_only", []), "+ AA": ("aa", [])}
+    for value in sorted(set(lambdas) | {cfg.stage1.lambda_ci}, reverse=True):
+        table[f"+ AA + SIM (lambda_ci {value:g})"] = ("aa_sim", [f"stage1.lambda_ci={value}"])
+    table["+ AA + SIM + SSL"] = ("aa_sim_ssl", [])
+    table["target only"] = ("target_only", [])
+    return table
+
+
+def run_one(job: Job) -> dict[str, float]:
+    """One (seed, row) run; resumes a run directory a previous call left unfinished."""
+    experiment, seed, row, mode, out, overrides = job
     cfg = config.load(experiment, [*overrides, f"mode={mode}", f"seed={seed}"])
-    run_dir = out / f"{mode}-seed{seed}"
+    run_dir = out / "runs" / f"{row.replace(' ', '_').replace('+', 'p')}-seed{seed}"
     start = time.perf_counter()
-    result = run_pipeline(cfg, run_dir, resume=run_dir.exists(), stage1_cache=out / "stage1_cache")
-    final = dict(result.final)
+    result = run_pipeline(cfg, run_dir, resume=run_dir.exists(), stage1_cache=out / "stage1_cache",
+                          stage0_cache=out / "stage0_cache")
+    final = {k: v for k, v in result.final.items() if k in ("report/miou", "val/miou")}
     final["seconds"] = time.perf_counter() - start
-    print(f"{mode:<12} seed {seed}: report/miou {final['report/miou']:.2f} "
-          f"val/miou {final['val/miou']:.2f} ({final['seconds']:.0f} s)", flush=True)
+    print(f"{row:<32} seed {seed}: report {final['report/miou']:.2f} val {final['val/miou']:.2f} "
+          f"({final['seconds']:.0f} s)", flush=True)
     return final
 
 
-def run_rows(experiment: Path, seeds: int, out: Path, overrides: list[str],
-             jobs: int) -> dict[str, list[dict[str, float]]]:
-    """Every row for every seed, ``jobs`` runs at a time (stage-1 sharing is lock-safe)."""
-    work = [(experiment, seed, mode, out, overrides) for seed in range(seeds) for _, mode in ROWS]
+def run_all(experiment: Path, seeds: int, out: Path, overrides: list[str], lambdas: tuple[float, ...],
+            jobs: int) -> dict[str, list[dict[str, float]]]:
+    """Every row for every seed, ``jobs`` at a time; seeds interleave so stage 0s train in parallel."""
+    table = rows(config.load(experiment, overrides), lambdas)
+    work: list[Job] = [(experiment, seed, row, mode, out, [*overrides, *extra])
+                       for row, (mode, extra) in table.items() for seed in range(seeds)]
     with multiprocessing.get_context("spawn").Pool(jobs) as pool:
         finals = pool.map(run_one, work, chunksize=1)
-    results: dict[str, list[dict[str, float]]] = {mode: [] for _, mode in ROWS}
-    for (_, _, mode, _, _), final in zip(work, finals):
-        results[mode].append(final)
+    results: dict[str, list[dict[str, float]]] = {row: [] for row in table}
+    for job, final in zip(work, finals):
+        results[job[2]].append(final)  # in seed order: pool.map keeps the order of ``work``
     return results
 
 
-def mean_std(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+def comparisons(results: dict[str, list[dict[str, float]]], default_sim: str) -> list[tuple[str, str, str]]:
+    """(label, first row, second row) of every paired difference reported."""
+    pairs = [("AA - source", "+ AA", "source only"), ("SIM - AA", default_sim, "+ AA"),
+             ("SSL - SIM", "+ AA + SIM + SSL", default_sim), ("full - source", "+ AA + SIM + SSL", "source only"),
+             ("target - source", "target only", "source only")]
+    pairs += [(f"SIM - AA at {row.split('(')[1].rstrip(')')}", row, "+ AA")
+              for row in results if row.startswith("+ AA + SIM (")]
+    return pairs
 
 
-def markdown(results: dict[str, list[dict[str, float]]], command: str) -> str:
-    lines = ["| setting | report mIoU | selection mIoU |", "|---|---|---|"]
-    for label, mode in ROWS:
-        runs = results[mode]
-        lines.append(f"| {label} | {mean_std([r['report/miou'] for r in runs])} | "
-                     f"{mean_std([r['val/miou'] for r in runs])} |")
-    lines.append("")
-    lines.append(f"Command: `{command}`; mean ± sample std over {len(results[ROWS[0][1]])} seeds, last iteration.")
+def markdown(results: dict[str, list[dict[str, float]]], default_sim: str, command: str) -> str:
+    lines = ["| row | report mIoU | selection mIoU |", "|---|---|---|"]
+    for row, runs in results.items():
+        cells = []
+        for metric in ("report/miou", "val/miou"):
+            s = spread([r[metric] for r in runs])
+            cells.append(f"{s.mean:.2f}" + ("" if s.std is None else f" ± {s.std:.2f}"))
+        lines.append(f"| {row} | {cells[0]} | {cells[1]} |")
+    lines += ["", "| paired difference | report mIoU, 95% interval | selection mIoU, 95% interval |",
+              "|---|---|---|"]
+    verdicts = []
+    for label, first, second in comparisons(results, default_sim):
+        cells = []
+        for metric in ("report/miou", "val/miou"):
+            d = paired_difference([r[metric] for r in results[first]], [r[metric] for r in results[second]])
+            cells.append(f"{d.mean:+.2f}" + ("" if d.half_width is None else
+                                              f" [{d.low:+.2f}, {d.high:+.2f}]"))
+            if metric == "report/miou":
+                verdicts.append(f"- {label}: " + verdict(d, first=first, second=second))
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
+    seeds = len(next(iter(results.values())))
+    lines += ["", *verdicts, "", f"Command: `{command}`; {seeds} seeds, mean ± sample std, last iteration."]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiment", type=Path)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--lambdas", type=float, nargs="*", default=list(PAPER_LAMBDAS),
+                        help="lambda_ci values of the + SIM rows (default: the paper's grid)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
     args = parser.parse_args()
+    base = config.load(args.experiment, args.overrides)
+    overrides = [*args.overrides, f"stage2.iters={base.stage1.iters}",
+                 f"stage2.schedule_iters={base.stage1.schedule_iters}"]  # stage 2 as long as stage 1
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    results = run_rows(args.experiment, args.seeds, out, args.overrides, args.jobs)
-    (out / "ablation.json").write_text(json.dumps(results, indent=1))
+    start = time.perf_counter()
+    results = run_all(args.experiment, args.seeds, out, overrides, tuple(args.lambdas), args.jobs)
+    wall = time.perf_counter() - start
     command = f"python scripts/ablation.py {args.experiment} --seeds {args.seeds}" + "".join(
         f" --set {o}" for o in args.overrides)
-    table = markdown(results, command)
+    default_sim = f"+ AA + SIM (lambda_ci {base.stage1.lambda_ci:g})"
+    payload: dict[str, Any] = {"results": results, "wall_seconds": wall, "command": command}
+    (out / "ablation.json").write_text(json.dumps(payload, indent=1))
+    table = markdown(results, default_sim, command) + f"\n\nWall time: {wall / 60:.1f} min."
     (out / "ablation.md").write_text(table + "\n")
     print(table)
 

@@ -1,0 +1,37 @@
+"""scripts/ablation.py: the paired protocol end to end on the tiny benchmark."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from simtune.testing import REPO_ROOT, SYNTHETIC_EXPERIMENT, tiny_overrides
+
+
+@pytest.mark.slow
+def test_every_row_of_a_seed_starts_from_that_seeds_stage0(tiny_bench: tuple[Path, Path], tmp_path: Path) -> None:
+    sets = [a for item in tiny_overrides(*tiny_bench, "init.source_pretrain.iters=2") for a in ("--set", item)]
+    out = tmp_path / "ablation"
+    subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "ablation.py"), str(SYNTHETIC_EXPERIMENT),
+                    "--seeds", "2", "--out", str(out), "--lambdas", "0.1", "--jobs", "2", *sets],
+                   check=True, capture_output=True, text=True)
+    payload = json.loads((out / "ablation.json").read_text())
+    rows = payload["results"]
+    assert list(rows) == ["source only", "+ AA", "+ AA + SIM (lambda_ci 0.1)", "+ AA + SIM (lambda_ci 0.01)",
+                          "+ AA + SIM + SSL", "target only"]
+    assert all(len(runs) == 2 for runs in rows.values())
+    entries = [p for p in (out / "stage0_cache").iterdir() if p.is_dir()]
+    assert len(entries) == 2  # one stage 0 per seed, shared by all six rows of that seed
+    for run in (out / "runs").iterdir():
+        assert (run / "stage0" / "done.json").is_file()
+        resolved = yaml.safe_load((run / "config.yaml").read_text())
+        assert resolved["stage2"]["iters"] == resolved["stage1"]["iters"] == 4  # stage 2 as long as stage 1
+    table = (out / "ablation.md").read_text()
+    for label in ("AA - source", "SIM - AA", "SSL - SIM", "full - source", "SIM - AA at lambda_ci 0.1"):
+        assert f"| {label} |" in table
+    assert "Verdict:" in table
