@@ -47,7 +47,7 @@ def miou_curve(histories: Mapping[str, list[dict[str, Any]]], title: str = "", s
     """
     fig, ax = plt.subplots(figsize=(7, 4))
     colours = {"val": "tab:blue", "report": "tab:orange"}
-    markers = {"stage1": "o", "stage2": "s"}
+    markers = {"stage0": "^", "stage1": "o", "stage2": "s"}
     for stage in (s for s in STAGES if s in histories):
         records = histories[stage]
         steps = [r["step"] for r in records]
