@@ -254,3 +254,21 @@ def test_sweep_on_a_two_node_cluster(tmp_path: Path, tiny_bench: tuple[Path, Pat
     summary = summary_of(tmp_path / "shared" / "cluster")
     assert summary["counts"]["finished"] == 2
     assert all(t["iteration"] == FULL for t in summary["trials"])
+
+
+@pytest.mark.slow
+def test_sweep_trials_share_one_stage0_and_tune_sees_it(tmp_path: Path, tiny_bench: tuple[Path, Path]) -> None:
+    """Both trials start from one stage 0 (trained by the first); its evaluation reaches Tune
+    at iteration 0, before stage 1's, and the trials still run to the end."""
+    space = write_space(tmp_path, tiny_bench, {"stage1.lambda_ci": {"grid": [0.01, 0.1]}})
+    text = space.read_text().replace("init.source_pretrain.iters: 0", "init.source_pretrain.iters: 2")
+    space.write_text(text)
+    run_sweep(space, tmp_path / "sweeps", "s0", timeout=600)
+    sweep = tmp_path / "sweeps" / "s0"
+    assert len([p for p in (sweep / "stage0_cache").iterdir() if p.is_dir()]) == 1
+    done = [json.loads((run / "stage0" / "done.json").read_text()) for run in (sweep / "runs").iterdir()]
+    assert sorted("from_cache" in d for d in done) == [False, True]
+    for trial in summary_of(sweep)["trials"]:
+        results = tune_results(sweep, trial["trial_id"])
+        assert (results[0]["stage"], results[0]["iteration"]) == (0, 0)
+        assert results[-1]["iteration"] == FULL
