@@ -23,7 +23,7 @@ from simtune.sweep.retrain import retrain_best, scale_iters
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["stage1.iters=4", "stage1.schedule_iters=4", "stage2.iters=2", "stage2.schedule_iters=2", "eval.every=2",
-        "eval.max_images=2", "runtime.threads=1", "runtime.checkpoint_every=2"]
+        "eval.max_images=2", "runtime.threads=1", "runtime.checkpoint_every=2", "init.source_pretrain.iters=0"]
 
 
 # ----------------------------------------------------------------------------- hand-written sweeps
