@@ -134,10 +134,19 @@ class TuneReporter(Callback):
         self.faults.after_eval(step, self.run_dir / stage)
 
     def report_final(self) -> None:
-        """Report the run's last evaluation, once the run directory is complete."""
-        if self.pending is not None:
-            tune.report(self.pending)
-            self.pending = None
+        """Report the run's last evaluation, once the run directory is complete.
+
+        An attempt that found the run already complete (a driver killed after the run was
+        written but before Tune heard of its end) reports the last evaluation from disk.
+        """
+        if self.pending is None:
+            last = RunDir(self.run_dir).last_evaluation()
+            if last is None:
+                return
+            stage, record = last
+            self.pending = _result({k: v for k, v in record.items() if k != "step"}, int(record["step"]), stage)
+        tune.report(self.pending)
+        self.pending = None
 
     def report_failure(self, reason: str) -> None:
         """Record a failure that must not be retried in the run dir and in Tune's results
