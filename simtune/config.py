@@ -234,6 +234,11 @@ def _build_dataclass(cls: type, data: Any, *, prefix: str, source: str) -> Any:
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
+def as_number(raw: Any) -> Any:
+    """``"1e-3"`` -> 0.001 (YAML 1.1 reads 1e-3, without dot or sign, as a string); else ``raw``."""
+    return float(raw) if isinstance(raw, str) and NUMBER.fullmatch(raw.strip()) else raw
+
+
 def _coerce(hint: Any, raw: Any, *, path: str, source: str) -> Any:
     """Check ``raw`` against a field's type hint; ints are accepted where floats are."""
     origin = typing.get_origin(hint)
@@ -253,8 +258,7 @@ def _coerce(hint: Any, raw: Any, *, path: str, source: str) -> Any:
             raise ConfigError(f"{source}: '{path}' must be an integer, got {raw!r}")
         return raw
     if hint is float:
-        if isinstance(raw, str) and NUMBER.fullmatch(raw.strip()):
-            return float(raw)  # YAML 1.1 reads 1e-3 (no dot, no sign) as a string
+        raw = as_number(raw)
         if isinstance(raw, bool) or not isinstance(raw, (int, float)):
             raise ConfigError(f"{source}: '{path}' must be a number, got {raw!r}")
         return float(raw)

@@ -17,19 +17,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from simtune.labels import IGNORE
 from simtune.selection import dev
 from simtune.selection.validators import (
     MIX_LAMBDA,
     SND_TAU,
     entropy_score,
-    im_score,
     mix_images,
     mix_partners,
     mixval_scores,
     snd_score,
 )
 
-IGNORE = 255
 
 
 class Items(Protocol):

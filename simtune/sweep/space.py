@@ -209,7 +209,7 @@ def _param(path: Path, key: Any, spec: Any, algorithm: str) -> Param:
     if kind not in ALGORITHMS[algorithm].kinds:
         raise SearchSpaceError(f"{where}: " + ALGORITHMS[algorithm].refusal.format(kind=kind))
     if isinstance(raw, list) and config.leaf_types().get(str(key)) is float:
-        raw = [_number(v) for v in raw]  # YAML 1.1 reads 1e-3 as a string
+        raw = [config.as_number(v) for v in raw]  # YAML 1.1 reads 1e-3 as a string
     values = _list_values(where, kind, raw) if kind in ("grid", "choice") else _range_values(where, kind, raw)
     samples = values if kind in ("grid", "choice") else _range_samples(kind, values)
     try:
@@ -218,11 +218,6 @@ def _param(path: Path, key: Any, spec: Any, algorithm: str) -> Param:
     except ConfigError as exc:
         raise SearchSpaceError(str(exc)) from None
     return Param(str(key), kind, values)
-
-
-def _number(value: Any) -> Any:
-    """``"1e-3"`` -> 0.001; anything else unchanged (and checked by the schema later)."""
-    return float(value) if isinstance(value, str) and config.NUMBER.fullmatch(value.strip()) else value
 
 
 def _list_values(where: str, kind: str, raw: Any) -> tuple[Any, ...]:
