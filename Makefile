@@ -30,7 +30,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
 typecheck: install
-	$(BIN)/python -m mypy simtune
+	$(BIN)/python -m mypy simtune scripts
 
 clean:
 	rm -rf $(VENV) runs sweeps

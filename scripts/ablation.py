@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from simtune import config
+from simtune import config, schema
 from simtune.stats import paired_difference, spread, verdict
 from simtune.train.pipeline import run_pipeline
 
@@ -33,7 +33,7 @@ PAPER_LAMBDAS = (0.1, 0.05, 0.01, 0.005, 0.001)
 Job = tuple[Path, int, str, str, Path, list[str]]  # experiment, seed, row, mode, out, overrides
 
 
-def rows(cfg: config.Config, lambdas: tuple[float, ...]) -> dict[str, tuple[str, list[str]]]:
+def rows(cfg: schema.Config, lambdas: tuple[float, ...]) -> dict[str, tuple[str, list[str]]]:
     """Row name -> (mode, extra overrides), in table order."""
     table: dict[str, tuple[str, list[str]]] = {"source only": ("source_only", []), "+ AA": ("aa", [])}
     for value in sorted(set(lambdas) | {cfg.stage1.lambda_ci}, reverse=True):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from simtune import config
+from simtune import config, schema
 from simtune.train.builders import build_datasets, build_nets, build_optimizers, pick_device
 from simtune.train.steps import adaptation_step, gan_loss, seg_loss, step_weights, upsampled_softmax, SOURCE_LABEL
 from simtune.train.streams import stream
@@ -26,10 +26,10 @@ from simtune.train.streams import stream
 
 def grad_norm(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> float:
     grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-    return float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)))
+    return float(torch.stack([(g.float() ** 2).sum() for g in grads if g is not None]).sum().sqrt())
 
 
-def measure(cfg: config.Config, weights: Path | None, iters: int, every: int) -> list[float]:
+def measure(cfg: schema.Config, weights: Path | None, iters: int, every: int) -> list[float]:
     """Train +AA for ``iters`` steps; every ``every`` steps, the adversarial / segmentation ratio."""
     device = pick_device(cfg.runtime.device)
     data = build_datasets(cfg)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from simtune.config import Config
+from simtune.schema import Config
 from simtune.errors import ConfigError
 
 FILES_OPENED = 2  # label files per dataset that the scan opens (all are listed)

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from simtune import config
-from simtune.config import Config
+from simtune.schema import Config
 from simtune.errors import ConfigError
 
 STAGES = ("stage0", "stage1", "stage2")  # stage0: the optional source-only warm start

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from simtune import config
+from simtune import config, schema
 from simtune.cli import main
 from simtune.errors import ConfigError
 
@@ -21,7 +21,7 @@ REQUIRED_KEYS = [
 
 
 def test_defaults_are_the_papers_gta5_setting() -> None:
-    cfg = config.Config()
+    cfg = schema.Config()
     assert (cfg.stage1.lr, cfg.stage1.momentum, cfg.stage1.weight_decay, cfg.stage1.poly_power) == (2.5e-4, 0.9, 5e-4, 0.9)
     assert cfg.stage1.head_lr_mult == 10.0
     assert (cfg.discriminator.lr, cfg.discriminator.betas) == (1e-4, (0.9, 0.99))
@@ -40,7 +40,7 @@ def test_required_dotted_keys_exist_and_every_field_has_a_meaning() -> None:
 
 
 def test_config_is_frozen() -> None:
-    cfg = config.Config()
+    cfg = schema.Config()
     with pytest.raises(AttributeError):
         cfg.stage1.lambda_ci = 1.0  # type: ignore[misc]
 

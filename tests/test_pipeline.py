@@ -11,14 +11,14 @@ import torch
 import yaml
 from PIL import Image
 
-from simtune import config
+from simtune import config, schema
 from simtune.cli import main
 from simtune.train.pipeline import run_pipeline
 from simtune.testing import SYNTHETIC_EXPERIMENT, tiny_overrides
 from simtune.train.loop import Callback
 
 
-def tiny_cfg(bench: tuple[Path, Path], *extra: str) -> config.Config:
+def tiny_cfg(bench: tuple[Path, Path], *extra: str) -> schema.Config:
     return config.load(SYNTHETIC_EXPERIMENT, tiny_overrides(*bench, *extra))
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from simtune import config
+from simtune import config, schema
 from simtune.cli import main
 from simtune.testing import SYNTHETIC_EXPERIMENT, tiny_overrides
 from simtune.train.loop import Callback
@@ -19,7 +19,7 @@ from simtune.train.stage_cache import stage0_key, stage1_key
 STAGE0 = ("init.source_pretrain.iters=3", "init.source_pretrain.lr=0.02")
 
 
-def tiny_cfg(bench: tuple[Path, Path], *extra: str) -> config.Config:
+def tiny_cfg(bench: tuple[Path, Path], *extra: str) -> schema.Config:
     return config.load(SYNTHETIC_EXPERIMENT, tiny_overrides(*bench, *STAGE0, *extra))
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from simtune import config
+from simtune import config, schema
 from simtune.rundir import write_config
 from simtune.cli import main
 from simtune.errors import TrackingError
@@ -175,7 +175,7 @@ def test_evaluations_that_never_reached_the_driver_are_filled_in_from_the_run_di
     (logger,) = tracker.tune_callbacks()
     run_dir = tracker.sweep_dir / "runs" / "t1"
     (run_dir / "stage1").mkdir(parents=True)
-    write_config(config.Config(), run_dir / "config.yaml")
+    write_config(schema.Config(), run_dir / "config.yaml")
     history = [{"step": s, "val/miou": float(s), "iteration": float(s)} for s in (2, 4, 6)]
     (run_dir / "stage1" / "history.json").write_text(json.dumps(history))
     trial = SimpleNamespace(trial_id="t1", config={"stage1.lambda_ci": 0.01}, error_file=None)

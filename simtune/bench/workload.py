@@ -18,7 +18,7 @@ from torch import Tensor
 
 from simtune import config
 from simtune.bench.reference import ReferenceStyleMatcher
-from simtune.config import Config
+from simtune.schema import Config
 from simtune.data.datasets import image_to_tensor
 from simtune.data.synth import SRC_STYLE, TRG_STYLE, render_scene
 from simtune.labels import CITYSCAPES_ID_TO_TRAIN, lookup_table

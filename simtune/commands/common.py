@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from simtune import config
-from simtune.config import Config
+from simtune.schema import Config
 
 
 def add_config_args(parser: argparse.ArgumentParser, *, experiment_required: bool = True) -> None:

@@ -1,5 +1,5 @@
 """The on-disk layout of each dataset, one ``DatasetSpec`` each: adding a dataset is one
-``SPECS`` entry (plus its name in ``config.DatasetName`` and, if its classes differ, an
+``SPECS`` entry (plus its name in ``schema.DatasetName`` and, if its classes differ, an
 ``evaluation.REPORTED_CLASSES`` entry).
 
 Layouts (``ROOT`` is the dataset root a user points at):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from simtune.config import SelectConfig
+from simtune.schema import SelectConfig
 from simtune.errors import ConfigError
 from simtune.models.deeplab import Segmenter
 from simtune.selection import PREFIX

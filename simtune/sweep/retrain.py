@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from simtune import config
-from simtune.config import Config
+from simtune.schema import Config
 from simtune.errors import ConfigError, TrackingError
 from simtune.rundir import RunDir, load_segmenter_state
 from simtune.sweep.report import mean_std

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from simtune import config
-from simtune.config import Config
+from simtune.schema import Config
 from simtune.errors import ConfigError, SearchSpaceError
 from simtune.keys import suggest
 from simtune.sweep.algorithms import ALGORITHMS, PARAM_KINDS, SCHEDULERS, with_starting_points

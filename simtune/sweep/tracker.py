@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from simtune import config
-from simtune.config import Config
+from simtune.schema import Config
 from simtune.errors import TrackingError
 from simtune.keys import flat_dict
 from simtune.provenance import describe

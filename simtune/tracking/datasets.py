@@ -27,7 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from simtune.config import Config, DomainConfig
+from simtune.schema import Config, DomainConfig
 from simtune.errors import SimtuneError
 
 SAMPLED_FILES = 32

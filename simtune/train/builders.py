@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from simtune.config import Config, DomainConfig, StageConfig
+from simtune.schema import Config, DomainConfig, StageConfig
 from simtune.data.datasets import Sample, SegmentationDataset, check_samples, list_samples, split_samples
 from simtune.errors import ConfigError
 from simtune.labels import STUFF_IDS, THING_IDS

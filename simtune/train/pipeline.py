@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from simtune.config import Config, StageConfig
+from simtune.schema import Config, StageConfig
 from simtune.errors import ConfigError, NonFiniteLoss
 from simtune.models import load_module_state
 from simtune.preflight import check_combinations

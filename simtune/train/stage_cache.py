@@ -19,7 +19,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from simtune.config import Config, flatten
+from simtune.config import flatten
+from simtune.schema import Config
 
 # Keys that cannot change what stage 1 computes or reports.
 _NOT_STAGE1 = ("stage2.", "pseudo_label.", "runtime.checkpoint_every", "runtime.threads", "data.num_workers",

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from simtune.config import StageConfig
+from simtune.schema import StageConfig
 from simtune.labels import IGNORE
 from simtune.models import SegOutput
 from simtune.sim import SimMatcher
