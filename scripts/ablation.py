@@ -12,7 +12,9 @@ stage2.schedule_iters to stage 1's). Scores are the last evaluation of the last 
 
 Reported: each row's mean ± std over seeds, and paired differences (AA - source, SIM - AA,
 SSL - SIM, full - source, target - source, and SIM - AA at every lambda_ci) with their 95%
-t-intervals (``simtune.stats``), on the report split and on the selection split.
+t-intervals (``simtune.stats``), on the report split, on the selection split, and on the
+report split's thing and stuff classes apart (mean IoU over each group). Rerunning with the
+same ``--out`` reuses every finished run, so ``--lambdas`` can add rows to a finished table.
 Writes ``<out>/ablation.json`` and ``<out>/ablation.md``.
 """
 
@@ -26,11 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from simtune import config, schema
+from simtune.labels import CLASS_NAMES, STUFF_IDS, THING_IDS
 from simtune.stats import paired_difference, spread, verdict
 from simtune.train.pipeline import run_pipeline
 
 PAPER_LAMBDAS = (0.1, 0.05, 0.01, 0.005, 0.001)
 Job = tuple[Path, int, str, str, Path, list[str]]  # experiment, seed, row, mode, out, overrides
+METRICS = {"report/miou": "report mIoU", "val/miou": "selection mIoU",
+           "report/things": "report, thing classes", "report/stuff": "report, stuff classes"}
 
 
 def rows(cfg: schema.Config, lambdas: tuple[float, ...]) -> dict[str, tuple[str, list[str]]]:
@@ -52,10 +57,17 @@ def run_one(job: Job) -> dict[str, float]:
     result = run_pipeline(cfg, run_dir, resume=run_dir.exists(), stage1_cache=out / "stage1_cache",
                           stage0_cache=out / "stage0_cache")
     final = {k: v for k, v in result.final.items() if k in ("report/miou", "val/miou")}
+    final |= {"report/things": group_mean(result.final, THING_IDS), "report/stuff": group_mean(result.final, STUFF_IDS)}
     final["seconds"] = time.perf_counter() - start
     print(f"{row:<32} seed {seed}: report {final['report/miou']:.2f} val {final['val/miou']:.2f} "
           f"({final['seconds']:.0f} s)", flush=True)
     return final
+
+
+def group_mean(metrics: dict[str, float], class_ids: tuple[int, ...]) -> float:
+    """Mean report IoU over the given classes among those the report split scores."""
+    values = [metrics[key] for key in (f"report/iou/{CLASS_NAMES[c]}" for c in class_ids) if key in metrics]
+    return sum(values) / len(values)
 
 
 def run_all(experiment: Path, seeds: int, out: Path, overrides: list[str], lambdas: tuple[float, ...],
@@ -83,25 +95,25 @@ def comparisons(results: dict[str, list[dict[str, float]]], default_sim: str) ->
 
 
 def markdown(results: dict[str, list[dict[str, float]]], default_sim: str, command: str) -> str:
-    lines = ["| row | report mIoU | selection mIoU |", "|---|---|---|"]
+    lines = ["| row | " + " | ".join(METRICS.values()) + " |", "|---" * (len(METRICS) + 1) + "|"]
     for row, runs in results.items():
         cells = []
-        for metric in ("report/miou", "val/miou"):
+        for metric in METRICS:
             s = spread([r[metric] for r in runs])
             cells.append(f"{s.mean:.2f}" + ("" if s.std is None else f" ± {s.std:.2f}"))
-        lines.append(f"| {row} | {cells[0]} | {cells[1]} |")
-    lines += ["", "| paired difference | report mIoU, 95% interval | selection mIoU, 95% interval |",
-              "|---|---|---|"]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    lines += ["", "| paired difference, 95% interval | " + " | ".join(METRICS.values()) + " |",
+              "|---" * (len(METRICS) + 1) + "|"]
     verdicts = []
     for label, first, second in comparisons(results, default_sim):
         cells = []
-        for metric in ("report/miou", "val/miou"):
+        for metric in METRICS:
             d = paired_difference([r[metric] for r in results[first]], [r[metric] for r in results[second]])
             cells.append(f"{d.mean:+.2f}" + ("" if d.half_width is None else
                                               f" [{d.low:+.2f}, {d.high:+.2f}]"))
             if metric == "report/miou":
                 verdicts.append(f"- {label}: " + verdict(d, first=first, second=second))
-        lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     seeds = len(next(iter(results.values())))
     lines += ["", *verdicts, "", f"Command: `{command}`; {seeds} seeds, mean ± sample std, last iteration."]
     return "\n".join(lines)
@@ -125,8 +137,10 @@ def main() -> None:
     start = time.perf_counter()
     results = run_all(args.experiment, args.seeds, out, overrides, tuple(args.lambdas), args.jobs)
     wall = time.perf_counter() - start
-    command = f"python scripts/ablation.py {args.experiment} --seeds {args.seeds}" + "".join(
-        f" --set {o}" for o in args.overrides)
+    command = " ".join(["python scripts/ablation.py", str(args.experiment), f"--seeds {args.seeds}",
+                        f"--out {args.out}", *(f"--set {o}" for o in args.overrides)])
+    if tuple(args.lambdas) != PAPER_LAMBDAS:
+        command += " --lambdas " + " ".join(f"{v:g}" for v in args.lambdas)
     default_sim = f"+ AA + SIM (lambda_ci {base.stage1.lambda_ci:g})"
     payload: dict[str, Any] = {"results": results, "wall_seconds": wall, "command": command}
     (out / "ablation.json").write_text(json.dumps(payload, indent=1))

@@ -17,14 +17,22 @@ from simtune.testing import REPO_ROOT, SYNTHETIC_EXPERIMENT, tiny_overrides
 def test_every_row_of_a_seed_starts_from_that_seeds_stage0(tiny_bench: tuple[Path, Path], tmp_path: Path) -> None:
     sets = [a for item in tiny_overrides(*tiny_bench, "init.source_pretrain.iters=2") for a in ("--set", item)]
     out = tmp_path / "ablation"
-    subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "ablation.py"), str(SYNTHETIC_EXPERIMENT),
-                    "--seeds", "2", "--out", str(out), "--lambdas", "0.1", "--jobs", "2", *sets],
-                   check=True, capture_output=True, text=True)
+
+    def ablation(*lambdas: str) -> None:
+        subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "ablation.py"), str(SYNTHETIC_EXPERIMENT),
+                        "--seeds", "2", "--out", str(out), "--lambdas", *lambdas, "--jobs", "2", *sets],
+                       check=True, capture_output=True, text=True)
+
+    ablation("0.1")
     payload = json.loads((out / "ablation.json").read_text())
     rows = payload["results"]
     assert list(rows) == ["source only", "+ AA", "+ AA + SIM (lambda_ci 0.1)", "+ AA + SIM (lambda_ci 0.01)",
                           "+ AA + SIM + SSL", "target only"]
     assert all(len(runs) == 2 for runs in rows.values())
+    for run in rows["+ AA"]:
+        assert set(run) >= {"report/miou", "val/miou", "report/things", "report/stuff"}
+        assert min(run["report/things"], run["report/stuff"]) <= run["report/miou"] <= max(
+            run["report/things"], run["report/stuff"])
     entries = [p for p in (out / "stage0_cache").iterdir() if p.is_dir()]
     assert len(entries) == 2  # one stage 0 per seed, shared by all six rows of that seed
     for run in (out / "runs").iterdir():
@@ -35,3 +43,11 @@ def test_every_row_of_a_seed_starts_from_that_seeds_stage0(tiny_bench: tuple[Pat
     for label in ("AA - source", "SIM - AA", "SSL - SIM", "full - source", "SIM - AA at lambda_ci 0.1"):
         assert f"| {label} |" in table
     assert "Verdict:" in table
+
+    # A second call with another lambda_ci reuses every finished run and adds the new row.
+    finished = {done: done.stat().st_mtime_ns for done in (out / "runs").glob("*/*/done.json")}
+    ablation("0.1", "0.05")
+    rows = json.loads((out / "ablation.json").read_text())["results"]
+    assert "+ AA + SIM (lambda_ci 0.05)" in rows and len(rows["+ AA + SIM (lambda_ci 0.05)"]) == 2
+    assert all(done.stat().st_mtime_ns == mtime for done, mtime in finished.items())  # nothing retrained
+    assert "--lambdas 0.1 0.05" in (out / "ablation.md").read_text()
