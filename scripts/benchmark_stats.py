@@ -3,7 +3,7 @@ resolution, and how well a trained run segments held-out *source* images (in-dom
 
 Usage:
     python scripts/benchmark_stats.py sizes BENCH_DIR [--experiment EXP.yaml]
-    python scripts/benchmark_stats.py heldout RUN_DIR [--count 80]
+    python scripts/benchmark_stats.py heldout RUN_DIR... [--stage stage0] [--count 80]
     python scripts/benchmark_stats.py table SOURCE_ONLY_RUN TARGET_ONLY_RUN [--part val|report]
 
 ``sizes`` prints, per thing class, the median area of a connected region (8-connected, per
@@ -12,9 +12,11 @@ output stride squared (8 x 8), for the source images and the target val images; 
 it the pixel-weighted median (half of the class's pixels lie in regions at least this
 large), which small occlusion slivers do not drag down.
 
-``heldout`` scores ``RUN_DIR``'s last model on source images the benchmark never wrote:
-indices ``num_source .. num_source + count - 1`` of the same seed, drawn from the same
-distribution as the training images (``simtune.data.synth.write_source_images``).
+``heldout`` scores each ``RUN_DIR``'s last model (or its ``--stage`` model) on source images
+the benchmark never wrote: indices ``num_source .. num_source + count - 1`` of the same seed,
+drawn from the same distribution as the training images
+(``simtune.data.synth.write_source_images``). With several run dirs (e.g. one per seed) it
+prints each class's lowest and mean IoU over them.
 """
 
 from __future__ import annotations
@@ -52,14 +54,14 @@ def sizes(bench: Path, experiment: Path) -> dict[str, dict[str, float]]:
     return table
 
 
-def heldout(run_dir: Path, count: int) -> dict[str, float]:
-    """mIoU and per-class IoU of ``run_dir``'s last model on held-out source images."""
+def heldout(run_dir: Path, count: int, stage: str | None = None) -> dict[str, float]:
+    """mIoU and per-class IoU of ``run_dir``'s last (or ``stage``'s) model on held-out source images."""
     from simtune.rundir import load_segmenter_state
     from simtune.train.builders import build_nets
 
     cfg = config.build(config.read_yaml(run_dir / "config.yaml"), source=str(run_dir / "config.yaml"))
     spec = json.loads((Path(cfg.data.source.root).parent / "benchmark.json").read_text())
-    weights = sorted(run_dir.glob("stage*/model.pt"))[-1]
+    weights = run_dir / stage / "model.pt" if stage else sorted(run_dir.glob("stage*/model.pt"))[-1]
     nets, _ = build_nets(cfg, torch.device("cpu"))
     nets.segmenter.load_state_dict(load_segmenter_state(weights))
     nets.segmenter.eval()
@@ -101,8 +103,9 @@ def main() -> None:
     p = sub.add_parser("sizes", help="median thing-region size in feature pixels")
     p.add_argument("bench", type=Path)
     p.add_argument("--experiment", type=Path, default=Path("experiments/synthetic.yaml"))
-    p = sub.add_parser("heldout", help="IoU of a run's last model on held-out source images")
-    p.add_argument("run_dir", type=Path)
+    p = sub.add_parser("heldout", help="IoU of runs' last (or --stage) models on held-out source images")
+    p.add_argument("run_dirs", type=Path, nargs="+")
+    p.add_argument("--stage", help="score this stage's model.pt (e.g. stage0) instead of the last")
     p.add_argument("--count", type=int, default=80)
     p = sub.add_parser("table", help="per-class in-domain / source-only / target-only IoU")
     p.add_argument("source_only", type=Path)
@@ -114,8 +117,17 @@ def main() -> None:
     if args.command == "sizes":
         for name, row in sizes(args.bench, args.experiment).items():
             print(f"{name:12s} " + "  ".join(f"{k} {v:7.1f}" for k, v in row.items()))
+    elif args.command == "heldout" and len(args.run_dirs) == 1:
+        print(json.dumps(heldout(args.run_dirs[0], args.count, args.stage), indent=1))
     elif args.command == "heldout":
-        print(json.dumps(heldout(args.run_dir, args.count), indent=1))
+        runs = [heldout(run_dir, args.count, args.stage) for run_dir in args.run_dirs]
+        print(f"{len(runs)} runs ({args.stage or 'last stage'}): lowest and mean held-out source IoU")
+        for name in [*CLASS_NAMES, "miou"]:
+            key = f"heldout_src/{name}" if name == "miou" else f"heldout_src/iou/{name}"
+            values = [run[key] for run in runs if key in run]
+            if values:
+                thing = " (thing)" if name in CLASS_NAMES and CLASS_NAMES.index(name) in THING_IDS else ""
+                print(f"{name + thing:20s} lowest {min(values):5.1f}  mean {sum(values) / len(values):5.1f}")
     else:
         print("\n".join(table(args.source_only, args.target_only, args.part, args.count)))
 
