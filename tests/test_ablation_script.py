@@ -51,3 +51,11 @@ def test_every_row_of_a_seed_starts_from_that_seeds_stage0(tiny_bench: tuple[Pat
     assert "+ AA + SIM (lambda_ci 0.05)" in rows and len(rows["+ AA + SIM (lambda_ci 0.05)"]) == 2
     assert all(done.stat().st_mtime_ns == mtime for done, mtime in finished.items())  # nothing retrained
     assert "--lambdas 0.1 0.05" in (out / "ablation.md").read_text()
+
+    # The matched-region diagnostic reads the same run dirs (shares in percent, means over runs).
+    aa_runs = sorted(str(run) for run in (out / "runs").glob("p_AA-seed*"))
+    printed = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "region_purity.py"), *aa_runs,
+                              "--stage", "stage0"], check=True, capture_output=True, text=True).stdout
+    assert printed.startswith("2 runs (stage0), selection split")
+    shares = [float(cell[:-1]) for line in printed.splitlines()[2:] for cell in line.split() if cell.endswith("%")]
+    assert shares and all(0 <= share <= 100 for share in shares)
