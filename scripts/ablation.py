@@ -2,6 +2,8 @@
 seed's stage-0 model and sees the same data order, so rows are compared seed by seed.
 
     python scripts/ablation.py experiments/synthetic.yaml --seeds 5 --out runs/ablation
+    python scripts/ablation.py experiments/synthetic.yaml --first-seed 5 --seeds 5 \
+        --modes aa aa_sim --lambdas 0.1 --out runs/ablation-confirm    # confirm on fresh seeds
 
 Per seed s (``seed=s`` in every run): stage 0 (``init.source_pretrain``) is trained once and
 shared through ``<out>/stage0_cache``; then source only (continued on the source), + AA,
@@ -33,19 +35,26 @@ from simtune.stats import paired_difference, spread, verdict
 from simtune.train.pipeline import run_pipeline
 
 PAPER_LAMBDAS = (0.1, 0.05, 0.01, 0.005, 0.001)
+MODES = ("source_only", "aa", "aa_sim", "aa_sim_ssl", "target_only")
 Job = tuple[Path, int, str, str, Path, list[str]]  # experiment, seed, row, mode, out, overrides
 METRICS = {"report/miou": "report mIoU", "val/miou": "selection mIoU",
            "report/things": "report, thing classes", "report/stuff": "report, stuff classes"}
 
 
-def rows(cfg: schema.Config, lambdas: tuple[float, ...]) -> dict[str, tuple[str, list[str]]]:
-    """Row name -> (mode, extra overrides), in table order."""
+def rows(cfg: schema.Config, lambdas: tuple[float, ...], modes: tuple[str, ...] = MODES
+         ) -> dict[str, tuple[str, list[str]]]:
+    """Row name -> (mode, extra overrides), in table order, for the chosen ``modes``.
+
+    The + SSL row's stage 1 is the + SIM run at the experiment's lambda_ci, so that row joins
+    the + SIM rows whenever + SSL is run.
+    """
     table: dict[str, tuple[str, list[str]]] = {"source only": ("source_only", []), "+ AA": ("aa", [])}
-    for value in sorted(set(lambdas) | {cfg.stage1.lambda_ci}, reverse=True):
+    with_default = {cfg.stage1.lambda_ci} if "aa_sim_ssl" in modes else set()
+    for value in sorted(set(lambdas) | with_default, reverse=True):
         table[f"+ AA + SIM (lambda_ci {value:g})"] = ("aa_sim", [f"stage1.lambda_ci={value}"])
     table["+ AA + SIM + SSL"] = ("aa_sim_ssl", [])
     table["target only"] = ("target_only", [])
-    return table
+    return {row: spec for row, spec in table.items() if spec[0] in modes}
 
 
 def run_one(job: Job) -> dict[str, float]:
@@ -70,12 +79,12 @@ def group_mean(metrics: dict[str, float], class_ids: tuple[int, ...]) -> float:
     return sum(values) / len(values)
 
 
-def run_all(experiment: Path, seeds: int, out: Path, overrides: list[str], lambdas: tuple[float, ...],
-            jobs: int) -> dict[str, list[dict[str, float]]]:
+def run_all(experiment: Path, seeds: range, out: Path, overrides: list[str], lambdas: tuple[float, ...],
+            jobs: int, modes: tuple[str, ...] = MODES) -> dict[str, list[dict[str, float]]]:
     """Every row for every seed, ``jobs`` at a time; seeds interleave so stage 0s train in parallel."""
-    table = rows(config.load(experiment, overrides), lambdas)
+    table = rows(config.load(experiment, overrides), lambdas, modes)
     work: list[Job] = [(experiment, seed, row, mode, out, [*overrides, *extra])
-                       for row, (mode, extra) in table.items() for seed in range(seeds)]
+                       for row, (mode, extra) in table.items() for seed in seeds]
     with multiprocessing.get_context("spawn").Pool(jobs) as pool:
         finals = pool.map(run_one, work, chunksize=1)
     results: dict[str, list[dict[str, float]]] = {row: [] for row in table}
@@ -91,7 +100,7 @@ def comparisons(results: dict[str, list[dict[str, float]]], default_sim: str) ->
              ("target - source", "target only", "source only")]
     pairs += [(f"SIM - AA at {row.split('(')[1].rstrip(')')}", row, "+ AA")
               for row in results if row.startswith("+ AA + SIM (")]
-    return pairs
+    return [(label, first, second) for label, first, second in pairs if first in results and second in results]
 
 
 def markdown(results: dict[str, list[dict[str, float]]], default_sim: str, command: str) -> str:
@@ -122,7 +131,11 @@ def markdown(results: dict[str, list[dict[str, float]]], default_sim: str, comma
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiment", type=Path)
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=5, help="how many seeds: first-seed, first-seed + 1, ...")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="e.g. 5 with --seeds 5: fresh seeds to confirm a lambda_ci chosen on seeds 0-4")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
+                        help="only these rows (default: all); comparisons need both of their rows")
     parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--lambdas", type=float, nargs="*", default=list(PAPER_LAMBDAS),
@@ -135,10 +148,15 @@ def main() -> None:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    results = run_all(args.experiment, args.seeds, out, overrides, tuple(args.lambdas), args.jobs)
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    results = run_all(args.experiment, seeds, out, overrides, tuple(args.lambdas), args.jobs, tuple(args.modes))
     wall = time.perf_counter() - start
     command = " ".join(["python scripts/ablation.py", str(args.experiment), f"--seeds {args.seeds}",
                         f"--out {args.out}", *(f"--set {o}" for o in args.overrides)])
+    if args.first_seed:
+        command += f" --first-seed {args.first_seed}"
+    if tuple(args.modes) != MODES:
+        command += " --modes " + " ".join(args.modes)
     if tuple(args.lambdas) != PAPER_LAMBDAS:
         command += " --lambdas " + " ".join(f"{v:g}" for v in args.lambdas)
     default_sim = f"+ AA + SIM (lambda_ci {base.stage1.lambda_ci:g})"

@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
+from types import ModuleType
 from pathlib import Path
 
 import pytest
 import yaml
 
+from simtune import config
 from simtune.testing import REPO_ROOT, SYNTHETIC_EXPERIMENT, tiny_overrides
+
+
+def load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("ablation", REPO_ROOT / "scripts" / "ablation.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_chosen_modes_give_only_their_rows_and_comparisons() -> None:
+    ablation = load_script()
+    cfg = config.load(SYNTHETIC_EXPERIMENT)
+    table = ablation.rows(cfg, (0.1,), ("aa", "aa_sim"))
+    assert table == {"+ AA": ("aa", []), "+ AA + SIM (lambda_ci 0.1)": ("aa_sim", ["stage1.lambda_ci=0.1"])}
+    results = {row: [] for row in table}
+    assert ablation.comparisons(results, "+ AA + SIM (lambda_ci 0.01)") == [
+        ("SIM - AA at lambda_ci 0.1", "+ AA + SIM (lambda_ci 0.1)", "+ AA")]
+    assert "+ AA + SIM (lambda_ci 0.01)" in ablation.rows(cfg, (0.1,))  # + SSL's stage 1 joins with + SSL
 
 
 @pytest.mark.slow
