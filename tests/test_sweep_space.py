@@ -155,6 +155,9 @@ def test_lambda_w_grid_is_the_papers_and_the_demo_a_subset() -> None:
     assert set(full["stage1.bank_size"].values) == {10, 50, 200, 800, 1600}
     for key, param in demo.items():
         assert set(param.values) <= set(full[key].values)
+    # A bank of w >= the stage's iterations never drops a sample: two such w would be one computation.
+    demo_iters = load_space(REPO / "search_spaces" / "lambda_w.yaml").base_config.stage1.iters
+    assert sum(w >= demo_iters for w in demo["stage1.bank_size"].values) <= 1
 
 
 def test_trial_config_takes_sampled_values_over_set_and_base(write_space) -> None:  # type: ignore[no-untyped-def]
