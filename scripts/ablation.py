@@ -8,12 +8,14 @@ seed's stage-0 model and sees the same data order, so rows are compared seed by 
 Per seed s (``seed=s`` in every run): stage 0 (``init.source_pretrain``) is trained once and
 shared through ``<out>/stage0_cache``; then source only (continued on the source), + AA,
 + AA + SIM at each lambda_ci of ``--lambdas`` (the paper's grid), + AA + SIM + SSL (at the
-experiment's lambda_ci, its stage 1 shared with that + SIM run through ``<out>/stage1_cache``)
-and target only. Stage 2 trains as long as stage 1 (the script sets stage2.iters and
+experiment's lambda_ci, its stage 1 shared with that + SIM run through ``<out>/stage1_cache``),
+source only and + AA trained as long as + SSL (its two stages' iterations in one stage: the
+controls for its extra training) and target only. Stage 2 trains as long as stage 1 (the script sets stage2.iters and
 stage2.schedule_iters to stage 1's). Scores are the last evaluation of the last stage.
 
 Reported: each row's mean ± std over seeds, and paired differences (AA - source, SIM - AA,
-SSL - SIM, full - source, target - source, and SIM - AA at every lambda_ci) with their 95%
+SSL - SIM, full - source, target - source, SSL - AA and full - source at equal length, and
+SIM - AA at every lambda_ci) with their 95%
 t-intervals (``simtune.stats``), on the report split, on the selection split, and on the
 report split's thing and stuff classes apart (mean IoU over each group). Rerunning with the
 same ``--out`` reuses every finished run, so ``--lambdas`` can add rows to a finished table.
@@ -36,6 +38,7 @@ from simtune.train.pipeline import run_pipeline
 
 PAPER_LAMBDAS = (0.1, 0.05, 0.01, 0.005, 0.001)
 MODES = ("source_only", "aa", "aa_sim", "aa_sim_ssl", "target_only")
+SAME_LENGTH = {"source only": "source only (as long as + SSL)", "+ AA": "+ AA (as long as + SSL)"}
 Job = tuple[Path, int, str, str, Path, list[str]]  # experiment, seed, row, mode, out, overrides
 METRICS = {"report/miou": "report mIoU", "val/miou": "selection mIoU",
            "report/things": "report, thing classes", "report/stuff": "report, stuff classes"}
@@ -46,13 +49,19 @@ def rows(cfg: schema.Config, lambdas: tuple[float, ...], modes: tuple[str, ...] 
     """Row name -> (mode, extra overrides), in table order, for the chosen ``modes``.
 
     The + SSL row's stage 1 is the + SIM run at the experiment's lambda_ci, so that row joins
-    the + SIM rows whenever + SSL is run.
+    the + SIM rows whenever + SSL is run. So do the two equal-length controls: source only
+    and + AA trained, in one stage, as many iterations as + SSL's stage 1 and stage 2 together.
     """
+    with_ssl = "aa_sim_ssl" in modes
+    long = [f"stage1.iters={cfg.stage1.iters + cfg.stage2.iters}",
+            f"stage1.schedule_iters={cfg.stage1.schedule_iters + cfg.stage2.schedule_iters}"]
     table: dict[str, tuple[str, list[str]]] = {"source only": ("source_only", []), "+ AA": ("aa", [])}
-    with_default = {cfg.stage1.lambda_ci} if "aa_sim_ssl" in modes else set()
-    for value in sorted(set(lambdas) | with_default, reverse=True):
+    for value in sorted(set(lambdas) | ({cfg.stage1.lambda_ci} if with_ssl else set()), reverse=True):
         table[f"+ AA + SIM (lambda_ci {value:g})"] = ("aa_sim", [f"stage1.lambda_ci={value}"])
     table["+ AA + SIM + SSL"] = ("aa_sim_ssl", [])
+    if with_ssl:
+        table[SAME_LENGTH["source only"]] = ("source_only", long)
+        table[SAME_LENGTH["+ AA"]] = ("aa", long)
     table["target only"] = ("target_only", [])
     return {row: spec for row, spec in table.items() if spec[0] in modes}
 
@@ -97,7 +106,9 @@ def comparisons(results: dict[str, list[dict[str, float]]], default_sim: str) ->
     """(label, first row, second row) of every paired difference reported."""
     pairs = [("AA - source", "+ AA", "source only"), ("SIM - AA", default_sim, "+ AA"),
              ("SSL - SIM", "+ AA + SIM + SSL", default_sim), ("full - source", "+ AA + SIM + SSL", "source only"),
-             ("target - source", "target only", "source only")]
+             ("target - source", "target only", "source only"),
+             ("SSL - AA, equal length", "+ AA + SIM + SSL", SAME_LENGTH["+ AA"]),
+             ("full - source, equal length", "+ AA + SIM + SSL", SAME_LENGTH["source only"])]
     pairs += [(f"SIM - AA at {row.split('(')[1].rstrip(')')}", row, "+ AA")
               for row in results if row.startswith("+ AA + SIM (")]
     return [(label, first, second) for label, first, second in pairs if first in results and second in results]

@@ -49,20 +49,24 @@ def test_every_row_of_a_seed_starts_from_that_seeds_stage0(tiny_bench: tuple[Pat
     payload = json.loads((out / "ablation.json").read_text())
     rows = payload["results"]
     assert list(rows) == ["source only", "+ AA", "+ AA + SIM (lambda_ci 0.1)", "+ AA + SIM (lambda_ci 0.01)",
-                          "+ AA + SIM + SSL", "target only"]
+                          "+ AA + SIM + SSL", "source only (as long as + SSL)", "+ AA (as long as + SSL)",
+                          "target only"]
     assert all(len(runs) == 2 for runs in rows.values())
     for run in rows["+ AA"]:
         assert set(run) >= {"report/miou", "val/miou", "report/things", "report/stuff"}
         assert min(run["report/things"], run["report/stuff"]) <= run["report/miou"] <= max(
             run["report/things"], run["report/stuff"])
     entries = [p for p in (out / "stage0_cache").iterdir() if p.is_dir()]
-    assert len(entries) == 2  # one stage 0 per seed, shared by all six rows of that seed
+    assert len(entries) == 2  # one stage 0 per seed, shared by all eight rows of that seed
     for run in (out / "runs").iterdir():
         assert (run / "stage0" / "done.json").is_file()
         resolved = yaml.safe_load((run / "config.yaml").read_text())
-        assert resolved["stage2"]["iters"] == resolved["stage1"]["iters"] == 4  # stage 2 as long as stage 1
+        assert resolved["stage2"]["iters"] == 4  # stage 2 as long as stage 1
+        # the equal-length controls train stage 1 + stage 2's iterations in one stage
+        assert resolved["stage1"]["iters"] == (8 if "as_long_as" in run.name else 4)
     table = (out / "ablation.md").read_text()
-    for label in ("AA - source", "SIM - AA", "SSL - SIM", "full - source", "SIM - AA at lambda_ci 0.1"):
+    for label in ("AA - source", "SIM - AA", "SSL - SIM", "full - source", "SSL - AA, equal length",
+                  "full - source, equal length", "SIM - AA at lambda_ci 0.1"):
         assert f"| {label} |" in table
     assert "Verdict:" in table
 
