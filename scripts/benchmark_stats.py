@@ -56,12 +56,13 @@ def sizes(bench: Path, experiment: Path) -> dict[str, dict[str, float]]:
 
 def heldout(run_dir: Path, count: int, stage: str | None = None) -> dict[str, float]:
     """mIoU and per-class IoU of ``run_dir``'s last (or ``stage``'s) model on held-out source images."""
-    from simtune.rundir import load_segmenter_state
+    from simtune.rundir import RunDir, load_segmenter_state
     from simtune.train.builders import build_nets
 
-    cfg = config.build(config.read_yaml(run_dir / "config.yaml"), source=str(run_dir / "config.yaml"))
+    run = RunDir(run_dir)
+    cfg = run.config()
     spec = json.loads((Path(cfg.data.source.root).parent / "benchmark.json").read_text())
-    weights = run_dir / stage / "model.pt" if stage else sorted(run_dir.glob("stage*/model.pt"))[-1]
+    weights = run.model(stage) if stage else run.weights()
     nets, _ = build_nets(cfg, torch.device("cpu"))
     nets.segmenter.load_state_dict(load_segmenter_state(weights))
     nets.segmenter.eval()

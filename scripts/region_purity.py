@@ -26,7 +26,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from simtune import config
 from simtune.labels import CLASS_NAMES, IGNORE, STUFF_IDS, THING_IDS
 from simtune.models import load_module_state
 from simtune.rundir import RunDir, load_segmenter_state
@@ -37,8 +36,8 @@ from simtune.train.builders import build_datasets, build_nets
 def _maps(run_dir: Path, stage: str | None, part: str) -> list[tuple[np.ndarray, np.ndarray, int]]:
     """(predicted map, label map, regions kept per class), both ``(h, w)`` at feature resolution."""
     run = RunDir(run_dir)
-    cfg = config.load(run.config_file)
-    weights = run_dir / stage / "model.pt" if stage else sorted(run_dir.glob("stage*/model.pt"))[-1]
+    cfg = run.config()
+    weights = run.model(stage) if stage else run.weights()
     nets, _ = build_nets(cfg, torch.device("cpu"))
     load_module_state(nets.segmenter, load_segmenter_state(weights), weights)
     nets.segmenter.eval()
