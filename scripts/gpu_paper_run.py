@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="CPU smoke test: 1/8 of the paper's sizes")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("gpu_paper_run.py: no CUDA device (use --device cpu --small for a smoke test)")
+        parser.error("--device cuda: torch sees no CUDA device (use --device cpu --small for a smoke test)")
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     sizes = ((160, 90), (256, 128)) if args.small else ((1280, 720), (2048, 1024))
