@@ -16,9 +16,7 @@ This module is the only place that spells these names.
 from __future__ import annotations
 
 import json
-import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import yaml
 from simtune import config
 from simtune.schema import Config
 from simtune.errors import ConfigError
+from simtune.files import write_with
 
 STAGES = ("stage0", "stage1", "stage2")  # stage0: the optional source-only warm start
 CONFIG = "config.yaml"
@@ -35,18 +34,6 @@ RUN_FILES = (CONFIG, "run.json", "results.json", "failure.json", "attempts.jsonl
 
 
 # ----------------------------------------------------------------------------- atomic writes
-
-
-def _temporary(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def write_with(path: Path, write: Callable[[Path], object]) -> None:
-    """``write(temporary path)``, then rename it to ``path``: a crash never leaves half a file."""
-    tmp = _temporary(path)
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def write_text(path: Path, text: str) -> None:

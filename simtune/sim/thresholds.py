@@ -21,7 +21,7 @@ from PIL import Image
 from torch import Tensor
 
 from simtune.labels import CLASS_NAMES, IGNORE
-from simtune.rundir import write_with
+from simtune.files import write_with
 
 DEFAULT_BINS = 2000
 

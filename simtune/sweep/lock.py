@@ -7,7 +7,6 @@ dies, so a lock file that can be locked again is stale: it is taken over and rep
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from simtune.errors import ConfigError
+from simtune.files import try_lock, unlock
 
 
 class SweepLock:
@@ -36,17 +36,14 @@ class SweepLock:
                 the storage folder cannot be written.
         """
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(self.path, "a+")
+            handle = try_lock(self.path)
         except OSError as exc:
             raise ConfigError(f"--storage {self.path.parent}: cannot write there ({exc.strerror})") from None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = _describe(_read_owner(handle))
-            handle.close()
+        if handle is None:
+            with open(self.path) as held:
+                owner = _describe(_read_owner(held))
             raise ConfigError(f"sweep '{self.name}' is already running ({owner}, lock {self.path}); wait for it "
-                              f"or choose another --name") from None
+                              f"or choose another --name")
         previous = _read_owner(handle)
         handle.seek(0)
         handle.truncate()
@@ -65,11 +62,7 @@ class SweepLock:
         """
         if self._handle is None:
             return
-        self._handle.seek(0)
-        self._handle.truncate()
-        self._handle.flush()
-        fcntl.flock(self._handle, fcntl.LOCK_UN)
-        self._handle.close()
+        unlock(self._handle)
         self._handle = None
 
     def __enter__(self) -> SweepLock:

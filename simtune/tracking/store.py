@@ -24,7 +24,6 @@ its trials' child runs instead of duplicating them::
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import math
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from simtune.errors import TrackingError
+from simtune.files import locked
 from simtune.provenance import describe
 
 if TYPE_CHECKING:
@@ -173,8 +173,7 @@ def connect(uri: str) -> MlflowClient:
     path = sqlite_path(uri)
     if path is None:
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
-    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locked(path.with_name(f".{path.name}.lock")):
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         client.search_experiments(max_results=1)  # creates or upgrades the tables
         client.search_registered_models(max_results=1)

@@ -11,15 +11,13 @@ reader never sees half an entry, and a crashed producer leaves only a stale temp
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 from simtune.config import flatten
+from simtune.files import locked, publish_folder
 from simtune.schema import Config
 
 # Keys that cannot change what stage 1 computes or reports.
@@ -66,26 +64,10 @@ class StageCache:
 
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
-        """Exclusive per-key lock (``flock``), released when the holder exits or dies."""
-        with open(self.root / f"{key}.lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        """Exclusive per-key lock, released when the holder exits or dies."""
+        with locked(self.root / f"{key}.lock"):
+            yield
 
     def publish(self, key: str, files: dict[str, Path]) -> Path:
         """Copy ``name -> path`` (files or folders) into a new entry and publish it atomically."""
-        tmp = self.root / f".{key}.{os.getpid()}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        for name, src in files.items():
-            if src.is_dir():
-                shutil.copytree(src, tmp / name)
-            else:
-                shutil.copy2(src, tmp / name)
-        (tmp / "complete").write_text("")
-        final = self.root / key
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        return final
+        return publish_folder(self.root / key, files)
