@@ -1,4 +1,6 @@
-"""Tiny dataset trees in the real on-disk layouts, for tests and smoke runs.
+"""Test support shipped with the package: tiny dataset trees, tiny search spaces, injected faults.
+
+Tiny dataset trees are in the real on-disk layouts, for tests and smoke runs.
 
 Each ``make_*_tree`` writes a handful of small images with blocky random labels, in the
 layout ``simtune.data.datasets`` reads, and returns the sample names it wrote.
@@ -8,16 +10,22 @@ tell whether the loader really reads the PNG's *first* channel.
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 import numpy as np
 from PIL import Image
 
+from simtune.errors import ConfigError, NonFiniteLoss
 from simtune.labels import CITYSCAPES_LABEL_IDS, PALETTE, SYNTHIA_LABEL_IDS
+from simtune.rundir import RunDir
+from simtune.train.loop import Callback
 
 DEFAULT_SIZE = (16, 8)  # (W, H): small, but big enough for 4x4 label blocks
 DEFAULT_CITIES: tuple[tuple[str, int], ...] = (("frankfurt", 2), ("lindau", 1), ("munster", 1))
@@ -199,3 +207,57 @@ def write_tiny_space(folder: Path, tiny_bench: tuple[Path, Path], params: dict[s
     path = folder / "space.yaml"
     path.write_text(yaml.safe_dump(body, sort_keys=False))
     return path
+
+
+# ----------------------------------------------------------------------------- injected faults (sweep tests)
+
+FAULT_ENV = "SIMTUNE_FAULT"
+FAULT_KINDS = ("crash_once_at", "nan_at", "config_error_at")
+
+
+class FaultInjector(Callback):
+    """Raises an injected fault at the first evaluation at or after an iteration.
+
+    ``SIMTUNE_FAULT`` holds ``;``-separated ``KIND=ITERATION[@KEY=VALUE]`` items; ``KEY=VALUE``
+    limits an item to trials whose swept ``KEY`` has that value. ``crash_once_at=2`` raises
+    ``RuntimeError`` once per run (after the evaluation's checkpoint was reported) and deletes
+    the stage's on-disk checkpoint, so a retry must come back through Tune's checkpoint;
+    ``nan_at=2`` raises ``NonFiniteLoss`` and ``config_error_at=2`` a ``ConfigError``. Example:
+    ``SIMTUNE_FAULT="crash_once_at=2@pseudo_label.quantile=0.3;nan_at=2@pseudo_label.quantile=0.6"``.
+    """
+
+    def __init__(self, run_dir: Path, at: dict[str, int]) -> None:
+        self.run_dir = run_dir
+        self.at = at  # fault kind -> iteration
+
+    def on_eval(self, stage: str, step: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
+        if step >= self.at.get("nan_at", step + 1):
+            raise NonFiniteLoss(f"iteration {step}: loss/seg_src became nan (injected by {FAULT_ENV})",
+                                stage=stage, iteration=step)
+        if step >= self.at.get("config_error_at", step + 1):
+            raise ConfigError(f"iteration {step}: a config error injected by {FAULT_ENV}")
+        marker = self.run_dir / ".fault-crash-once"
+        if step >= self.at.get("crash_once_at", step + 1) and not marker.exists():
+            marker.write_text(str(step))
+            RunDir(self.run_dir).checkpoint(stage).unlink(missing_ok=True)
+            raise RuntimeError(f"iteration {step}: crash injected by {FAULT_ENV}")
+
+
+def parse_faults(text: str, swept: Mapping[str, Any]) -> dict[str, int]:
+    """Fault kind -> iteration for a trial with swept values ``swept`` (see ``FaultInjector``)."""
+    found: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        fault, _, scope = item.partition("@")
+        kind, _, at = fault.partition("=")
+        if kind not in FAULT_KINDS or not at.isdigit():
+            raise ValueError(f"{FAULT_ENV}: cannot parse {item!r}; expected KIND=ITERATION[@KEY=VALUE]")
+        key, _, value = scope.partition("=")
+        if not scope or (key in swept and swept[key] == yaml.safe_load(value)):
+            found[kind] = int(at)
+    return found
+
+
+def fault_callbacks(run_dir: Path, swept: Mapping[str, Any]) -> list[Callback]:
+    """The fault ``SIMTUNE_FAULT`` asks for this trial, as a training callback; [] when it asks none."""
+    at = parse_faults(os.environ.get(FAULT_ENV, ""), swept)
+    return [FaultInjector(run_dir, at)] if at else []

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from simtune.sweep import replicates
-from simtune.sweep.replicates import TRIAL_INDEX
+from simtune.sweep import tuner as replicates
+from simtune.search.replicates import TRIAL_INDEX
 
 
 def test_optuna_searcher_sees_the_mean_of_the_replicates() -> None:

@@ -17,9 +17,10 @@ from simtune import config
 from simtune.rundir import write_config
 from simtune.cli import main
 from simtune.errors import ConfigError
-from simtune.sweep.report import build_report
-from simtune.sweep.results import find_sweep, load_trials, rank_trials
-from simtune.sweep.retrain import retrain_best, scale_iters
+from simtune.workflows.report import build_report
+from simtune.results.sweepdir import find_sweep
+from simtune.results.trials import load_trials, rank_trials
+from simtune.workflows.retrain import retrain_best, scale_iters
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["stage1.iters=4", "stage1.schedule_iters=4", "stage2.iters=2", "stage2.schedule_iters=2", "eval.every=2",

@@ -218,8 +218,8 @@ def test_a_sweep_selected_by_a_validator_ranks_reports_and_retrains_by_it(tmp_pa
 
     from simtune import config
     from simtune.rundir import write_config
-    from simtune.sweep.report import build_report
-    from simtune.sweep.results import load_trials, rank_trials, selection_rule
+    from simtune.workflows.report import build_report
+    from simtune.results.trials import load_trials, rank_trials, selection_rule
 
     sweep = tmp_path / "sweeps" / "s"
     for trial, (val, entropy) in {"a": (30.0, -0.9), "b": (20.0, -0.5), "c": (25.0, -0.7)}.items():

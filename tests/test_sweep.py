@@ -21,7 +21,7 @@ import pytest
 from simtune import config
 from simtune.errors import EXIT_TRIALS_FAILED
 from simtune.rundir import RunDir
-from simtune.sweep.results import load_trials, rank_trials, selection_rule
+from simtune.results.trials import load_trials, rank_trials, selection_rule
 from simtune.testing import write_tiny_space as write_space
 
 FULL = 6  # iterations of a complete tiny trial (4 + 2)

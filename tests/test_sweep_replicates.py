@@ -17,8 +17,8 @@ from simtune import config
 from simtune.cli import main
 from simtune.errors import SearchSpaceError
 from simtune.stats import Spread
-from simtune.sweep.results import Replicate, Standing, compare, group_configs, rank_configs, ranking_verdict
-from simtune.sweep.space import load_space, override_settings
+from simtune.results.ranking import Replicate, Standing, compare, group_configs, rank_configs, ranking_verdict
+from simtune.search.space import load_space, override_settings
 from test_sweep import run_sweep, summary_of, write_space
 
 QUANTILES = [0.3, 0.6]  # stage-2 values: configurations with the same seed share stage 1
@@ -140,8 +140,8 @@ def test_configurations_count_full_length_replicates_once_per_seed() -> None:
 
 
 def test_retrain_verdict_pairs_the_seeds_both_candidates_finished(tmp_path: Path) -> None:
-    from simtune.sweep.results import TrialOutcome
-    from simtune.sweep.retrain import Candidate, RetrainResult, SeedRun, verdicts
+    from simtune.results.trials import TrialOutcome
+    from simtune.workflows.retrain import Candidate, RetrainResult, SeedRun, verdicts
 
     trial = TrialOutcome("t", tmp_path, {}, {}, None, True, None)
     best, runner_up = Candidate("best", trial), Candidate("runner_up", trial)

@@ -17,8 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from simtune.sweep.report import build_report
-    from simtune.sweep.results import find_sweep
+    from simtune.workflows.report import build_report
+    from simtune.results.sweepdir import find_sweep
     from simtune.tracking import naming
 
     report = build_report(find_sweep(args.storage, args.sweep), args.out, tracking_uri=args.tracking_uri)

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from simtune.sweep.retrain import format_result, retrain_best
+    from simtune.workflows.retrain import format_result, retrain_best
 
     result = retrain_best(storage=args.storage, sweep=args.sweep, seeds=args.seeds, iters_scale=args.iters_scale,
                           compare_runner_up=args.compare_runner_up, tracking_uri=args.tracking_uri,

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from simtune.errors import EXIT_INTERRUPTED, EXIT_TRIALS_FAILED, EXIT_USER_ERROR, ConfigError
-from simtune.sweep.results import SELECTION_METRIC as ORACLE
-from simtune.sweep.results import SweepDir
+from simtune.results.ranking import SELECTION_METRIC as ORACLE
+from simtune.results.summary import MetricSpread, Summary
+from simtune.results.sweepdir import SweepDir
 from simtune.tables import text_table
 
 TOP = 5  # configurations shown in the final table
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from simtune.rundir import read_json
     from simtune.sweep.runner import SweepOptions, run_sweep
     from simtune.tracking import naming
-    from simtune.sweep.space import load_space, override_settings
+    from simtune.search.space import load_space, override_settings
 
     space = override_settings(load_space(args.space, args.overrides), num_samples=args.num_samples,
                               cpus=args.cpus_per_trial, gpus=args.gpus_per_trial,
@@ -80,17 +81,15 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_TRIALS_FAILED
 
 
-def failure_line(summary: dict[str, Any]) -> str | None:
+def failure_line(summary: Summary) -> str | None:
     """``"2 of 9 trials failed; first: <trial>: <reason>"``, or None when every trial finished."""
-    counts = summary["counts"]
-    failed = [t for t in summary["trials"] if t["status"] == "ERROR"]
-    unfinished = counts["total"] - counts["finished"] - counts["failed"]
-    if not failed and not unfinished:
+    counts, failed = summary.counts, summary.failed
+    if not failed and not counts.unfinished:
         return None
-    parts = [f"{len(failed)} of {counts['total']} trials failed"] if failed else []
-    if unfinished:
-        parts.append(f"{unfinished} of {counts['total']} did not finish")
-    first = f"; first: {failed[0]['trial_id']}: {failed[0]['failure_reason']}" if failed else ""
+    parts = [f"{len(failed)} of {counts.total} trials failed"] if failed else []
+    if counts.unfinished:
+        parts.append(f"{counts.unfinished} of {counts.total} did not finish")
+    first = f"; first: {failed[0].trial_id}: {failed[0].failure_reason}" if failed else ""
     return ", ".join(parts) + first
 
 
@@ -103,51 +102,46 @@ def _default_name(space: Path, storage: Path, resume: bool) -> str:
     return earlier[-1]
 
 
-def format_summary(summary: dict[str, Any]) -> str:
+def format_summary(summary: Summary) -> str:
     """The top configurations (mean ± std over replicates), the verdict, the counts and the best config."""
-    counts = summary["counts"]
+    counts = summary.counts
     lines = _config_table(summary)
-    if summary.get("verdict"):
-        lines.append(summary["verdict"]["line"])
-    if summary.get("replicates", 1) > 1:
-        lines.append(summary["reproducibility"]["line"])
-    lines.append(f"{counts['total']} trials: {counts['finished']} finished ({counts['stopped_early']} stopped "
-                 f"early, marked *), {counts['failed']} failed, {counts['retried']} recovered after a crash")
-    unfinished = counts["total"] - counts["finished"] - counts["failed"]
-    if unfinished:
-        lines.append(f"interrupted with {unfinished} trials unfinished; continue with --resume --name "
-                     f"{summary['sweep']} --storage {Path(summary['sweep_dir']).parent}")
-    for trial in summary["trials"]:
-        if trial["status"] == "ERROR":
-            lines.append(f"  failed {trial['trial_id']}: {trial['failure_reason']}")
-    folder = Path(summary["sweep_dir"])
-    if summary["best"] is not None:
-        lines.append(f"best config: {folder / 'best_config.yaml'}")
-    lines.append(f"summary:     {folder / 'summary.json'}")
+    lines.append(summary.verdict.line)
+    if summary.replicates > 1:
+        lines.append(summary.reproducibility.line)
+    lines.append(f"{counts.total} trials: {counts.finished} finished ({counts.stopped_early} stopped "
+                 f"early, marked *), {counts.failed} failed, {counts.retried} recovered after a crash")
+    if counts.unfinished:
+        lines.append(f"interrupted with {counts.unfinished} trials unfinished; continue with --resume --name "
+                     f"{summary.sweep} --storage {Path(summary.sweep_dir).parent}")
+    lines += [f"  failed {trial.trial_id}: {trial.failure_reason}" for trial in summary.failed]
+    folder = SweepDir(Path(summary.sweep_dir))
+    if summary.best is not None:
+        lines.append(f"best config: {folder.best_config}")
+    lines.append(f"summary:     {folder.summary}")
     return "\n".join(lines)
 
 
-def _config_table(summary: dict[str, Any]) -> list[str]:
+def _config_table(summary: Summary) -> list[str]:
     """Ranked configurations: ``mean ± std`` over replicates of the selection metric, the oracle
     val/miou when selection is label-free (labelled), report/miou; n and the trials."""
-    metric = summary["metric"]
-    ranked = [c for c in summary.get("configs", []) if c["rank"] is not None]
-    params = list(ranked[0]["params"]) if ranked else []
+    metric, ranked = summary.metric, summary.ranked
+    params = list(ranked[0].params) if ranked else []
     scores = list(dict.fromkeys([metric, ORACLE, "report/miou"]))
     rows = [["rank", *params, *(f"{m} (oracle)" if m == ORACLE and m != metric else m for m in scores), "n",
              "trials"]]
     for c in ranked[:TOP]:
-        cells = [_pm(c["mean"], c["std"]) if m == metric else _pm_entry(c.get(m)) for m in scores]
-        rows.append([str(c["rank"]) + ("" if c["trained_to_end"] else "*"), *(_num(c["params"][p]) for p in params),
-                     *cells, str(c["n"]), ", ".join(c["trial_ids"])])
+        cells = [_pm(c.mean, c.std) if m == metric else _pm_entry(c.spreads.get(m)) for m in scores]
+        rows.append([str(c.rank) + ("" if c.trained_to_end else "*"), *(_num(c.params[p]) for p in params),
+                     *cells, str(c.n), ", ".join(c.trial_ids)])
     lines = [text_table(rows, rule=False), "(mean ± std over each configuration's replicates, n of them)"]
     if len(ranked) > TOP:
         lines.append(f"({len(ranked) - TOP} more configurations in summary.json)")
     return lines
 
 
-def _pm_entry(entry: dict[str, Any] | None) -> str:
-    return "-" if not entry else _pm(entry.get("mean"), entry.get("std"))
+def _pm_entry(entry: MetricSpread | None) -> str:
+    return "-" if entry is None else _pm(entry.mean, entry.std)
 
 
 def _pm(mean: float | None, std: float | None) -> str:

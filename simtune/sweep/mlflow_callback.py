@@ -42,8 +42,8 @@ from simtune import config
 from simtune.errors import ConfigError
 from simtune.keys import flat_dict
 from simtune.rundir import RunDir, read_json
-from simtune.sweep.replicates import replicate_index, swept_values
-from simtune.sweep.results import SweepDir
+from simtune.search.replicates import replicate_index, config_values
+from simtune.results.sweepdir import SweepDir
 from simtune.tracking import naming
 from simtune.tracking.artifacts import PREDICTION_SAMPLES, log_checkpoint, log_trial_artifacts
 from simtune.tracking.datasets import log_data_inputs
@@ -165,7 +165,7 @@ class MlflowTrialLogger(tune.Callback):
     def _create_child(self, trial: Any) -> str:
         trial_id = str(trial.trial_id)
         tune_config = getattr(trial, "config", {}) or {}
-        searched = flat_dict(swept_values(tune_config))
+        searched = flat_dict(config_values(tune_config))
         values = {key: searched[key] for key in (*self.swept, *searched) if key in searched}
         params = self._params(trial_id, searched)
         text = naming.description(

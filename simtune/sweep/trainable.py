@@ -14,13 +14,8 @@ trial writes ``failure.json``, reports ``failed=1`` with ``failure_reason`` and 
 normally: Tune never retries a trial that returned, and the sweep summary and the MLflow
 child run mark it failed from ``failure.json``.
 
-Test hook: the environment variable ``SIMTUNE_FAULT`` injects faults after an evaluation,
-as ``;``-separated ``KIND=ITERATION[@KEY=VALUE]`` items, ``KEY=VALUE`` limiting it to trials
-whose swept ``KEY`` has that value. ``crash_once_at=2`` raises ``RuntimeError`` once per trial
-(at the first evaluation at iteration >= 2, after its checkpoint was reported) and deletes
-the stage's on-disk checkpoint, so the retry must come back through Tune's checkpoint;
-``nan_at=2`` raises ``NonFiniteLoss`` there and ``config_error_at=2`` a ``ConfigError``. Example:
-``SIMTUNE_FAULT="crash_once_at=2@pseudo_label.quantile=0.3;nan_at=2@pseudo_label.quantile=0.6"``.
+Test hook: ``simtune.testing.fault_callbacks`` adds the faults ``SIMTUNE_FAULT`` asks for (none
+when it is unset) after the reporter, so a test can crash or fail a chosen trial.
 """
 
 from __future__ import annotations
@@ -36,16 +31,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from ray import tune
 
 from simtune.rundir import RunDir, read_json, write_json
-from simtune.sweep.results import SweepDir
-from simtune.sweep.space import SearchSpace, final_iteration
-from simtune.errors import ConfigError, NonFiniteLoss, SimtuneError
+from simtune.results.sweepdir import SweepDir
+from simtune.search.space import SearchSpace, final_iteration
+from simtune.errors import NonFiniteLoss, SimtuneError
+from simtune.search.replicates import config_values
+from simtune.testing import fault_callbacks
 from simtune.train.loop import Callback
 
-FAULT_ENV = "SIMTUNE_FAULT"
 STAGE_NUMBER = {"stage0": 0, "stage1": 1, "stage2": 2}
 POSITION = "position.json"  # in a Tune checkpoint: which stage and iteration it holds
 
@@ -84,8 +79,8 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
 
     run_dir = context.run_dir(tune.get_context().get_trial_id())
     cfg = context.space.config_for(params)
-    reporter = TuneReporter(run_dir, Faults.from_env(os.environ.get(FAULT_ENV, ""), params),
-                            final_step=final_iteration(cfg))
+    reporter = TuneReporter(run_dir, final_step=final_iteration(cfg))
+    callbacks = [reporter, *fault_callbacks(run_dir, config_values(params))]
     previous = RunDir(run_dir).failure_reason()
     if previous is not None:  # a diverged trial restarted by a --resume: it would only diverge again
         reporter.report_failure(previous)
@@ -93,7 +88,7 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
     _log_attempt(run_dir, _restore(run_dir))
     try:
         # resume=True: the run dir of a retried or resumed trial is not empty, and that is expected.
-        run_pipeline(cfg, run_dir, callbacks=[reporter], resume=True, stage1_cache=context.stage1_cache,
+        run_pipeline(cfg, run_dir, callbacks=callbacks, resume=True, stage1_cache=context.stage1_cache,
                      stage0_cache=context.stage0_cache)
         reporter.report_final()
     except (NonFiniteLoss, SimtuneError) as exc:  # would only happen again: never retried
@@ -110,9 +105,8 @@ class TuneReporter(Callback):
     report (ASHA at ``max_t``), and a trial stopped there must still be complete on disk.
     """
 
-    def __init__(self, run_dir: Path, faults: Faults, final_step: int | None = None) -> None:
+    def __init__(self, run_dir: Path, final_step: int | None = None) -> None:
         self.run_dir = run_dir
-        self.faults = faults
         self.final_step = final_step
         self.last: dict[str, Any] = {}
         self.losses: dict[str, float] = {}
@@ -131,7 +125,6 @@ class TuneReporter(Callback):
         else:
             with self._checkpoint_dir(stage, step, checkpoint) as folder:
                 tune.report(self.last, checkpoint=tune.Checkpoint.from_directory(str(folder)))
-        self.faults.after_eval(step, self.run_dir / stage)
 
     def report_final(self) -> None:
         """Report the run's last evaluation, once the run directory is complete.
@@ -224,43 +217,6 @@ def _log_attempt(run_dir: Path, restored: int | None) -> None:
             "restored_checkpoint_iteration": restored}
     with open(attempts, "a") as handle:
         handle.write(json.dumps(line) + "\n")
-
-
-# ----------------------------------------------------------------------------- fault injection (tests)
-
-
-@dataclass(frozen=True)
-class Faults:
-    """Faults injected after evaluations, parsed from ``SIMTUNE_FAULT`` (see the module docstring)."""
-
-    crash_once_at: int | None = None
-    nan_at: int | None = None
-    config_error_at: int | None = None
-
-    @classmethod
-    def from_env(cls, text: str, params: dict[str, Any]) -> Faults:
-        found: dict[str, int] = {}
-        for item in filter(None, (part.strip() for part in text.split(";"))):
-            fault, _, scope = item.partition("@")
-            kind, _, at = fault.partition("=")
-            if kind not in ("crash_once_at", "nan_at", "config_error_at") or not at.isdigit():
-                raise ValueError(f"{FAULT_ENV}: cannot parse {item!r}; expected KIND=ITERATION[@KEY=VALUE]")
-            key, _, value = scope.partition("=")
-            if not scope or (key in params and params[key] == yaml.safe_load(value)):
-                found[kind] = int(at)
-        return cls(**found)
-
-    def after_eval(self, step: int, stage_dir: Path) -> None:
-        if self.nan_at is not None and step >= self.nan_at:
-            raise NonFiniteLoss(f"iteration {step}: loss/seg_src became nan (injected by {FAULT_ENV})",
-                                stage=stage_dir.name, iteration=step)
-        if self.config_error_at is not None and step >= self.config_error_at:
-            raise ConfigError(f"iteration {step}: a config error injected by {FAULT_ENV}")
-        marker = stage_dir.parent / ".fault-crash-once"
-        if self.crash_once_at is not None and step >= self.crash_once_at and not marker.exists():
-            marker.write_text(str(step))
-            RunDir(stage_dir.parent).checkpoint(stage_dir.name).unlink(missing_ok=True)
-            raise RuntimeError(f"iteration {step}: crash injected by {FAULT_ENV}")
 
 
 # ----------------------------------------------------------------------------- small helpers

@@ -36,8 +36,8 @@ from simtune import config
 from simtune.schema import Config
 from simtune.errors import ConfigError, SearchSpaceError
 from simtune.keys import suggest
-from simtune.sweep.algorithms import ALGORITHMS, PARAM_KINDS, SCHEDULERS, with_starting_points
-from simtune.sweep.replicates import replicate_index, swept_values
+from simtune.search.algorithms import ALGORITHMS, PARAM_KINDS, SCHEDULERS, with_starting_points
+from simtune.search.replicates import replicate_index, config_values
 from simtune.labels import CLASS_NAMES
 from simtune.selection import PREFIX as SELECT_PREFIX
 from simtune.selection import SELECT_METRICS
@@ -99,7 +99,7 @@ class SearchSpace:
     resources: Resources = field(default_factory=Resources)
     max_concurrent: int | None = None
     max_failures: int = 2
-    replicates: int = 1  # K: every configuration trains with seeds base + 0 .. K-1 (simtune.sweep.replicates)
+    replicates: int = 1  # K: every configuration trains with seeds base + 0 .. K-1 (simtune.search.replicates)
 
     @property
     def base_config(self) -> Config:
@@ -112,7 +112,7 @@ class SearchSpace:
         base seed + k.
         """
         changes = self.changes
-        for path, value in swept_values(values).items():
+        for path, value in config_values(values).items():
             changes = config.deep_merge(changes, config.nest(path, _plain(value)))
         cfg = config.build(changes, source=f"{self.file} trial")
         return dataclasses.replace(cfg, seed=cfg.seed + replicate_index(values))

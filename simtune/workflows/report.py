@@ -1,6 +1,6 @@
 """``simtune report``: figures and a markdown summary of a finished sweep.
 
-Trials are read, grouped into configurations and ranked by ``simtune.sweep.results`` (last
+Trials are read, grouped into configurations and ranked by ``simtune.results`` (last
 evaluation, mean over replicates, the one rule).
 
 The report mirrors the paper's ablations: Table 3 (mIoU against ``lambda_ci`` at fixed
@@ -30,8 +30,8 @@ from simtune.labels import CLASS_NAMES
 from simtune.rundir import RunDir
 from simtune.selection import trust
 from simtune.stats import NOISE_HINT, PairedDifference, split_half_line
-from simtune.sweep.results import (SELECTION_METRIC, ConfigResult, TrialOutcome, compare,
-                                   load_configs, load_trials, ranking_verdict, reproducibility, selection_rule)
+from simtune.results.ranking import SELECTION_METRIC, ConfigResult, compare, ranking_verdict, reproducibility
+from simtune.results.trials import TrialOutcome, load_configs, load_trials, selection_rule
 from simtune.tracking import figures, naming
 
 LAMBDA_KEYS = ("stage1.lambda_ci", "stage2.lambda_ci")
@@ -262,7 +262,7 @@ def _validators(report: Report, trials: Sequence[TrialOutcome], ranked: Sequence
 
 def _attach(report: Report, tracking_uri: str | None) -> None:
     """Log the report folder to the sweep's parent run, if the store has one."""
-    from simtune.sweep.results import experiment_of
+    from simtune.tracking.sweep import experiment_of
     from simtune.tracking.store import connect, default_tracking_uri, find_sweep_parent, normalise_uri, sqlite_path
 
     sweep_dir = report.sweep_dir

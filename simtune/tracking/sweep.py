@@ -2,7 +2,7 @@
 Tune callback that logs each trial as a child run, closed with the sweep's outcome.
 
 Ray-free: the Tune callback (``simtune.sweep.mlflow_callback``) is imported only by
-``tune_callbacks``. The best trial is chosen by ``simtune.sweep.results.rank``.
+``tune_callbacks``. The best trial is chosen by ``simtune.results.ranking.rank``.
 
 The parent run is what a user opens first, so it explains the sweep. Its params are the
 search space -- each swept key's domain (``stage1.lambda_ci = grid [0.1, 0.01, 0.001]``)
@@ -26,8 +26,10 @@ from simtune.schema import Config
 from simtune.errors import TrackingError
 from simtune.keys import flat_dict
 from simtune.provenance import describe
-from simtune.rundir import write_json
-from simtune.sweep.results import SELECTION_METRIC, Standing, SweepDir, rank, resolve_sweep_dir
+from simtune.rundir import read_json, write_json
+from simtune.results.ranking import SELECTION_METRIC, Standing, rank
+from simtune.results.summary import ConfigSummary, Summary
+from simtune.results.sweepdir import SweepDir, resolve_sweep_dir
 from simtune.tracking import naming
 from simtune.tracking.artifacts import log_checkpoint
 from simtune.tracking.datasets import log_data_inputs
@@ -123,7 +125,7 @@ class SweepTracker:
                                   runs_dir=SweepDir(self.sweep_dir).runs, base_params=self.base_params,
                                   checkpoint_policy=self.checkpoint_policy, swept=self.swept)]
 
-    def finish(self, summary: dict[str, Any]) -> None:
+    def finish(self, summary: Summary) -> None:
         """Log the sweep's outcome to the parent run and end it.
 
         The best trial is the finished child with the best selection metric (``val/miou``)
@@ -134,20 +136,19 @@ class SweepTracker:
         if self.monitor is not None:
             self.monitor.finish()
         children = search(self.client, self.experiment_id, {TAG_PARENT: self.parent_run_id, TAG_ROLE: "trial"})
-        outcome = sweep_outcome(children, self.metric, self.mode, (summary.get("best") or {}).get("trial_id"))
-        ranked = [c for c in summary.get("configs", []) if c.get("rank") is not None]
-        if summary.get("replicates", 1) > 1:  # with one replicate each trial run is its configuration's run
+        outcome = sweep_outcome(children, self.metric, self.mode, summary.best.trial_id if summary.best else None)
+        ranked = summary.ranked
+        if summary.replicates > 1:  # with one replicate each trial run is its configuration's run
             self._log_configurations(ranked)
         if ranked:  # the best configuration's means, next to the best trial's single-seed numbers
             log_metrics(self.client, self.parent_run_id,
                         [(f"best_config/{k}", v, 0) for k, v in _config_metrics(ranked[0], self.metric).items()])
-        if summary.get("verdict"):
-            self.client.set_tag(self.parent_run_id, "simtune.verdict", summary["verdict"]["line"])
+        self.client.set_tag(self.parent_run_id, "simtune.verdict", summary.verdict.line)
         log_metrics(self.client, self.parent_run_id, [(k, v, 0) for k, v in outcome.metrics().items()])
         for key, value in outcome.tags().items():
             self.client.set_tag(self.parent_run_id, key, value)
         self.client.set_tag(self.parent_run_id, naming.TAG_NOTE, self.description + outcome.note(self.experiment_id))
-        log_json_artifact(self.client, self.parent_run_id, summary, SweepDir(self.sweep_dir).summary.name, "sweep")
+        log_json_artifact(self.client, self.parent_run_id, summary.to_json(), SweepDir(self.sweep_dir).summary.name, "sweep")
         best_config = SweepDir(self.sweep_dir).best_config
         if best_config.is_file():
             self.client.log_artifact(self.parent_run_id, str(best_config), "sweep")
@@ -155,7 +156,7 @@ class SweepTracker:
             log_checkpoint(self.client, outcome.best.info.run_id, Path(outcome.best.data.tags.get(TAG_RUN_DIR, "")))
         self.client.set_terminated(self.parent_run_id, "FINISHED" if outcome.finished else "FAILED")
 
-    def _log_configurations(self, configs: list[dict[str, Any]]) -> None:
+    def _log_configurations(self, configs: list[ConfigSummary]) -> None:
         """One run per ranked configuration (``summary.json`` ``configs``), a child of the parent run.
 
         Its params are the swept values; its metrics are the means over the replicates under the
@@ -166,25 +167,25 @@ class SweepTracker:
         found = search(self.client, self.experiment_id, {TAG_PARENT: self.parent_run_id, TAG_ROLE: "configuration"})
         runs = {r.data.tags.get(TAG_CONFIG): r.info.run_id for r in found}
         for c in configs:
-            label = naming.config_label(c["params"]) or "the base config"
+            label = naming.config_label(c.params) or "the base config"
             run_id = runs.get(label)
             if run_id is None:
                 tags = {TAG_PARENT: self.parent_run_id, TAG_ROLE: "configuration", TAG_SWEEP: self.sweep_name,
                         TAG_CONFIG: label}
-                run_id = self.client.create_run(self.experiment_id, run_name=f"{label} · mean of {c['n']}",
+                run_id = self.client.create_run(self.experiment_id, run_name=f"{label} · mean of {c.n}",
                                                 tags=tags).info.run_id
-                log_params(self.client, run_id, c["params"])
-            self.client.set_tag(run_id, TAG_CONFIG_RANK, str(c["rank"]))
-            self.client.set_tag(run_id, "simtune.trial_ids", ", ".join(c["trial_ids"]))
+                log_params(self.client, run_id, c.params)
+            self.client.set_tag(run_id, TAG_CONFIG_RANK, str(c.rank))
+            self.client.set_tag(run_id, "simtune.trial_ids", ", ".join(c.trial_ids))
             log_metrics(self.client, run_id, [(k, float(v), 0) for k, v in _config_metrics(c, self.metric).items()])
             self.client.set_terminated(run_id, "FINISHED")
 
 
-def _config_metrics(c: dict[str, Any], metric: str) -> dict[str, float]:
-    """Mean (under the metric's name), std and n of a ``summary.json`` configuration entry."""
-    report = c.get("report/miou") or {}
-    values = {metric: c.get("mean"), f"{metric}_std": c.get("std"), "report/miou": report.get("mean"),
-              "report/miou_std": report.get("std"), "replicates": c.get("n")}
+def _config_metrics(c: ConfigSummary, metric: str) -> dict[str, float]:
+    """Mean (under the metric's name), std and n of a configuration of the summary."""
+    report = c.spreads.get("report/miou")
+    values = {metric: c.mean, f"{metric}_std": c.std, "report/miou": report.mean if report else None,
+              "report/miou_std": report.std if report else None, "replicates": c.n}
     return {k: float(v) for k, v in values.items() if v is not None}
 
 
@@ -289,3 +290,13 @@ def sweep_outcome(children: list[Run], metric: str = SELECTION_METRIC, mode: str
     best = chosen[0] if chosen else ranked[0] if ranked else None
     return SweepOutcome(len(children), len(finished), len(failed), best,
                         tuple(sorted(r.data.tags.get(TAG_TRIAL, r.info.run_id) for r in failed)), metric)
+
+
+def experiment_of(sweep_dir: Path) -> str:
+    """The MLflow experiment a sweep logged to: the one its tracker recorded, else its space's name."""
+    folder = SweepDir(sweep_dir)
+    recorded = read_json(folder.tracking) or {}
+    if recorded.get("experiment"):
+        return str(recorded["experiment"])
+    started = read_json(folder.record) or {}
+    return naming.experiment_name(started["space_file"]) if started.get("space_file") else EXPERIMENT

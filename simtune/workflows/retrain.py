@@ -1,6 +1,6 @@
 """``simtune retrain --best``: retrain a sweep's best configuration over several seeds.
 
-The best trial is the sweep's first by ``simtune.sweep.results.rank`` (the selection
+The best trial is the sweep's first by ``simtune.results.ranking.rank`` (the selection
 metric, ``val/miou`` on frankfurt, at its *last* evaluation -- not its best-ever one). Its resolved config runs
 the full two-stage pipeline for seeds ``base + 0 .. base + N-1``; the held-out report
 split (``report/miou``, lindau + munster) gives mean ± std over the seeds, optionally next
@@ -26,10 +26,12 @@ from simtune import config
 from simtune.schema import Config
 from simtune.errors import ConfigError, TrackingError
 from simtune.rundir import RunDir, load_segmenter_state
-from simtune.sweep.report import mean_std
+from simtune.workflows.report import mean_std
 from simtune.stats import paired_difference, verdict
-from simtune.sweep.results import (SweepDir, TrialOutcome, experiment_of, find_sweep, load_configs, load_trials,
-                                   metric_unit, selection_rule)
+from simtune.results.sweepdir import SweepDir, find_sweep
+from simtune.results.trials import TrialOutcome, load_configs, load_trials, selection_rule
+from simtune.tracking.sweep import experiment_of
+from simtune.results.ranking import metric_unit
 from simtune.tracking import naming
 from simtune.tracking.artifacts import RunLogger, log_trial_artifacts
 from simtune.tracking.datasets import log_data_inputs

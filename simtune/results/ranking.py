@@ -1,0 +1,177 @@
+"""The one rule that ranks a sweep's trials and configurations, and the verdict on its winner.
+
+**The ranking rule.** A trial is judged by the selection metric (``val/miou``, the oracle,
+unless the space names another ``val/`` metric or a label-free ``select/<name>``) at its
+*last* evaluation, never its best-ever one: the last evaluation is the model a trial hands
+on, and the best of many noisy evaluations would flatter it. Candidates are the trials that ended without failing and evaluated the
+metric. Trials trained to the end rank first; trials a scheduler (ASHA) stopped early rank
+after all of them, among themselves by the metric: a stopped trial saw fewer iterations,
+so its number is not comparable with a finished one, but a sweep whose every trial was
+stopped still has a best. Ties go to the earlier trial id. ``summary.json`` and
+``best_config.yaml`` (the runner), the MLflow "best" tags (``tracking.sweep``), ``simtune
+report`` and ``retrain --best`` all rank with ``rank``.
+
+**Configurations.** With replicates (``replicates: K``, see ``search.replicates``) the
+ranked items are configurations: the trials that share their swept values, one per seed.
+A configuration is judged by the mean of the selection metric over its counted replicates:
+those trained to the end, or, when none was, those a scheduler stopped early (then it ranks
+as stopped early). A seed run twice (a grid pass repeated, a searcher proposing a
+configuration again) counts once, with its earliest trial. Configurations are then ranked
+by ``rank`` exactly as trials are (``rank_configs``); without replicates every
+configuration is one trial and the two rankings agree. Best and runner-up are compared
+seed by seed (``compare``) and the verdict line says whether the difference is beyond the
+noise (``simtune.stats``).
+
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from simtune.stats import PairedDifference, SplitHalf, Spread, paired_difference, split_half, spread, verdict
+
+SELECTION_METRIC = "val/miou"  # selection split (frankfurt); report/ is held out
+
+T = TypeVar("T")
+
+
+# ----------------------------------------------------------------------------- the ranking rule
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What the ranking rule needs to know of one trial."""
+
+    value: float | None  # the selection metric at the trial's last evaluation
+    completed: bool  # trained to the end of its last stage
+    stopped_early: bool = False  # ended by the scheduler before the end (not a failure)
+
+
+def rank(items: Sequence[T], standing: Callable[[T], Standing], mode: str = "max") -> list[T]:
+    """The candidates among ``items`` (given in trial-id order), best first, by the rule above."""
+    sign = 1.0 if mode == "max" else -1.0
+    scored = [(item, standing(item)) for item in items]
+    usable = [(item, s) for item, s in scored if (s.completed or s.stopped_early) and s.value is not None
+              and math.isfinite(s.value)]
+    usable.sort(key=lambda pair: (pair[1].completed, sign * float(pair[1].value)), reverse=True)  # type: ignore[arg-type]
+    return [item for item, _ in usable]
+
+
+
+# ----------------------------------------------------------------------------- configurations (replicates)
+
+
+@dataclass(frozen=True)
+class Replicate:
+    """One trial as a replicate of its configuration: its seed, its standing and its final metrics."""
+
+    trial_id: str
+    seed: int
+    standing: Standing
+    final: dict[str, float]
+
+
+@dataclass(frozen=True)
+class ConfigResult:
+    """One configuration (a set of swept values) over its replicates.
+
+    ``replicates`` are the ones its statistics count, one per seed (the earliest trial of a seed
+    run twice): those trained to the end, or, when none was, those a scheduler stopped early
+    (then ``completed`` is False). ``trial_ids`` lists every trial of the configuration.
+    """
+
+    params: dict[str, Any]
+    replicates: tuple[Replicate, ...]
+    trial_ids: tuple[str, ...]
+    completed: bool
+
+    @property
+    def n(self) -> int:
+        return len(self.replicates)
+
+    def by_seed(self, metric: str) -> dict[int, float]:
+        """Seed -> the metric at that replicate's last evaluation (replicates that have it)."""
+        return {r.seed: r.final[metric] for r in self.replicates
+                if metric in r.final and math.isfinite(r.final[metric])}
+
+    def spread(self, metric: str) -> Spread | None:
+        """Mean and std over the counted replicates; None when none has ``metric``."""
+        values = list(self.by_seed(metric).values())
+        return spread(values) if values else None
+
+    def standing(self, metric: str) -> Standing:
+        s = self.spread(metric)
+        return Standing(None if s is None else s.mean, self.completed, not self.completed)
+
+
+def group_configs(items: Sequence[T], params: Callable[[T], dict[str, Any]],
+                  replicate: Callable[[T], Replicate]) -> list[ConfigResult]:
+    """``items`` (in trial-id order) grouped by their swept values, in order of first appearance."""
+    groups: dict[str, tuple[dict[str, Any], list[Replicate]]] = {}
+    for item in items:
+        values = params(item)
+        key = json.dumps(values, sort_keys=True, default=str)
+        groups.setdefault(key, (values, []))[1].append(replicate(item))
+    return [_config(values, reps) for values, reps in groups.values()]
+
+
+def _config(params: dict[str, Any], replicates: list[Replicate]) -> ConfigResult:
+    usable = [r for r in replicates if (r.standing.completed or r.standing.stopped_early)
+              and r.standing.value is not None and math.isfinite(r.standing.value)]
+    completed = any(r.standing.completed for r in usable)
+    counted: dict[int, Replicate] = {}
+    for r in usable:
+        if r.standing.completed == completed:
+            counted.setdefault(r.seed, r)
+    return ConfigResult(dict(params), tuple(sorted(counted.values(), key=lambda r: r.seed)),
+                        tuple(r.trial_id for r in replicates), completed)
+
+
+def rank_configs(configs: Sequence[ConfigResult], metric: str, mode: str = "max") -> list[ConfigResult]:
+    """Configurations best first by the one rule (``rank``) applied to their mean over replicates."""
+    return rank(configs, lambda c: c.standing(metric), mode)
+
+
+def compare(best: ConfigResult, other: ConfigResult, metric: str) -> PairedDifference | None:
+    """``best - other`` on ``metric`` over the seeds both have (paired); None when they share none."""
+    a, b = best.by_seed(metric), other.by_seed(metric)
+    seeds = sorted(set(a) & set(b))
+    return paired_difference([a[s] for s in seeds], [b[s] for s in seeds]) if seeds else None
+
+
+def reproducibility(configs: Sequence[ConfigResult], metric: str) -> SplitHalf:
+    """Split-half Spearman of the configuration ranking; replicate k = the k-th smallest seed seen."""
+    seeds = sorted({s for c in configs for s in c.by_seed(metric)})
+    table = {json.dumps(c.params, sort_keys=True, default=str): [c.by_seed(metric).get(s) for s in seeds]
+             for c in configs}
+    return split_half(table)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Best against runner-up: the paired difference (None when there is nothing to pair) and its line."""
+
+    line: str
+    difference: PairedDifference | None
+
+
+def ranking_verdict(ranked: Sequence[ConfigResult], metric: str) -> Verdict:
+    """The verdict line on a configuration ranking (best first), paired over shared seeds."""
+    if len(ranked) < 2:
+        return Verdict(f"Verdict: {len(ranked)} configuration(s) ranked; no runner-up to compare", None)
+    diff = compare(ranked[0], ranked[1], metric)
+    if diff is None:
+        return Verdict("Verdict: best and runner-up share no seed; they cannot be compared paired", None)
+    return Verdict(verdict(diff, unit=metric_unit(metric)), diff)
+
+
+def metric_unit(metric: str) -> str:
+    """How a verdict names the metric's unit: mIoU for ``*/miou``, IoU for a class IoU, else its name."""
+    if metric.endswith("/miou"):
+        return "mIoU"
+    return "IoU" if "/iou/" in metric else metric
+

@@ -1,0 +1,117 @@
+"""The sweep folder: where a sweep keeps its record, its trials' run directories and its summary.
+
+A sweep folder (``<storage>/<name>/``) holds ``sweep.json``, ``space.yaml``,
+``base_config.yaml``, ``runs/<trial_id>/`` (run directories, see ``simtune.rundir``),
+``stage0_cache/``, ``stage1_cache/``, ``summary.json`` and ``best_config.yaml``. Only this
+module spells those names.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from simtune.errors import ConfigError
+from simtune.rundir import RunDir
+
+# ----------------------------------------------------------------------------- the sweep folder
+
+
+@dataclass(frozen=True)
+class SweepDir:
+    """Paths of a sweep folder."""
+
+    root: Path
+
+    @property
+    def record(self) -> Path:
+        return self.root / "sweep.json"
+
+    @property
+    def space_copy(self) -> Path:
+        return self.root / "space.yaml"
+
+    @property
+    def base_config(self) -> Path:
+        return self.root / "base_config.yaml"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def best_config(self) -> Path:
+        return self.root / "best_config.yaml"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def stage0_cache(self) -> Path:
+        return self.root / "stage0_cache"
+
+    @property
+    def stage1_cache(self) -> Path:
+        return self.root / "stage1_cache"
+
+    @property
+    def tracking(self) -> Path:
+        """Where the MLflow trial logger finds this driver's store and parent run."""
+        return self.root / "tracking.json"
+
+    def run(self, trial_id: str) -> RunDir:
+        return RunDir(self.runs / trial_id)
+
+
+def resolve_sweep_dir(storage: Path, sweep_name: str) -> Path:
+    """The sweep folder, whether ``storage`` is the folder of sweeps or already the sweep's own.
+
+    The sweep runner creates the sweep folder (with ``sweep.json``) before it opens the
+    tracker, so a folder named like the sweep that holds ``sweep.json`` is the sweep's.
+    """
+    storage = Path(storage).resolve()
+    if SweepDir(storage).record.is_file() or (storage.name == sweep_name and not (storage / sweep_name).is_dir()):
+        return storage
+    return storage / sweep_name
+
+
+def find_sweep(storage: Path, name: str | None) -> Path:
+    """The sweep folder ``<storage>/<name>``, or the most recently written one when ``name`` is None.
+
+    Raises:
+        ConfigError: no such sweep (the message lists the sweeps that exist).
+    """
+    storage = Path(storage).resolve()
+    sweeps = sorted(p for p in storage.iterdir() if SweepDir(p).runs.is_dir()) if storage.is_dir() else []
+    if name is not None:
+        if SweepDir(storage / name).runs.is_dir():
+            return storage / name
+        known = ", ".join(p.name for p in sweeps) or "none"
+        raise ConfigError(f"no sweep '{name}' in {storage} (sweeps there: {known}); pass --storage or --sweep")
+    if not sweeps:
+        raise ConfigError(f"no sweep in {storage} (a sweep folder holds runs/); pass --storage or --sweep")
+    return max(sweeps, key=_last_written)
+
+
+def _last_written(sweep_dir: Path) -> float:
+    folder = SweepDir(sweep_dir)
+    return max(p.stat().st_mtime for p in (folder.summary, folder.runs) if p.exists())
+
+
+def read_summary(sweep_dir: Path) -> dict[str, Any]:
+    """``summary.json`` as written (``results.summary.Summary.to_json``); {} before the first summary."""
+    path = SweepDir(sweep_dir).summary
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+
+def trial_values(sweep_dir: Path, trial_id: str) -> dict[str, Any]:
+    """The values the search chose for one trial (``summary.json``), in the space's order; {} if unknown."""
+    for trial in read_summary(sweep_dir).get("trials", []):
+        if trial.get("trial_id") == trial_id:
+            return dict(trial.get("params") or {})
+    return {}
+

@@ -1,0 +1,89 @@
+"""A finished sweep's trials and configurations, read from its run directories.
+
+The ranking itself is ``results.ranking``; this module turns run directories into the items
+it ranks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from simtune import config
+from simtune.results.ranking import (SELECTION_METRIC, ConfigResult, Replicate, Standing, group_configs, rank,
+                                     rank_configs)
+from simtune.results.sweepdir import SweepDir, read_summary
+from simtune.rundir import RunDir
+
+# ----------------------------------------------------------------------------- trials from run directories
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """One trial as its run directory records it."""
+
+    trial_id: str
+    run_dir: Path
+    params: dict[str, Any]  # flattened resolved config
+    final: dict[str, float]  # last evaluation of the last stage that evaluated ({} if none)
+    stage: str | None  # that stage
+    finished: bool  # results.json written: every stage ran to its end
+    failure: str | None  # failure.json's reason (a diverged trial)
+    stopped_early: bool = False  # summary.json says a scheduler stopped it
+
+
+def load_trials(sweep_dir: Path) -> list[TrialOutcome]:
+    """Every trial with a resolved config under ``<sweep_dir>/runs/``, in trial-id order."""
+    stopped = {t["trial_id"] for t in read_summary(sweep_dir).get("trials", []) if t.get("stopped_early")}
+    out = []
+    for folder in sorted(p for p in SweepDir(sweep_dir).runs.iterdir() if RunDir(p).has_config()):
+        run = RunDir(folder)
+        last = run.last_evaluation()
+        out.append(TrialOutcome(
+            trial_id=folder.name, run_dir=folder, params=config.flatten(run.config()),
+            final={k: float(v) for k, v in last[1].items() if k != "step"} if last else {},
+            stage=last[0] if last else None, finished=run.finished(), failure=run.failure_reason(),
+            stopped_early=folder.name in stopped and not run.finished()))
+    return out
+
+
+def selection_rule(sweep_dir: Path) -> tuple[str, str]:
+    """(metric, mode) the sweep selected by: its ``summary.json`` if it says, else ``val/miou``, max."""
+    summary = read_summary(sweep_dir)
+    metric = summary.get("metric", SELECTION_METRIC)
+    mode = summary.get("mode", "max")
+    if not isinstance(metric, str) or not metric.startswith(("val/", "select/")) or mode not in ("max", "min"):
+        return SELECTION_METRIC, "max"
+    return metric, mode
+
+
+def rank_trials(trials: Sequence[TrialOutcome], metric: str = SELECTION_METRIC,
+                mode: str = "max") -> list[TrialOutcome]:
+    """``trials`` ranked by the rule (``rank``), best first."""
+    return rank(trials, lambda t: _trial_standing(t, metric), mode)
+
+
+
+def swept_keys(sweep_dir: Path, trials: Sequence[TrialOutcome]) -> list[str]:
+    """The keys a sweep varied: from ``summary.json``, else those that differ between trials (not ``seed``)."""
+    listed = read_summary(sweep_dir).get("trials") or []
+    if listed and isinstance(listed[0].get("params"), dict):
+        return list(listed[0]["params"])
+    first = trials[0].params if trials else {}
+    return [k for k in first if k != "seed" and len({json.dumps(t.params.get(k)) for t in trials}) > 1]
+
+
+def load_configs(sweep_dir: Path, trials: Sequence[TrialOutcome], metric: str, mode: str) -> list[ConfigResult]:
+    """The sweep's configurations from its run directories, ranked (best first; unranked ones dropped)."""
+    keys = swept_keys(sweep_dir, trials)
+    configs = group_configs(
+        trials, lambda t: {k: t.params.get(k) for k in keys},
+        lambda t: Replicate(t.trial_id, int(t.params.get("seed", 0)), _trial_standing(t, metric), dict(t.final)))
+    return rank_configs(configs, metric, mode)
+
+
+def _trial_standing(t: TrialOutcome, metric: str) -> Standing:
+    return Standing(t.final.get(metric), t.finished and t.failure is None, t.stopped_early and t.failure is None)

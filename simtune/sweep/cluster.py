@@ -1,0 +1,60 @@
+"""Joining or starting Ray, and checking that every node of a cluster sees the sweep storage."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from pathlib import Path
+
+from simtune.errors import ConfigError
+from simtune.testing import FAULT_ENV
+
+
+def init_ray(address: str | None) -> None:
+    """Connect to ``address`` (or RAY_ADDRESS), else start a local Ray; the fault hook reaches every worker."""
+    import ray
+
+    env = {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else {}
+    runtime_env = {"env_vars": env} if env else None
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
+    else:
+        ray.init(include_dashboard=False, runtime_env=runtime_env, logging_level=logging.WARNING)
+
+
+def check_shared_storage(storage: Path, *, explicit: bool) -> None:
+    """On a multi-node cluster, every node must see the sweep storage (run dirs, stage-1 cache).
+
+    A marker file is written here and a zero-CPU task on every alive node looks for it.
+    Raises:
+        ConfigError: more than one node and ``--storage`` not given, or a node cannot see it.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    if len(nodes) <= 1:
+        return
+    if not explicit:
+        raise ConfigError(f"the Ray cluster has {len(nodes)} nodes: give --storage DIR on a filesystem that "
+                          f"every node mounts at the same path")
+    storage.mkdir(parents=True, exist_ok=True)
+    marker = storage / f".storage-check-{uuid.uuid4().hex}"
+    marker.write_text(marker.name)
+    try:
+        probe = ray.remote(num_cpus=0)(sees_marker)
+        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
+                .remote(str(marker)) for node in nodes]
+        seen = ray.get(refs, timeout=120)
+    finally:
+        marker.unlink(missing_ok=True)
+    blind = [node["NodeManagerAddress"] for node, ok in zip(nodes, seen) if not ok]
+    if blind:
+        raise ConfigError(f"--storage {storage}: not visible from node(s) {', '.join(blind)}; "
+                          f"a multi-node sweep needs a filesystem every node shares")
+
+
+def sees_marker(path: str) -> bool:
+    marker = Path(path)
+    return marker.is_file() and marker.read_text() == marker.name

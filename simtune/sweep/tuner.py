@@ -1,0 +1,191 @@
+"""Every Tune object of a sweep: the tuner, parameter domains, searchers, schedulers, replicates.
+
+``simtune.search`` says what a sweep searches, by name and rule; this module is where those
+names become Ray Tune objects (the only place besides the runner and the trainable that
+imports Ray). Replicates (``simtune.search.replicates``) reach Tune three ways: a replicate
+grid dimension (grid, random), a ``Repeater`` around a searcher (Optuna), and one ASHA bracket
+per replicate index (``paired_asha``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable
+from typing import Any
+
+from simtune.search.algorithms import ALGORITHMS
+from simtune.search.replicates import TRIAL_INDEX, replicate_index
+from simtune.search.space import Param, SearchSpace
+from simtune.sweep.options import SweepOptions
+from simtune.sweep.trainable import TrialContext, run_trial
+
+
+def build_tuner(space: SearchSpace, options: SweepOptions, callbacks: list[Any]) -> Any:
+    """The ``tune.Tuner`` of a sweep (restored from the sweep folder with ``options.resume``)."""
+    from ray import tune
+
+    context = TrialContext(space=space, sweep_dir=options.sweep_dir, share_stage1=options.share_stage1,
+                           share_stage0=options.share_stage0)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context),
+                                    {"cpu": space.resources.cpus, "gpu": space.resources.gpus})
+    # The compact CLIReporter table instead of Tune's per-trial boxes of every metric; a
+    # checkpoint at every evaluation is wanted, so no warning about frequent snapshots.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if options.resume:  # the callbacks come back from Tune's saved experiment (see mlflow_callback)
+        return tune.Tuner.restore(str(options.sweep_dir), trainable, resume_unfinished=True, resume_errored=False)
+    searcher = ALGORITHMS[space.search.algorithm].searcher
+    return tune.Tuner(
+        trainable,
+        param_space=param_space({key: _domain(param) for key, param in space.params.items()},
+                                           space.replicates, searcher),
+        tune_config=tune.TuneConfig(
+            metric=space.metric, mode=space.mode, search_alg=_search_alg(space), scheduler=_scheduler(space),
+            num_samples=tune_num_samples(space.num_samples, space.replicates, searcher),
+            trial_dirname_creator=_trial_dirname, reuse_actors=False,
+            # Tune limits a Searcher (Optuna) this way; the grid/random generator limits itself.
+            max_concurrent_trials=space.max_concurrent if searcher else None),
+        run_config=tune.RunConfig(
+            name=options.name, storage_path=str(options.storage), callbacks=callbacks, verbose=1,
+            progress_reporter=_live_table(space),
+            failure_config=tune.FailureConfig(max_failures=space.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+    )
+
+
+def _live_table(space: SearchSpace) -> Any:
+    """Tune's table of trials: swept values, iteration, stage, the metric and the report split."""
+    from ray import tune
+
+    metrics = {"iteration": "iter", "stage": "stage", space.metric: space.metric, "report/miou": "report/miou"}
+    columns = {key: key for key in space.params}
+    if space.replicates > 1:
+        columns[TRIAL_INDEX] = "replicate"
+    return tune.CLIReporter(metric_columns=metrics, parameter_columns=columns, max_report_frequency=30,
+                            sort_by_metric=True)
+
+
+def _trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def _domain(param: Param) -> Any:
+    """A Tune domain; ``randint``'s high is inclusive in simtune, exclusive in Tune."""
+    from ray import tune
+
+    values = list(param.values)
+    if param.kind == "grid":
+        return tune.grid_search(values)
+    if param.kind == "choice":
+        return tune.choice(values)
+    low, high = values
+    if param.kind == "uniform":
+        return tune.uniform(low, high)
+    if param.kind == "loguniform":
+        return tune.loguniform(low, high)
+    return tune.randint(low, high + 1)
+
+
+def _search_alg(space: SearchSpace) -> Any:
+    points = [dict(p) for p in space.search.points_to_evaluate] or None
+    return SEARCHERS[space.search.algorithm](space.search.seed, points, space.max_concurrent,
+                                                    space.replicates)
+
+
+def _scheduler(space: SearchSpace) -> Any:
+    s = space.scheduler
+    return SCHEDULER_BUILDERS[s.type](s.max_t, s.grace_period, s.reduction_factor, space.replicates)
+
+
+# ----------------------------------------------------------------------------- searchers and schedulers by name
+
+def _variant_generator(seed: int | None, points: list[dict[str, Any]] | None, max_concurrent: int | None,
+                       replicates: int) -> Any:
+    from ray.tune.search import BasicVariantGenerator
+
+    # With replicates, random values are drawn once per sample and held over the replicate grid.
+    return BasicVariantGenerator(points_to_evaluate=points, random_state=seed, max_concurrent=max_concurrent or 0,
+                                 constant_grid_search=replicates > 1)
+
+
+def _optuna_tpe(seed: int | None, points: list[dict[str, Any]] | None, max_concurrent: int | None,
+                replicates: int) -> Any:
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    return repeated(OptunaSearch(points_to_evaluate=points, sampler=optuna.samplers.TPESampler(seed=seed)),
+                    replicates)
+
+
+def _fifo(max_t: int, grace_period: int, reduction_factor: float, replicates: int) -> Any:
+    from ray.tune.schedulers import FIFOScheduler
+
+    return FIFOScheduler()
+
+
+def _asha(max_t: int, grace_period: int, reduction_factor: float, replicates: int) -> Any:
+    return paired_asha(replicates, time_attr="iteration", max_t=max_t, grace_period=grace_period,
+                       reduction_factor=reduction_factor)
+
+
+
+SEARCHERS: dict[str, Callable[[int | None, list[dict[str, Any]] | None, int | None, int], Any]] = {
+    "grid": _variant_generator, "random": _variant_generator, "optuna": _optuna_tpe,
+}  # (seed, points, max_concurrent, replicates) -> a Tune searcher; one entry per ALGORITHMS name
+
+SCHEDULER_BUILDERS: dict[str, Callable[[int, int, float, int], Any]] = {
+    "fifo": _fifo, "asha": _asha,
+}  # (max_t, grace_period, reduction_factor, replicates) -> a Tune scheduler; one per SCHEDULERS name
+
+
+# ----------------------------------------------------------------------------- replicates in Tune
+
+
+def param_space(domains: dict[str, Any], replicates: int, searcher: bool) -> dict[str, Any]:
+    """Tune's ``param_space``: the swept domains, plus the replicate grid unless a searcher is repeated."""
+    from ray import tune
+
+    if replicates == 1 or searcher:
+        return dict(domains)
+    return {**domains, TRIAL_INDEX: tune.grid_search(list(range(replicates)))}
+
+
+def tune_num_samples(num_samples: int, replicates: int, searcher: bool) -> int:
+    """Tune's ``num_samples``: a Repeater counts every replicate as a sample; grids multiply by themselves."""
+    return num_samples * replicates if searcher else num_samples
+
+
+def repeated(searcher: Any, replicates: int) -> Any:
+    """A Tune searcher wrapped in a ``Repeater`` when K > 1: each proposal runs K times."""
+    if replicates == 1:
+        return searcher
+    from ray.tune.search import Repeater
+
+    return Repeater(searcher, repeat=replicates, set_index=True)
+
+
+def paired_asha(replicates: int, **asha_args: Any) -> Any:
+    """An ASHA scheduler that races each replicate index separately (see the module docstring)."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    class PairedASHA(ASHAScheduler):  # type: ignore[misc]
+        """ASHA with one bracket per replicate index: rungs compare seed k only with seed k."""
+
+        def __init__(self) -> None:
+            super().__init__(brackets=1, **asha_args)
+            self._by_replicate = [self._brackets[0], *(copy.deepcopy(self._brackets[0])
+                                                       for _ in range(replicates - 1))]
+
+        def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+            super().on_trial_add(tune_controller, trial)  # checks metric and mode
+            index = replicate_index(trial.config or {}) % len(self._by_replicate)
+            self._trial_info[trial.trial_id] = self._by_replicate[index]
+
+        def debug_string(self) -> str:
+            brackets = "\n".join(f"seed offset {k}: {b.debug_str()}" for k, b in enumerate(self._by_replicate))
+            return f"Using AsyncHyperBand per replicate: num_stopped={self._num_stopped}\n{brackets}"
+
+    if replicates == 1:
+        return ASHAScheduler(**asha_args)
+    return PairedASHA()
