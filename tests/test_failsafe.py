@@ -218,7 +218,7 @@ def test_diverged_train_ends_in_one_line_and_leaves_the_run_inspectable(tiny_ben
 # ----------------------------------------------------------------------------- sweeps
 
 
-@pytest.mark.slow
+@pytest.mark.ray_sweep
 def test_sweep_exit_code_counts_failed_trials_and_user_errors_are_not_retried(
         tmp_path: Path, tiny_bench: tuple[Path, Path]) -> None:
     space = write_tiny_space(tmp_path / "space", tiny_bench, {"pseudo_label.quantile": {"grid": [0.3, 0.5, 0.7]}},
@@ -261,17 +261,23 @@ def test_second_sweep_of_the_same_name_is_refused_while_the_first_runs(tmp_path:
     lock.release()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("space_file", sorted(p.name for p in SPACES.glob("*.yaml")))
-def test_every_shipped_space_runs_with_zero_failed_trials(space_file: str, tmp_path: Path,
-                                                          tiny_bench: tuple[Path, Path]) -> None:
+def test_every_shipped_space_passes_the_preflight(space_file: str, tiny_bench: tuple[Path, Path],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Every trial config a shipped space can produce (grid values, range ends) is one the pipeline accepts."""
+    assert main(cli_args("validate", str(SPACES / space_file), "--data", bench=tiny_bench)) == 0, \
+        capsys.readouterr().err
+
+
+@pytest.mark.ray_sweep
+@pytest.mark.parametrize("space_file, samples", [("thresholds.yaml", None), ("full.yaml", 2)])
+def test_shipped_spaces_run_with_zero_failed_trials(space_file: str, samples: int | None, tmp_path: Path,
+                                                    tiny_bench: tuple[Path, Path]) -> None:
+    """One real sweep per shipped kind: a grid with pseudo-labels and stage 2, and Optuna + ASHA
+    over every swept key (random search runs in test_sweep.py)."""
     args = ["sweep", str(SPACES / space_file), "--storage", str(tmp_path / "sweeps"), "--name", "s",
-            "--max-concurrent", "2"]
-    if yaml.safe_load((SPACES / space_file).read_text())["search"]["algorithm"] != "grid":
-        args += ["--num-samples", "2"]
-    for item in tiny_overrides(*tiny_bench):
-        args += ["--set", item]
-    proc = run_cli(*args, cwd=tmp_path, timeout=1800)  # lambda_w_full: 25 trials
+            "--max-concurrent", "2", *(["--num-samples", str(samples)] if samples else [])]
+    proc = run_cli(*cli_args(*args, bench=tiny_bench), cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     counts = json.loads((tmp_path / "sweeps" / "s" / "summary.json").read_text())["counts"]
     assert counts["failed"] == 0 and counts["finished"] == counts["total"]

@@ -63,7 +63,7 @@ def test_paired_asha_compares_each_seed_only_with_the_same_seed(tmp_path: Path) 
 
     values = [0.6, 0.5, 0.4, 0.3, 0.2, 0.1]  # each proposed after a better one: ASHA cuts some
     space = replicates.param_space({"x": tune.grid_search(values)}, 2, searcher=False)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
         results = tune.Tuner(
             climb, param_space=space,

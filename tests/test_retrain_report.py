@@ -152,7 +152,7 @@ def contexts(run: Any) -> set[str]:
     return {tag.value for i in run.inputs.dataset_inputs for tag in i.tags if tag.key == "mlflow.data.context"}
 
 
-@pytest.mark.slow
+@pytest.mark.ray_sweep
 def test_real_sweep_is_one_parent_with_a_child_per_trial(tiny_sweep: dict[str, Any]) -> None:
     client = tiny_sweep["client"]  # reached through the URI the sweep printed
     (parent,) = runs_by_role(client, "sweep")
@@ -185,7 +185,7 @@ def test_real_sweep_is_one_parent_with_a_child_per_trial(tiny_sweep: dict[str, A
         "sweep/space.yaml", "sweep/summary.json", "sweep/best_config.yaml", "sweep/base_config.yaml"}
 
 
-@pytest.mark.slow
+@pytest.mark.ray_sweep
 def test_retrain_registers_a_version_and_a_second_retrain_moves_champion(tiny_sweep: dict[str, Any]) -> None:
     import mlflow
 
@@ -228,7 +228,7 @@ def test_retrain_registers_a_version_and_a_second_retrain_moves_champion(tiny_sw
     assert logits.shape[:2] == (1, 19)
 
 
-@pytest.mark.slow
+@pytest.mark.ray_sweep
 def test_report_of_real_sweep_writes_figures_and_attaches_them(tiny_sweep: dict[str, Any]) -> None:
     tmp, client = tiny_sweep["dir"], tiny_sweep["client"]
     done = simtune("report", "--sweep", "tiny", cwd=tmp)

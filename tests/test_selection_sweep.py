@@ -48,6 +48,7 @@ def last_evaluation(run_dir: Path) -> dict[str, float]:
     raise AssertionError(f"{run_dir}: no history")
 
 
+@pytest.mark.ray_sweep
 def test_sweep_selects_by_a_validator(entropy_sweep: Path) -> None:
     summary = json.loads((entropy_sweep / "summary.json").read_text())
     assert summary["metric"] == "select/entropy"
@@ -65,6 +66,7 @@ def test_sweep_selects_by_a_validator(entropy_sweep: Path) -> None:
     assert best_config["stage1"]["lambda_ci"] == summary["best"]["params"]["stage1.lambda_ci"]
 
 
+@pytest.mark.ray_sweep
 def test_every_trial_logs_select_metrics_to_mlflow(entropy_sweep: Path) -> None:
     from mlflow import MlflowClient
 
@@ -79,6 +81,7 @@ def test_every_trial_logs_select_metrics_to_mlflow(entropy_sweep: Path) -> None:
         assert len(history) >= 2  # every evaluation, not just the last
 
 
+@pytest.mark.ray_sweep
 def test_report_holds_the_trust_table(entropy_sweep: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", "--storage", str(entropy_sweep.parent), "--sweep", "ent"]) == 0
     summary = (entropy_sweep / "report" / "summary.md").read_text()

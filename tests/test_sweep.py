@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,10 +22,9 @@ from simtune.rundir import RunDir
 from simtune.results.trials import load_trials, rank_trials, selection_rule
 from simtune.testing import write_tiny_space as write_space
 
+from conftest import CLUSTER_ENV, kill_group
+
 FULL = 6  # iterations of a complete tiny trial (4 + 2)
-RAY = Path(sys.executable).with_name("ray")
-# Ray's token authentication: every node, `ray status` and the driver use ~/.ray/auth_token.
-CLUSTER_ENV = {**os.environ, "RAY_AUTH_MODE": "token"}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -66,23 +63,10 @@ def attempts(sweep_dir: Path, trial_id: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
-def kill_group(process: subprocess.Popen[Any], sig: int = signal.SIGKILL) -> None:
-    """Signal the process group this test started (the process was made its leader)."""
-    try:
-        os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 # ----------------------------------------------------------------------------- sweeps
 
 
+@pytest.mark.ray_sweep
 def test_grid_sweep_end_to_end_shares_stage1(tmp_path: Path, tiny_bench: tuple[Path, Path]) -> None:
     space = write_space(tmp_path, tiny_bench, {"pseudo_label.quantile": {"grid": [0.3, 0.6]}})
     proc = run_sweep(space, tmp_path / "sweeps", "grid")
@@ -107,7 +91,7 @@ def test_grid_sweep_end_to_end_shares_stage1(tmp_path: Path, tiny_bench: tuple[P
     assert len([p for p in (sweep_dir / "stage1_cache").iterdir() if p.is_dir() and not p.name.startswith(".")]) == 1
 
 
-@pytest.mark.slow
+@pytest.mark.ray_sweep
 def test_optuna_with_asha_stops_some_trials_early(tmp_path: Path, tiny_bench: tuple[Path, Path]) -> None:
     params = {"seed": {"randint": [0, 1000]}, "stage1.lambda_ci": {"loguniform": [0.001, 0.1]}}
     space = write_space(tmp_path, tiny_bench, params, num_samples=6,
@@ -132,7 +116,7 @@ def test_optuna_with_asha_stops_some_trials_early(tmp_path: Path, tiny_bench: tu
     assert ranked[0].trial_id == summary["best"]["trial_id"]
 
 
-@pytest.mark.slow
+@pytest.mark.ray_sweep
 def test_crash_is_retried_from_checkpoint_and_nan_fails_alone(tmp_path: Path, tiny_bench: tuple[Path, Path]) -> None:
     space = write_space(tmp_path, tiny_bench, {"stage1.lambda_ci": {"grid": [0.01, 0.02, 0.03]}}, max_failures=2)
     fault = "crash_once_at=2@stage1.lambda_ci=0.01;nan_at=4@stage1.lambda_ci=0.03"
@@ -159,7 +143,7 @@ def test_crash_is_retried_from_checkpoint_and_nan_fails_alone(tmp_path: Path, ti
     assert last.startswith("1 of 3 trials failed; first: " + diverged["trial_id"]) and "nan" in last
 
 
-@pytest.mark.slow
+@pytest.mark.ray_sweep
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path: Path,
                                                                  tiny_bench: tuple[Path, Path]) -> None:
     values = [0.01, 0.02, 0.03]
@@ -204,43 +188,6 @@ def _wait_for_second_trial(sweep_dir: Path, driver: subprocess.Popen[Any], timeo
 # ----------------------------------------------------------------------------- a real 2-node cluster
 
 
-@pytest.fixture
-def two_node_cluster(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A head and a worker node on 127.0.0.1, one CPU each; yields the address."""
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    temp_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"rt{port}"  # short: Ray's socket paths are limited
-    common = {"start_new_session": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
-              "env": CLUSTER_ENV}
-    nodes = [subprocess.Popen([str(RAY), "start", "--head", f"--port={port}", "--num-cpus=1", "--block",
-                               "--include-dashboard=false", f"--temp-dir={temp_dir}"], **common)]  # type: ignore[call-overload]
-    try:
-        _wait_for_nodes(address, 1)
-        nodes.append(subprocess.Popen([str(RAY), "start", f"--address={address}", "--num-cpus=1", "--block"],
-                                      **common))  # type: ignore[call-overload]
-        _wait_for_nodes(address, 2)
-        yield address
-    finally:
-        for node in reversed(nodes):
-            kill_group(node, signal.SIGTERM)
-        time.sleep(3)
-        for node in nodes:
-            kill_group(node)
-            node.wait(timeout=30)
-
-
-def _wait_for_nodes(address: str, count: int, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = subprocess.run([str(RAY), "status", f"--address={address}"], capture_output=True, text=True,
-                                timeout=60, env=CLUSTER_ENV)
-        active = status.stdout.split("Pending:")[0] if status.returncode == 0 else ""
-        if active.count("node_") >= count:
-            return
-        time.sleep(1)
-    raise AssertionError(f"Ray cluster at {address} did not reach {count} nodes")
-
-
 @pytest.mark.slow
 def test_sweep_on_a_two_node_cluster(tmp_path: Path, tiny_bench: tuple[Path, Path], two_node_cluster: str) -> None:
     space = write_space(tmp_path, tiny_bench, {"pseudo_label.quantile": {"grid": [0.3, 0.6]}})
@@ -256,11 +203,13 @@ def test_sweep_on_a_two_node_cluster(tmp_path: Path, tiny_bench: tuple[Path, Pat
     assert all(t["iteration"] == FULL for t in summary["trials"])
 
 
-@pytest.mark.slow
+@pytest.mark.ray_sweep
 def test_sweep_trials_share_one_stage0_and_tune_sees_it(tmp_path: Path, tiny_bench: tuple[Path, Path]) -> None:
     """Both trials start from one stage 0 (trained by the first); its evaluation reaches Tune
-    at iteration 0, before stage 1's, and the trials still run to the end."""
-    space = write_space(tmp_path, tiny_bench, {"stage1.lambda_ci": {"grid": [0.01, 0.1]}})
+    at iteration 0, before stage 1's, and the trials still run to the end. (Random search:
+    the one real sweep of that algorithm.)"""
+    space = write_space(tmp_path, tiny_bench, {"stage1.lambda_ci": {"choice": [0.01, 0.1]}},
+                        search={"algorithm": "random", "seed": 1}, num_samples=2)
     text = space.read_text().replace("init.source_pretrain.iters: 0", "init.source_pretrain.iters: 2")
     space.write_text(text)
     run_sweep(space, tmp_path / "sweeps", "s0", timeout=600)

@@ -18,13 +18,14 @@ from simtune.cli import main
 from simtune.errors import SearchSpaceError
 from simtune.stats import Spread
 from simtune.results.ranking import Replicate, Standing, compare, group_configs, rank_configs, ranking_verdict
-from simtune.search.space import load_space, override_settings
+from simtune.search.parse import load_space, override_settings
 from test_sweep import run_sweep, summary_of, write_space
 
 QUANTILES = [0.3, 0.6]  # stage-2 values: configurations with the same seed share stage 1
 LAMBDAS = [0.001, 0.01]  # Table 3's parameter
 
 
+@pytest.mark.ray_sweep
 def test_grid_with_two_replicates_end_to_end(tmp_path: Path, tiny_bench: tuple[Path, Path]) -> None:
     space = write_space(tmp_path, tiny_bench, {"stage1.lambda_ci": {"grid": LAMBDAS}}, replicates=2)
     proc = run_sweep(space, tmp_path / "sweeps", "rep", "--set", "seed=7")
@@ -42,7 +43,7 @@ def test_grid_with_two_replicates_end_to_end(tmp_path: Path, tiny_bench: tuple[P
         values = [trials[t]["metrics"]["val/miou"] for t in c["trial_ids"]]
         assert c["mean"] == pytest.approx(statistics.fmean(values))
         assert c["std"] == pytest.approx(statistics.stdev(values))
-        assert c["report/miou"]["n"] == 2
+        assert c["spreads"]["report/miou"]["n"] == 2
     assert [c["rank"] for c in configs] == [1, 2] and configs[0]["mean"] >= configs[1]["mean"]
     assert summary["best"]["trial_id"] in configs[0]["trial_ids"]
     best_cfg = config.load(sweep_dir / "best_config.yaml")
@@ -78,6 +79,7 @@ def _check_configuration_runs(sweep_dir: Path, configs: list[dict[str, object]])
         assert float(run.data.params["stage1.lambda_ci"]) == c["params"]["stage1.lambda_ci"]  # type: ignore[index]
 
 
+@pytest.mark.ray_sweep
 def test_optuna_with_replicates_repeats_each_proposal_with_the_same_seeds(tmp_path: Path,
                                                                           tiny_bench: tuple[Path, Path]) -> None:
     space = write_space(tmp_path, tiny_bench, {"pseudo_label.quantile": {"uniform": [0.2, 0.8]}}, num_samples=2,

@@ -12,7 +12,7 @@ import yaml
 
 from simtune.cli import main
 from simtune.errors import SearchSpaceError
-from simtune.search.space import load_space, override_settings
+from simtune.search.parse import load_space, override_settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_SPACES = sorted((REPO / "search_spaces").glob("*.yaml"))

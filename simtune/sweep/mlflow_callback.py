@@ -45,6 +45,7 @@ from simtune.rundir import RunDir, read_json
 from simtune.search.replicates import replicate_index, config_values
 from simtune.results.sweepdir import SweepDir
 from simtune.tracking import naming
+from simtune.tracking.sweep import SweepTracker
 from simtune.tracking.artifacts import PREDICTION_SAMPLES, log_checkpoint, log_trial_artifacts
 from simtune.tracking.datasets import log_data_inputs
 from simtune.tracking.store import (TAG_FAILURE, TAG_PARENT, TAG_REPLICATE, TAG_ROLE, TAG_RUN_DIR, TAG_STOPPED,
@@ -226,3 +227,11 @@ def failure_reason(trial: Any) -> str:
         if lines:
             return lines[-1][:5000]
     return "trial errored (no error file)"
+
+
+def trial_loggers(tracker: SweepTracker) -> list[tune.Callback]:
+    """The Tune callback that logs every trial of ``tracker``'s sweep as a child of its parent run."""
+    return [MlflowTrialLogger(tracking_uri=tracker.tracking_uri, experiment_id=tracker.experiment_id,
+                              parent_run_id=tracker.parent_run_id, sweep_name=tracker.sweep_name,
+                              runs_dir=SweepDir(tracker.sweep_dir).runs, base_params=tracker.base_params,
+                              checkpoint_policy=tracker.checkpoint_policy, swept=tracker.swept)]

@@ -32,6 +32,7 @@ from simtune.rundir import write_config, write_json
 from simtune.search.space import SearchSpace
 from simtune.sweep.cluster import check_shared_storage, init_ray
 from simtune.sweep.lock import SweepLock
+from simtune.sweep.mlflow_callback import trial_loggers
 from simtune.sweep.options import SweepOptions
 from simtune.sweep.summarize import summarize
 from simtune.sweep.tuner import build_tuner
@@ -77,7 +78,7 @@ def _run_on_ray(space: SearchSpace, options: SweepOptions, record: dict[str, Any
     try:
         check_shared_storage(options.storage, explicit=options.storage_explicit)
         _record_sweep(space, options, record)
-        build_tuner(space, options, tracker.tune_callbacks()).fit()
+        build_tuner(space, options, trial_loggers(tracker)).fit()
         return summarize(space, options.sweep_dir)
     finally:
         if started_ray:

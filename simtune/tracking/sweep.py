@@ -2,7 +2,7 @@
 Tune callback that logs each trial as a child run, closed with the sweep's outcome.
 
 Ray-free: the Tune callback (``simtune.sweep.mlflow_callback``) is imported only by
-``tune_callbacks``. The best trial is chosen by ``simtune.results.ranking.rank``.
+``simtune.sweep.mlflow_callback.trial_loggers``. The best trial is chosen by ``simtune.results.ranking.rank``.
 
 The parent run is what a user opens first, so it explains the sweep. Its params are the
 search space -- each swept key's domain (``stage1.lambda_ci = grid [0.1, 0.01, 0.001]``)
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 class SweepTracker:
     """One MLflow parent run per sweep, a child run per trial, written from the Ray driver.
 
-    Build it with ``SweepTracker.open`` before Ray starts; pass ``tune_callbacks()`` to the
+    Build it with ``SweepTracker.open`` before Ray starts; pass ``trial_loggers(tracker)`` to the
     Tuner's ``RunConfig``; call ``finish(summary)`` when Tune returns.
     """
 
@@ -115,15 +115,6 @@ class SweepTracker:
                    checkpoint_policy, client, str(getattr(space, "metric", SELECTION_METRIC)),
                    str(getattr(space, "mode", "max")), tuple(getattr(space, "params", {}) or {}), text,
                    start_system_metrics(uri, run_id))
-
-    def tune_callbacks(self) -> list[Any]:
-        """The ``ray.tune.Callback`` that logs every trial as a child run (from the driver)."""
-        from simtune.sweep.mlflow_callback import MlflowTrialLogger
-
-        return [MlflowTrialLogger(tracking_uri=self.tracking_uri, experiment_id=self.experiment_id,
-                                  parent_run_id=self.parent_run_id, sweep_name=self.sweep_name,
-                                  runs_dir=SweepDir(self.sweep_dir).runs, base_params=self.base_params,
-                                  checkpoint_policy=self.checkpoint_policy, swept=self.swept)]
 
     def finish(self, summary: Summary) -> None:
         """Log the sweep's outcome to the parent run and end it.
