@@ -87,6 +87,14 @@ def spread(values: Sequence[float]) -> Spread:
     return Spread(n=n, mean=mean, std=math.sqrt(var))
 
 
+def format_spread(s: Spread | None, *, digits: int = 2, with_n: bool = False) -> str:
+    """``"24.10 ± 0.85"`` (``"24.10"`` for n = 1, ``"-"`` for no value); ``with_n`` adds ``" (n = 3)"``."""
+    if s is None:
+        return "-"
+    text = f"{s.mean:.{digits}f}" if s.std is None else f"{s.mean:.{digits}f} ± {s.std:.{digits}f}"
+    return f"{text} (n = {s.n})" if with_n else text
+
+
 def t_quantile(df: int, confidence: float = CONFIDENCE) -> float:
     """Two-sided Student-t critical value: t_{(1 + confidence) / 2, df}; 12.706 for df = 1 at 95%."""
     if df < 1:

@@ -20,6 +20,7 @@ from simtune.errors import ConfigError
 from simtune.workflows.report import build_report
 from simtune.results.sweepdir import find_sweep
 from simtune.results.trials import load_trials, rank_trials
+from simtune.search.replicates import fresh_seeds
 from simtune.workflows.retrain import retrain_best, scale_iters
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,6 +82,19 @@ def test_iters_scale_multiplies_iterations_schedules_and_eval_period() -> None:
 def test_retrain_rejects_bad_arguments_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--seeds must be >= 1, but got 0"):
         retrain_best(storage=tmp_path, seeds=0)
+
+
+def test_retrain_never_reuses_a_seed_the_sweep_selected_on(tmp_path: Path) -> None:
+    """Fresh seeds start one past the sweep's largest; --seeds-from into the sweep's seeds is refused
+    before anything is trained or logged."""
+    sweep = tmp_path / "s"
+    for seed in (0, 1):
+        write_trial(sweep, f"a_{seed}", [30.0, 31.0 + seed], lambda_ci=0.01, seed=seed)
+    assert fresh_seeds([0, 1], 3) == [2, 3, 4]
+    assert fresh_seeds([0, 1], 2, first=10) == [10, 11]
+    with pytest.raises(ConfigError, match="--seeds-from 1: seeds 1-3 include seed"):
+        retrain_best(storage=tmp_path, seeds=3, seeds_from=1)
+    assert not (sweep / "retrain").exists() and not (tmp_path / "mlflow.db").exists()
     with pytest.raises(ConfigError, match="--iters-scale must be > 0"):
         retrain_best(storage=tmp_path, iters_scale=0)
 
@@ -201,15 +215,18 @@ def test_retrain_registers_a_version_and_a_second_retrain_moves_champion(tiny_sw
     seeds = runs_by_role(client, "retrain_seed")
     assert len(seeds) == 4 and {s.data.tags["mlflow.parentRunId"] for s in seeds} == {parent.info.run_id}
     best = [s for s in seeds if s.data.tags["simtune.candidate"] == "best"]
-    assert sorted(s.data.params["seed"] for s in best) == ["0", "1"]
-    assert sorted(s.info.run_name.split(" · ")[0] for s in best) == ["seed 0", "seed 1"]
+    # The sweep trained seed 0 only: the confirmation runs the fresh seeds 1 and 2.
+    assert sorted(s.data.params["seed"] for s in best) == ["1", "2"]
+    assert sorted(s.info.run_name.split(" · ")[0] for s in best) == ["seed 1", "seed 2"]
+    assert "fresh seeds 1, 2" in done.stdout and "Confirmation: val/miou" in done.stdout
+    assert "best/val/miou_sweep_mean" in parent.data.metrics
     assert all(contexts(s) == {"source", "target", "val"} for s in [parent, *seeds])
     values = [s.data.metrics["report/miou"] for s in best]
     assert parent.data.metrics["best/report/miou_mean"] == pytest.approx(np.mean(values))
     assert parent.data.metrics["best/report/miou_std"] == pytest.approx(np.std(values, ddof=1))
     assert "runner_up/report/miou_mean" in parent.data.metrics
     runner_up = [s for s in seeds if s.data.tags["simtune.candidate"] == "runner_up"]
-    assert sorted(s.data.params["seed"] for s in runner_up) == ["0", "1"]  # the same seeds: paired
+    assert sorted(s.data.params["seed"] for s in runner_up) == ["1", "2"]  # the same seeds: paired
     assert "Verdict: best " in done.stdout and "(paired, n = 2)" in parent.data.tags["simtune.verdict"]
     assert {"loss/seg_src", "lr"} <= set(best[0].data.metrics)  # losses logged live during retraining
     note = parent.data.tags["mlflow.note.content"]

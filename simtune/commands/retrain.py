@@ -13,13 +13,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser(
         "retrain", help="retrain the best trial of a sweep for several seeds; register it as @champion",
         description="Picks the best trial by the selection metric (val/miou) at its LAST evaluation, not its "
-                    "best-ever one, retrains the full two-stage pipeline for N seeds and reports mean ± std of "
-                    "report/miou (held-out lindau + munster).")
+                    "best-ever one, retrains the full two-stage pipeline on N fresh seeds (none of them used by the "
+                    "sweep) and reports mean ± std of report/miou (held-out lindau + munster) next to the "
+                    "sweep's own estimate.")
     parser.add_argument("--best", action="store_true", required=True,
                         help="retrain the best trial (by its last evaluation of the selection metric)")
     parser.add_argument("--sweep", default=None, help="sweep name (default: the most recent sweep in --storage)")
     parser.add_argument("--storage", type=Path, default=Path("sweeps"), help="folder of sweeps (default ./sweeps)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds to train: base seed + 0 .. N-1 (default 3)")
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="fresh seeds to train: one past the sweep's largest seed, and on (default 3)")
+    parser.add_argument("--seeds-from", type=int, default=None, metavar="N",
+                        help="first fresh seed (default: one past the sweep's largest); a sweep seed is refused")
     parser.add_argument("--iters-scale", type=float, default=1.0,
                         help="multiply stage iters, schedule_iters and eval.every by X (default 1)")
     parser.add_argument("--compare-runner-up", action="store_true", help="also retrain the second-best trial")
@@ -34,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
     result = retrain_best(storage=args.storage, sweep=args.sweep, seeds=args.seeds, iters_scale=args.iters_scale,
                           compare_runner_up=args.compare_runner_up, tracking_uri=args.tracking_uri,
-                          model_name=args.model_name, progress=sys.stderr.isatty())
+                          model_name=args.model_name, progress=sys.stderr.isatty(),
+                          seeds_from=args.seeds_from)
     print(format_result(result))
     failed = [run for candidate in result.candidates for run in candidate.runs if run.failure]
     if failed:

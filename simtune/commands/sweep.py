@@ -11,6 +11,7 @@ from simtune.errors import EXIT_INTERRUPTED, EXIT_TRIALS_FAILED, EXIT_USER_ERROR
 from simtune.results.ranking import SELECTION_METRIC as ORACLE
 from simtune.results.summary import MetricSpread, Summary
 from simtune.results.sweepdir import SweepDir
+from simtune.stats import Spread, format_spread
 from simtune.tables import text_table
 
 TOP = 5  # configurations shown in the final table
@@ -145,9 +146,7 @@ def _pm_entry(entry: MetricSpread | None) -> str:
 
 
 def _pm(mean: float | None, std: float | None) -> str:
-    if mean is None:
-        return "-"
-    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+    return "-" if mean is None else format_spread(Spread(0, mean, std))
 
 
 def _num(value: Any) -> str:

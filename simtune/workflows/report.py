@@ -29,20 +29,13 @@ from simtune.errors import ConfigError, SimtuneError
 from simtune.labels import CLASS_NAMES
 from simtune.rundir import RunDir
 from simtune.selection import trust
-from simtune.stats import NOISE_HINT, PairedDifference, split_half_line
+from simtune.stats import NOISE_HINT, Spread, format_spread, spread, PairedDifference, split_half_line
 from simtune.results.ranking import SELECTION_METRIC, ConfigResult, compare, ranking_verdict, reproducibility
 from simtune.results.trials import TrialOutcome, load_configs, load_trials, selection_rule
 from simtune.tracking import figures, naming
 
 LAMBDA_KEYS = ("stage1.lambda_ci", "stage2.lambda_ci")
 BANK_KEYS = ("stage1.bank_size", "stage2.bank_size")
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def varying(trials: Sequence[TrialOutcome]) -> list[str]:
@@ -64,8 +57,8 @@ def effect_rows(trials: Sequence[TrialOutcome], param: str) -> list[dict[str, An
         for metric in (SELECTION_METRIC, "report/miou"):
             values = [t.final[metric] for t in group if metric in t.final]
             if values:
-                mean, std = mean_std(values)
-                rows.append({"value": value, "metric": metric, "mean": mean, "std": std, "n": len(values)})
+                s = spread(values)
+                rows.append({"value": value, "metric": metric, "mean": s.mean, "std": s.std, "n": s.n})
     return rows
 
 
@@ -346,11 +339,7 @@ def _configs_table(configs: Sequence[ConfigResult], swept: Sequence[str], metric
 
 
 def _spread(c: ConfigResult, metric: str, *, with_n: bool = True) -> str:
-    s = c.spread(metric)
-    if s is None:
-        return "-"
-    text = f"{s.mean:.2f}" if s.std is None else f"{s.mean:.2f} ± {s.std:.2f}"
-    return f"{text} (n = {s.n})" if with_n else text
+    return format_spread(c.spread(metric), with_n=with_n)
 
 
 def _trials_table(trials: Sequence[TrialOutcome], swept: Sequence[str], metric: str) -> str:
@@ -368,6 +357,4 @@ def _trials_table(trials: Sequence[TrialOutcome], swept: Sequence[str], metric: 
 
 
 def _pm(row: dict[str, Any] | None) -> str:
-    if row is None:
-        return "-"
-    return f"{row['mean']:.2f} ± {row['std']:.2f}" if row["n"] > 1 else f"{row['mean']:.2f}"
+    return "-" if row is None else format_spread(Spread(row["n"], row["mean"], row["std"]))

@@ -26,8 +26,9 @@ from simtune import config
 from simtune.schema import Config
 from simtune.errors import ConfigError, TrackingError
 from simtune.rundir import RunDir, load_segmenter_state
-from simtune.workflows.report import mean_std
-from simtune.stats import paired_difference, verdict
+from simtune.search.replicates import fresh_seeds
+from simtune.stats import Spread, format_spread, paired_difference, spread, verdict
+from simtune.tables import text_table
 from simtune.results.sweepdir import SweepDir, find_sweep
 from simtune.results.trials import TrialOutcome, load_configs, load_trials, selection_rule
 from simtune.tracking.sweep import experiment_of
@@ -61,24 +62,26 @@ class SeedRun:
 class Candidate:
     """A sweep configuration being retrained (``role`` is "best" or "runner_up").
 
-    ``trial`` is its first counted replicate (its resolved config is retrained); seed i is
-    ``base_seed + i``, the same for both candidates, so they are compared seed by seed.
+    ``trial`` is its first counted replicate (its resolved config is retrained). ``seeds`` are
+    fresh: no trial of the sweep trained with them, and both candidates get the same ones, so
+    they are compared seed by seed. ``sweep`` is its mean over the sweep's own seeds (the
+    estimate it was selected on).
     """
 
     role: str
     trial: TrialOutcome
-    base_seed: int = 0
+    seeds: list[int] = field(default_factory=list)
     runs: list[SeedRun] = field(default_factory=list)
     values: dict[str, Any] = field(default_factory=dict)  # the swept values, which name its runs
+    sweep: dict[str, Spread] = field(default_factory=dict)  # metric -> spread over the sweep's seeds
 
     def by_seed(self, metric: str) -> dict[int, float]:
         return {r.seed: r.final[metric] for r in self.runs if metric in r.final}
 
-    def spread(self, metric: str) -> tuple[float, float, int]:
-        """(mean, sample std, n) of ``metric`` over the seeds that finished."""
-        values = [r.final[metric] for r in self.runs if metric in r.final]
-        mean, std = mean_std(values)
-        return mean, std, len(values)
+    def spread(self, metric: str) -> Spread | None:
+        """Mean and sample std of ``metric`` over the fresh seeds that finished; None if none did."""
+        values = list(self.by_seed(metric).values())
+        return spread(values) if values else None
 
 
 @dataclass
@@ -117,11 +120,13 @@ def scale_iters(cfg: Config, scale: float) -> Config:
 
 def retrain_best(*, storage: Path, sweep: str | None = None, seeds: int = 3, iters_scale: float = 1.0,
                  compare_runner_up: bool = False, tracking_uri: str | None = None, model_name: str | None = None,
-                 progress: bool = False) -> RetrainResult:
-    """Retrain the best trial (and the runner-up) of a sweep for ``seeds`` seeds; register the champion.
+                 progress: bool = False, seeds_from: int | None = None) -> RetrainResult:
+    """Retrain the best trial (and the runner-up) of a sweep on ``seeds`` fresh seeds; register the champion.
 
     Args:
         storage: folder of sweep folders; ``sweep`` None = the most recent sweep there.
+        seeds_from: the first confirmation seed; None = one past the largest seed of the sweep.
+            Seeds the sweep trained with are refused: a confirmation never re-runs a selection seed.
         iters_scale: multiplies stage iters, schedule lengths and ``eval.every``.
         tracking_uri: None = the storage folder's store (``default_tracking_uri``).
         model_name: registered model name; None = the search space's (``simtune-<space>``).
@@ -133,7 +138,7 @@ def retrain_best(*, storage: Path, sweep: str | None = None, seeds: int = 3, ite
         raise ConfigError(f"--seeds must be >= 1, but got {seeds}")
     if not iters_scale > 0:
         raise ConfigError(f"--iters-scale must be > 0, but got {iters_scale}")
-    result = _plan(find_sweep(storage, sweep), compare_runner_up, tracking_uri)
+    result = _plan(find_sweep(storage, sweep), compare_runner_up, tracking_uri, seeds, seeds_from)
     preflight.check(RunDir(c.trial.run_dir).config() for c in result.candidates)
     result.seeds, result.iters_scale = seeds, iters_scale
     client = connect(result.tracking_uri)
@@ -145,8 +150,8 @@ def retrain_best(*, storage: Path, sweep: str | None = None, seeds: int = 3, ite
     monitor = start_system_metrics(result.tracking_uri, result.parent_run_id)
     try:
         for candidate in result.candidates:
-            for index in range(seeds):
-                candidate.runs.append(_train_seed(client, result, candidate, index, iters_scale, progress))
+            for seed in candidate.seeds:
+                candidate.runs.append(_train_seed(client, result, candidate, seed, iters_scale, progress))
         _log_spread(client, result)
         _register(client, result, model_name or naming.model_name(experiment))
     except KeyboardInterrupt:
@@ -162,8 +167,13 @@ def retrain_best(*, storage: Path, sweep: str | None = None, seeds: int = 3, ite
     return result
 
 
-def _plan(sweep_dir: Path, compare_runner_up: bool, tracking_uri: str | None) -> RetrainResult:
-    """The candidates (best, runner-up configuration) by the sweep's ranking, and the store to log to."""
+def _plan(sweep_dir: Path, compare_runner_up: bool, tracking_uri: str | None, seeds: int,
+          seeds_from: int | None) -> RetrainResult:
+    """The candidates (best, runner-up configuration) by the sweep's ranking, their fresh seeds, the store.
+
+    Raises:
+        ConfigError: no ranked configuration, or ``seeds_from`` would reuse a seed of the sweep.
+    """
     metric, mode = selection_rule(sweep_dir)
     trials = load_trials(sweep_dir)
     ranked = load_configs(sweep_dir, trials, metric, mode)
@@ -171,11 +181,15 @@ def _plan(sweep_dir: Path, compare_runner_up: bool, tracking_uri: str | None) ->
         raise ConfigError(f"{sweep_dir}: no finished trial with {metric}; nothing to retrain")
     chosen = ranked[: 2 if compare_runner_up else 1]
     by_id = {t.trial_id: t for t in trials}
-    base_seed = min(r.seed for c in chosen for r in c.replicates)  # the same seeds for both: paired
+    try:  # the same fresh seeds for both: paired, and never a seed the selection saw
+        fresh = fresh_seeds((int(t.params.get("seed", 0)) for t in trials), seeds, seeds_from)
+    except ValueError as exc:
+        raise ConfigError(f"--seeds-from {seeds_from}: {exc}") from None
     uri = normalise_uri(tracking_uri) if tracking_uri else default_tracking_uri(sweep_dir.parent)
-    result = RetrainResult(sweep_dir, metric, mode, uri, "", None,
-                           [Candidate(role, by_id[c.replicates[0].trial_id], base_seed, values=dict(c.params))
-                            for role, c in zip(("best", "runner_up"), chosen)])
+    result = RetrainResult(sweep_dir, metric, mode, uri, "", None, [
+        Candidate(role, by_id[c.replicates[0].trial_id], fresh, values=dict(c.params),
+                  sweep={m: s for m in dict.fromkeys((metric, "report/miou")) if (s := c.spread(m)) is not None})
+        for role, c in zip(("best", "runner_up"), chosen)])
     if compare_runner_up and len(ranked) < 2:
         result.notes.append("no runner-up to compare: the sweep has a single ranked configuration")
     return result
@@ -236,14 +250,14 @@ def _sweep_links(client: Any, result: RetrainResult) -> list[tuple[str, str]]:
     return links
 
 
-def _train_seed(client: Any, result: RetrainResult, candidate: Candidate, index: int, scale: float,
+def _train_seed(client: Any, result: RetrainResult, candidate: Candidate, seed: int, scale: float,
                 progress: bool) -> SeedRun:
     """Run (or reuse) the pipeline for one seed and log it as a child of the retrain run."""
     from simtune.train.pipeline import run_pipeline
 
     trial = candidate.trial
     base = RunDir(trial.run_dir).config()
-    cfg = dataclasses.replace(scale_iters(base, scale), seed=candidate.base_seed + index)
+    cfg = dataclasses.replace(scale_iters(base, scale), seed=seed)
     out = result.sweep_dir / "retrain" / f"{trial.trial_id}-x{scale:g}" / f"seed{cfg.seed}"
     resume = _reusable(out, cfg)
     note = naming.description(
@@ -286,17 +300,40 @@ def _reusable(out: Path, cfg: Config) -> bool:
 
 
 def _log_spread(client: Any, result: RetrainResult) -> None:
-    """Mean and std over seeds of each candidate, on the retrain parent run."""
-    points = []
+    """Mean and std over the fresh seeds of each candidate, and its sweep estimate, on the retrain parent run."""
+    points: list[tuple[str, float, int]] = []
     for candidate in result.candidates:
-        for metric in ("report/miou", result.metric):
-            mean, std, n = candidate.spread(metric)
-            points += [(f"{candidate.role}/{metric}_mean", mean, 0), (f"{candidate.role}/{metric}_std", std, 0)]
-        points.append((f"{candidate.role}/seeds_finished", float(candidate.spread("report/miou")[2]), 0))
+        for metric in dict.fromkeys(("report/miou", result.metric)):
+            fresh, selected = candidate.spread(metric), candidate.sweep.get(metric)
+            if fresh is not None:
+                points += [(f"{candidate.role}/{metric}_mean", fresh.mean, 0)]
+                points += [(f"{candidate.role}/{metric}_std", fresh.std, 0)] if fresh.std is not None else []
+            if selected is not None:
+                points.append((f"{candidate.role}/{metric}_sweep_mean", selected.mean, 0))
+        points.append((f"{candidate.role}/seeds_finished", float(len(candidate.by_seed("report/miou"))), 0))
     log_metrics(client, result.parent_run_id, points)
-    lines = verdicts(result)
+    lines = verdicts(result) + confirmation(result)
     if lines:
         client.set_tag(result.parent_run_id, "simtune.verdict", " | ".join(lines))
+
+
+def confirmation(result: RetrainResult) -> list[str]:
+    """The best configuration on fresh seeds against its sweep estimate, on the selection metric.
+
+    A configuration chosen as the best of several is, on average, luckier on the seeds it was
+    chosen on than it will be on others (the winner's curse); this line says how much.
+    """
+    best = result.candidates[0]
+    fresh, selected = best.spread(result.metric), best.sweep.get(result.metric)
+    if fresh is None or selected is None:
+        return []
+    seeds = ", ".join(map(str, best.seeds))
+    text = (f"Confirmation: {result.metric} {format_spread(fresh)} on fresh seeds {seeds}; "
+            f"the sweep estimated {format_spread(selected, with_n=True)} on its own seeds")
+    if fresh.mean < selected.mean:
+        return [text + f": {selected.mean - fresh.mean:.2f} lower on fresh seeds (winner's curse: the sweep "
+                       "picked the configuration partly for its luck on its seeds)"]
+    return [text + ": not lower on fresh seeds"]
 
 
 # ----------------------------------------------------------------------------- the model registry
@@ -311,18 +348,21 @@ def _register(client: Any, result: RetrainResult, name: str) -> None:
     if not done:
         return
     champion = max(done, key=lambda r: sign * r.final[result.metric])
-    mean, std, n = result.candidates[0].spread("report/miou")
+    best = result.candidates[0]
+    confirmed = format_spread(best.spread("report/miou"), with_n=True)
+    estimated = format_spread(best.sweep.get("report/miou"), with_n=True)
     run = RunDir(champion.run_dir)
     try:
         model_uri = log_segmenter(champion.run_id, result.tracking_uri, load_segmenter_state(run.weights()),
                                   run.config_file, run.config().model.num_classes)
         text = (f"Seed {champion.seed} of {naming.config_label(result.candidates[0].values)} "
-                f"(best {result.metric} of {len(done)} seeds); report/miou {mean:.2f} ± {std:.2f} over {n} seeds. "
+                f"(best {result.metric} of {len(done)} fresh seeds); report/miou {confirmed} on fresh seeds, "
+                f"{estimated} on the sweep's seeds. "
                 + " ".join(naming.run_link(result.experiment_id, run_id, label)
                            for run_id, label in [(result.parent_run_id, "retrain"), *_sweep_links(client, result)]))
         registered = register(client, name, model_uri, result.parent_run_id, description=text, tags={
             "sweep": result.sweep_dir.name, "trial_id": result.candidates[0].trial.trial_id,
-            "seed": str(champion.seed), "report_miou": f"{mean:.2f} ± {std:.2f} over {n} seeds",
+            "seed": str(champion.seed), "report_miou_fresh_seeds": confirmed, "report_miou_sweep_seeds": estimated,
             "selection": result.metric})
     except Exception as exc:  # MLflow wraps store and artifact errors in several types
         raise TrackingError(f"could not register the champion model in {result.tracking_uri}: {one_line(exc)}") from exc
@@ -336,19 +376,22 @@ def _register(client: Any, result: RetrainResult, name: str) -> None:
 
 def format_result(result: RetrainResult) -> str:
     """The retrain outcome as terminal text."""
+    seeds = result.candidates[0].seeds if result.candidates else []
     lines = [f"sweep {result.sweep_dir.name} ({result.sweep_dir})",
+             f"confirmation on fresh seeds {', '.join(map(str, seeds))} (no trial of the sweep trained with them)",
              f"selection: {result.metric} ({result.mode}) at each trial's LAST evaluation (not its best-ever)",
              "mean ± sample std over seeds on the held-out report split (report/miou: lindau + munster); "
              "in a verdict ± is the half-width of the paired 95% interval", ""]
-    rows = [("candidate", "trial", "seeds", "report/miou", result.metric, "per seed report/miou")]
+    rows = [["candidate", "trial", "fresh seeds", "report/miou", result.metric, f"{result.metric} (sweep)",
+             "per seed report/miou"]]
     for c in result.candidates:
-        rep, sel = c.spread("report/miou"), c.spread(result.metric)
         per_seed = ", ".join(f"{r.seed}: {r.final['report/miou']:.2f}" if "report/miou" in r.final
                              else f"{r.seed}: failed" for r in c.runs)
-        rows.append((c.role, c.trial.trial_id, f"{rep[2]}/{len(c.runs)}", f"{rep[0]:.2f} ± {rep[1]:.2f}",
-                     f"{sel[0]:.2f} ± {sel[1]:.2f}", per_seed))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+        rows.append([c.role, c.trial.trial_id, f"{len(c.by_seed('report/miou'))}/{len(c.runs)}",
+                     format_spread(c.spread("report/miou")), format_spread(c.spread(result.metric)),
+                     format_spread(c.sweep.get(result.metric), with_n=True), per_seed])
+    lines += [text_table(rows, rule=False)]
+    lines += [*confirmation(result)]
     lines += [*verdicts(result), ""]
     if result.model_version is not None and result.champion is not None:
         before = f"; @previous is version {result.previous_version}" if result.previous_version else ""
