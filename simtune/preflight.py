@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from simtune.schema import Config
+from simtune.data.build import datasets_from_config
 from simtune.errors import ConfigError
+from simtune.schema import Config
 
 FILES_OPENED = 2  # label files per dataset that the scan opens (all are listed)
 BUILTIN_SIZES: dict[str, Any] = {}  # generator arguments of the embedded benchmark (its defaults)
@@ -74,9 +75,7 @@ def check(configs: Iterable[Config], *, inputs: bool = True, write_builtin: bool
             seen_data.add(key)
             if _builtin_missing(cfg, write_builtin=write_builtin, say=say):
                 continue
-            from simtune.train.builders import build_datasets
-
-            build_datasets(cfg, check_files=FILES_OPENED)
+            datasets_from_config(cfg, check_files=FILES_OPENED)
 
 
 def check_weights_file(path: Path) -> None:

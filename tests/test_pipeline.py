@@ -16,6 +16,7 @@ from simtune.cli import main
 from simtune.train.pipeline import run_pipeline
 from simtune.testing import SYNTHETIC_EXPERIMENT, tiny_overrides
 from simtune.train.loop import Callback
+from simtune.train.stage_cache import stage1_key
 
 
 def tiny_cfg(bench: tuple[Path, Path], *extra: str) -> schema.Config:
@@ -126,3 +127,19 @@ def test_cbst_spatial_prior_changes_the_pseudo_labels(tiny_bench: tuple[Path, Pa
     assert any((a != b).any() for a, b in zip(labels[True], labels[False]))
 
 
+
+
+def test_stage1_is_trained_once_for_runs_that_differ_after_it(tiny_bench: tuple[Path, Path], tmp_path: Path) -> None:
+    """A pseudo-label or stage-2 sweep pays for stage 1 once: later runs copy it, predictions included."""
+    cache = tmp_path / "stage1_cache"
+    first = run_pipeline(tiny_cfg(tiny_bench), tmp_path / "a", stage1_cache=cache)
+    second_cfg = tiny_cfg(tiny_bench, "pseudo_label.quantile=0.8", "stage2.lr=0.001")
+    second = run_pipeline(second_cfg, tmp_path / "b", stage1_cache=cache)
+    done = json.loads((tmp_path / "b/stage1/done.json").read_text())
+    assert done["from_cache"] == stage1_key(second_cfg) == stage1_key(tiny_cfg(tiny_bench))
+    assert second.stages["stage1"] == first.stages["stage1"]
+    a, b = weights(tmp_path / "a/stage1/model.pt"), weights(tmp_path / "b/stage1/model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (cache / done["from_cache"] / "predictions/histogram.npy").is_file()  # the target pass, stored once
+    assert second.pseudo_labels is not None and "stage2" in second.stages
+    assert len([p for p in cache.iterdir() if p.is_dir() and not p.name.startswith(".")]) == 1

@@ -29,7 +29,7 @@ def is_search_space(path: Path) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     if is_search_space(args.file):
-        from simtune.sweep.space import load_space
+        from simtune.search.parse import load_space
 
         space = load_space(args.file, args.overrides)
         configs = space.trial_configs()
@@ -42,9 +42,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = config.load(args.file, args.overrides)
     preflight.check([cfg], inputs=not args.config_only, write_builtin=False)
     if args.data and not args.config_only and not preflight.builtin_pending(cfg):
-        from simtune.train.builders import build_datasets
+        from simtune.data.build import datasets_from_config
 
-        sets = build_datasets(cfg)
+        sets = datasets_from_config(cfg)
         print(f"data: {len(sets.source)} source, {len(sets.target)} target train, "
               f"{len(sets.val['selection'])} selection + {len(sets.val['report'])} report val images")
     print(f"{args.file}: valid experiment (mode {cfg.mode}, backbone {cfg.model.backbone})")

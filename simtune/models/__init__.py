@@ -1,6 +1,7 @@
 """Networks: the segmenter G = C o F (DeepLab-v2 ResNet-101 or a small CPU net) and D.
 
-``build_segmenter`` and ``build_discriminator`` take plain arguments, never a config.
+``build_segmenter`` and ``build_discriminator`` take plain arguments, never a config;
+``segmenter_from_config`` is the one place a ``ModelConfig`` becomes those arguments.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from simtune.models.deeplab import ASPP, FrozenBatchNorm2d, SegOutput, Segmenter
 from simtune.models.discriminator import Discriminator, build_discriminator
 from simtune.models.small import build_small_segmenter
 from simtune.models.weights import LoadReport, count_parameters, load_init_weights, load_module_state, read_state_dict
+from simtune.schema import ModelConfig
 
 BACKBONES = ("resnet101", "small")
 
@@ -27,6 +29,7 @@ __all__ = [
     "load_init_weights",
     "load_module_state",
     "read_state_dict",
+    "segmenter_from_config",
 ]
 
 
@@ -49,3 +52,13 @@ def build_segmenter(backbone: str, num_classes: int = 19, *, aspp_all_branches: 
         return build_small_segmenter(num_classes, width=width, aspp_all_branches=aspp_all_branches,
                                      multi_level=multi_level)
     raise ConfigError(f"backbone must be one of {BACKBONES}, but got backbone={backbone!r}")
+
+
+def segmenter_from_config(model: ModelConfig) -> Segmenter:
+    """A freshly initialised segmenter as ``model`` describes it; ``model.init_weights`` is not read.
+
+    Everything that rebuilds a run's network from its config goes through here, so a new
+    model field reaches training, the registered model and the figures alike.
+    """
+    return build_segmenter(model.backbone, model.num_classes, aspp_all_branches=model.aspp_all_branches,
+                           multi_level=model.multi_level, width=model.width)

@@ -68,7 +68,7 @@ def data_inputs(cfg: Config) -> list[DataInput]:
 
 @lru_cache(maxsize=64)
 def _describe(context: str, domain: DomainConfig, split: str, labels: bool) -> DataInput:
-    from simtune.train.builders import domain_samples
+    from simtune.data.build import domain_samples
 
     samples = domain_samples(domain, split=split, with_labels=labels)
     root = Path(domain.root).resolve()

@@ -124,22 +124,21 @@ def sample_predictions(run_dir: Path, count: int) -> list[tuple[np.ndarray, np.n
     from simtune.rundir import RunDir, load_segmenter_state
     from simtune.data.datasets import SegmentationDataset, read_image
     from simtune.data.splits import split_samples
-    from simtune.models import build_segmenter, load_module_state
-    from simtune.train.builders import domain_samples
+    from simtune.data.build import domain_samples
+    from simtune.models import load_module_state, segmenter_from_config
 
     run = RunDir(run_dir)
     weights = {f"stage {stage[-1]}": path for stage, path in run.final_models().items()}
     if not weights or not run.has_config():
         return []
     cfg = run.config()
-    trg, m = cfg.data.target, cfg.model
+    trg = cfg.data.target
     samples = split_samples(domain_samples(trg, split=cfg.data.val_split), "selection")[:count]
     dataset = SegmentationDataset(trg.dataset, samples, size=trg.size, label_size="original")
     items = [dataset[i] for i in range(len(dataset))]
     predictions: dict[str, list[np.ndarray]] = {}
     for name, path in weights.items():
-        net = build_segmenter(m.backbone, m.num_classes, aspp_all_branches=m.aspp_all_branches,
-                              multi_level=m.multi_level, width=m.width)
+        net = segmenter_from_config(cfg.model)
         load_module_state(net, load_segmenter_state(path), path)
         net.eval()
         with torch.no_grad():
@@ -171,7 +170,7 @@ def param_effect(rows: Sequence[Mapping[str, Any]], *, param: str, fixed: str, l
         if not group:
             continue
         x = [r["value"] for r in group]
-        ax.errorbar(x, [r["mean"] for r in group], yerr=[r["std"] for r in group], marker="o", capsize=4,
+        ax.errorbar(x, [r["mean"] for r in group], yerr=[r["std"] or 0.0 for r in group], marker="o", capsize=4,
                     label=label)
         for r in group:
             if r["n"] > 1:

@@ -52,13 +52,11 @@ class SegmenterModel(PythonModel):  # type: ignore[misc]  # mlflow has no type i
         import torch
 
         from simtune import config
-        from simtune.models import build_segmenter
+        from simtune.models import segmenter_from_config
 
         cfg_path = Path(context.artifacts["config"])
         cfg = config.build(config.read_yaml(cfg_path), source=str(cfg_path))
-        m = cfg.model
-        self.net = build_segmenter(m.backbone, m.num_classes, aspp_all_branches=m.aspp_all_branches,
-                                   multi_level=m.multi_level, width=m.width)
+        self.net = segmenter_from_config(cfg.model)
         self.net.load_state_dict(torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True))
         self.net.eval()
 

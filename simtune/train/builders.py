@@ -1,6 +1,9 @@
 """Builders: turn a ``Config`` into plain objects (datasets, networks, optimizers).
 
 Nothing below the builders sees a ``Config``: models, losses and banks take plain arguments.
+The datasets and the segmenter are built where the layers below need them too
+(``data.build.datasets_from_config``, ``models.segmenter_from_config``); this module uses
+those same functions.
 """
 
 from __future__ import annotations
@@ -13,14 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from simtune.schema import Config, DomainConfig, StageConfig
-from simtune.data.datasets import Sample, SegmentationDataset, check_samples, list_samples, split_samples
+from simtune.data.build import datasets_from_config
 from simtune.errors import ConfigError
 from simtune.labels import STUFF_IDS, THING_IDS
-from simtune.models import Discriminator, Segmenter, build_discriminator, build_segmenter, load_init_weights
+from simtune.models import Discriminator, Segmenter, build_discriminator, load_init_weights, segmenter_from_config
+from simtune.schema import Config, StageConfig
 from simtune.sim import SimMatcher
 
-VAL_PARTS = ("selection", "report")
+build_datasets = datasets_from_config  # every dataset of a run, checked up front (returns ``DataSets``)
 
 
 def seed_everything(seed: int) -> None:
@@ -37,60 +40,6 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("runtime.device: 'cuda' requested but torch sees no CUDA device")
     return torch.device(name)
-
-
-def domain_samples(domain: DomainConfig, *, split: str | None = None, with_labels: bool = True) -> list[Sample]:
-    """Samples of one domain; raises ``DataError`` on a missing root or a broken layout."""
-    if not domain.root:
-        raise ConfigError(f"data: the {domain.dataset} root is not set (data.source.root / data.target.root)")
-    return list_samples(
-        domain.dataset,
-        Path(domain.root),
-        split or domain.split,
-        images_dir=domain.images_dir,
-        list_file=Path(domain.list_file) if domain.list_file else None,
-        with_labels=with_labels,
-    )
-
-
-@dataclass(frozen=True)
-class DataSets:
-    """Every dataset one pipeline run touches, checked up front."""
-
-    source: SegmentationDataset
-    target: SegmentationDataset
-    target_labelled: SegmentationDataset | None  # target train with labels: target_only mode
-    val: dict[str, SegmentationDataset]  # "selection" / "report", labels at full resolution
-
-
-def build_datasets(cfg: Config, *, check_files: int | None = None) -> DataSets:
-    """All datasets of a run, with their layouts and label ids checked before any compute.
-
-    Args:
-        check_files: label files per dataset opened by the up-front check (None = all).
-    """
-    src, trg = cfg.data.source, cfg.data.target
-    src_samples = domain_samples(src)
-    trg_samples = domain_samples(trg, with_labels=cfg.mode == "target_only")
-    val_samples = domain_samples(trg, split=cfg.data.val_split)
-    check_samples(src.dataset, src_samples, max_files=check_files)
-    check_samples(trg.dataset, val_samples, max_files=check_files)
-    val = {}
-    for part in VAL_PARTS:
-        chosen = split_samples(val_samples, part)
-        if cfg.eval.max_images:
-            chosen = chosen[: cfg.eval.max_images]
-        val[part] = SegmentationDataset(trg.dataset, chosen, size=trg.size, label_size="original")
-    labelled = None
-    if cfg.mode == "target_only":
-        check_samples(trg.dataset, trg_samples, max_files=check_files)
-        labelled = SegmentationDataset(trg.dataset, trg_samples, size=trg.size)
-    return DataSets(
-        source=SegmentationDataset(src.dataset, src_samples, size=src.size),
-        target=SegmentationDataset(trg.dataset, trg_samples, size=trg.size),
-        target_labelled=labelled,
-        val=val,
-    )
 
 
 @dataclass
@@ -117,8 +66,7 @@ def build_nets(cfg: Config, device: torch.device) -> tuple[Nets, str]:
     """
     seed_everything(cfg.seed)
     m = cfg.model
-    seg = build_segmenter(m.backbone, m.num_classes, aspp_all_branches=m.aspp_all_branches,
-                          multi_level=m.multi_level, width=m.width)
+    seg = segmenter_from_config(m)
     report = "initial weights: random (seed %d)" % cfg.seed
     if m.init_weights:
         report = load_init_weights(seg, Path(m.init_weights)).summary()

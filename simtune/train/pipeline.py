@@ -1,7 +1,9 @@
-"""The whole SIM pipeline: stage 1 -> pseudo-labels -> stage 2, resumable at any point.
+"""The whole SIM pipeline: (stage 0 ->) stage 1 -> pseudo-labels -> stage 2, resumable at any point.
 
 ``run_pipeline`` is what ``simtune train``, every sweep trial and every retrain call; it
-writes a run directory (``simtune.rundir``). ``evaluate_checkpoint`` scores a run's model.
+writes a run directory (``simtune.rundir``). Its steps share one ``PipelineContext``; stage 0
+and stage 1 go through one shared-cache path (``_shared_stage``). ``evaluate_checkpoint``
+scores a run's model.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import torch
 
 from simtune.schema import Config, StageConfig
+from simtune.data.build import DataSets
 from simtune.errors import ConfigError, NonFiniteLoss
 from simtune.models import load_module_state
 from simtune.preflight import check_combinations
@@ -25,12 +28,11 @@ from simtune.rundir import RunDir, load_segmenter_state, locate, read_json, writ
 from simtune.selection.compute import SelectionSubset
 from simtune.selection.run import draw_subset
 from simtune.train import checkpoint as ckpt
-from simtune.train.builders import DataSets, build_datasets, build_matcher, build_nets, build_optimizers, pick_device
+from simtune.train.builders import build_datasets, build_matcher, build_nets, build_optimizers, pick_device
 from simtune.train.loop import Callback
 from simtune.train.pseudo import PseudoLabelled, PseudoLabelRule, make_pseudo_labels, predict_target, source_prior
 from simtune.train.stage import StageParts, StagePlan, eval_metrics, run_stage
-from simtune.train.stage_cache import (CACHED_HISTORY, CACHED_MODEL, CACHED_PREDICTIONS, StageCache, stage0_key,
-                                       stage1_key)
+from simtune.train.stage_cache import CACHED_HISTORY, CACHED_MODEL, CACHED_PREDICTIONS, STAGE_KEYS, StageCache
 from simtune.train.steps import MODE_SWITCHES, step_weights
 
 
@@ -51,6 +53,25 @@ def uses_pseudo_labels(cfg: Config) -> bool:
     return cfg.mode == "aa_sim_ssl"
 
 
+@dataclass(frozen=True)
+class PipelineContext:
+    """What every stage of one pipeline run reads: its config, data, device, run dir and hooks."""
+
+    cfg: Config
+    data: DataSets
+    device: torch.device
+    run: RunDir
+    callbacks: Sequence[Callback]
+    progress: bool  # a progress bar per stage
+    selection: SelectionSubset | None  # the target subset the select/* validators score (None = off)
+    caches: Mapping[str, StageCache]  # stage name -> the store it is shared through; absent = not shared
+
+    @property
+    def autocast(self) -> bool:
+        """bf16 autocast for the passes outside training: CUDA with ``runtime.amp``."""
+        return self.device.type == "cuda" and self.cfg.runtime.amp
+
+
 def run_pipeline(cfg: Config, out_dir: Path, *, callbacks: Sequence[Callback] = (), resume: bool = False,
                  progress: bool = False, stage1_cache: Path | None = None,
                  stage0_cache: Path | None = None) -> PipelineResult:
@@ -58,8 +79,8 @@ def run_pipeline(cfg: Config, out_dir: Path, *, callbacks: Sequence[Callback] = 
 
     With ``init.source_pretrain.iters`` > 0, stage 0 (source only) runs first, or is copied
     from ``stage0_cache`` when a run with the same stage-0 settings already trained it; stage 1
-    and stage 2 both start from its weights. Datasets are listed and checked before anything
-    is written or trained.
+    and stage 2 both start from its weights. Stage 1 is likewise copied from ``stage1_cache``.
+    Datasets are listed and checked before anything is written or trained.
     Raises:
         ConfigError / DataError: bad input, before any compute.
         NonFiniteLoss: a loss became NaN/inf.
@@ -71,11 +92,12 @@ def run_pipeline(cfg: Config, out_dir: Path, *, callbacks: Sequence[Callback] = 
         torch.set_num_threads(cfg.runtime.threads)
     run = RunDir(out_dir)
     _prepare_run_dir(cfg, run, resume)
-    cache = StageCache(stage1_cache) if stage1_cache is not None else None
-    selection = draw_subset(cfg.select, data.target, data.source)
+    roots = {"stage0": stage0_cache, "stage1": stage1_cache}
+    ctx = PipelineContext(cfg, data, device, run, callbacks, progress,
+                          selection=draw_subset(cfg.select, data.target, data.source),
+                          caches={name: StageCache(root) for name, root in roots.items() if root is not None})
     try:
-        stages, report = _stages(cfg, data, device, run, callbacks, progress, cache, selection,
-                                 StageCache(stage0_cache) if stage0_cache is not None else None)
+        stages, report = _stages(ctx)
     except NonFiniteLoss as exc:
         exc.run_dir = run.root
         write_json(run.failure, {"reason": str(exc), "stage": exc.stage, "iteration": exc.iteration,
@@ -86,18 +108,16 @@ def run_pipeline(cfg: Config, out_dir: Path, *, callbacks: Sequence[Callback] = 
     return result
 
 
-def _stages(cfg: Config, data: DataSets, device: torch.device, run: RunDir, callbacks: Sequence[Callback],
-            progress: bool, cache: StageCache | None, selection: SelectionSubset | None,
-            stage0_cache: StageCache | None) -> tuple[dict[str, dict[str, float]], dict[str, Any] | None]:
+def _stages(ctx: PipelineContext) -> tuple[dict[str, dict[str, float]], dict[str, Any] | None]:
     """Stage 0 where configured, stage 1, then pseudo-labels and stage 2 where the mode has them."""
-    init = _stage0(cfg, data, device, run, callbacks, progress, stage0_cache, selection)
-    stages = {"stage1": _stage1(cfg, data, device, run, callbacks, progress, cache, selection, init)}
+    init = _stage0(ctx)
+    stages = {"stage1": _stage1(ctx, init)}
     report = None
-    if uses_pseudo_labels(cfg):
-        report = _pseudo_labels(cfg, data, device, run, callbacks)
-        plan = _plan(cfg, "stage2", cfg.stage2, offset=cfg.stage1.iters, seg_data=data.source,
-                     trg_data=PseudoLabelled(data.target, run.labels), selection=selection, init=init)
-        stages["stage2"] = _run_or_skip(plan, data, device, run, callbacks, progress)
+    if uses_pseudo_labels(ctx.cfg):
+        report = _pseudo_labels(ctx)
+        plan = _plan(ctx, "stage2", ctx.cfg.stage2, offset=ctx.cfg.stage1.iters, seg_data=ctx.data.source,
+                     trg_data=PseudoLabelled(ctx.data.target, ctx.run.labels), init=init)
+        stages["stage2"] = _run_or_skip(ctx, plan)
     return stages, report
 
 
@@ -111,14 +131,14 @@ def _prepare_run_dir(cfg: Config, run: RunDir, resume: bool) -> None:
         write_json(run.run_file, describe(cfg.seed))
 
 
-def _plan(cfg: Config, name: str, stage: StageConfig, *, offset: int, seg_data: Any, trg_data: Any,
-          selection: SelectionSubset | None, init: Path | None, mode: str | None = None,
-          eval_every: int | None = None) -> StagePlan:
+def _plan(ctx: PipelineContext, name: str, stage: StageConfig, *, offset: int, seg_data: Any, trg_data: Any,
+          init: Path | None, mode: str | None = None, eval_every: int | None = None) -> StagePlan:
     """A stage's plan: its loss weights (once, from ``step_weights``) and plain settings.
 
     ``init``: segmenter weights the stage starts from (stage 0's), else the model's own init;
     ``mode`` and ``eval_every`` replace ``cfg.mode`` and ``cfg.eval.every`` when given.
     """
+    cfg = ctx.cfg
     weights = step_weights(stage, mode or cfg.mode, cfg.discriminator.gan)
 
     def build(device: torch.device) -> StageParts:
@@ -133,7 +153,7 @@ def _plan(cfg: Config, name: str, stage: StageConfig, *, offset: int, seg_data: 
                      num_workers=cfg.data.num_workers,
                      eval_every=cfg.eval.every if eval_every is None else eval_every,
                      checkpoint_every=cfg.runtime.checkpoint_every, amp=cfg.runtime.amp,
-                     source_dataset=cfg.data.source.dataset, selection=selection)
+                     source_dataset=cfg.data.source.dataset, selection=ctx.selection)
 
 
 def stage0_settings(cfg: Config) -> StageConfig:
@@ -142,65 +162,66 @@ def stage0_settings(cfg: Config) -> StageConfig:
     return dataclasses.replace(cfg.stage1, iters=pretrain.iters, schedule_iters=pretrain.iters, lr=pretrain.lr)
 
 
-def _stage0(cfg: Config, data: DataSets, device: torch.device, run: RunDir, callbacks: Sequence[Callback],
-            progress: bool, cache: StageCache | None, selection: SelectionSubset | None) -> Path | None:
+def _stage0(ctx: PipelineContext) -> Path | None:
     """Stage 0's weights (trained here or copied from the shared cache); None when it is off.
 
     Its steps are numbered -iters .. 0 so that stage 1 still starts at global iteration 0; it is
     evaluated once, at its end.
     """
-    iters = cfg.init.source_pretrain.iters
+    iters = ctx.cfg.init.source_pretrain.iters
     if iters <= 0:
         return None
-    plan = _plan(cfg, "stage0", stage0_settings(cfg), offset=-iters, seg_data=data.source, trg_data=None,
-                 selection=selection, init=None, mode="source_only", eval_every=0)  # one evaluation, at its end
-    if cache is None or run.done("stage0").is_file():
-        _run_or_skip(plan, data, device, run, callbacks, progress)
-        return run.model("stage0")
-    key = stage0_key(cfg)
-    with cache.lock(key):
-        entry = cache.entry(key)
-        if entry is None:
-            _run_or_skip(plan, data, device, run, callbacks, progress)
-            cache.publish(key, {CACHED_MODEL: run.model("stage0"), CACHED_HISTORY: run.history_file("stage0")})
-            return run.model("stage0")
-    _adopt_cached_stage(entry, run, "stage0", callbacks)
-    return run.model("stage0")
+    plan = _plan(ctx, "stage0", stage0_settings(ctx.cfg), offset=-iters, seg_data=ctx.data.source, trg_data=None,
+                 init=None, mode="source_only", eval_every=0)  # one evaluation, at its end
+    _shared_stage(ctx, plan)
+    return ctx.run.model("stage0")
 
 
-def _stage1_plan(cfg: Config, data: DataSets, selection: SelectionSubset | None, init: Path | None) -> StagePlan:
+def _stage1_plan(ctx: PipelineContext, init: Path | None) -> StagePlan:
+    cfg, data = ctx.cfg, ctx.data
     if cfg.mode == "target_only":
         assert data.target_labelled is not None
-        return _plan(cfg, "stage1", cfg.stage1, offset=0, seg_data=data.target_labelled, trg_data=None,
-                     selection=selection, init=init)
+        return _plan(ctx, "stage1", cfg.stage1, offset=0, seg_data=data.target_labelled, trg_data=None, init=init)
     needs_target = any(MODE_SWITCHES[cfg.mode])  # a target-side loss (adversarial or matching) is on
-    return _plan(cfg, "stage1", cfg.stage1, offset=0, seg_data=data.source,
-                 trg_data=data.target if needs_target else None, selection=selection, init=init)
+    return _plan(ctx, "stage1", cfg.stage1, offset=0, seg_data=data.source,
+                 trg_data=data.target if needs_target else None, init=init)
 
 
-def _stage1(cfg: Config, data: DataSets, device: torch.device, run: RunDir, callbacks: Sequence[Callback],
-            progress: bool, cache: StageCache | None, selection: SelectionSubset | None,
-            init: Path | None) -> dict[str, float]:
-    """Stage 1, taken from the shared cache when an identical stage 1 already finished."""
-    plan = _stage1_plan(cfg, data, selection, init)
-    if cache is None or run.done("stage1").is_file():
-        return _run_or_skip(plan, data, device, run, callbacks, progress)
-    key = stage1_key(cfg)
+def _stage1(ctx: PipelineContext, init: Path | None) -> dict[str, float]:
+    """Stage 1; where pseudo-labels follow, its shared entry also holds its target predictions."""
+    plan = _stage1_plan(ctx, init)
+    if not uses_pseudo_labels(ctx.cfg):
+        return _shared_stage(ctx, plan)
+    return _shared_stage(ctx, plan, extra=lambda: {CACHED_PREDICTIONS: _predict_with_stage1(ctx)})
+
+
+def _shared_stage(ctx: PipelineContext, plan: StagePlan, *,
+                  extra: Callable[[], dict[str, Path]] | None = None) -> dict[str, float]:
+    """Run ``plan`` once per cache key: copy a complete entry, or train and publish one.
+
+    The key's lock is held while training, so runs with identical settings wait for the first
+    and then copy its entry. Without a cache for the stage, or when this run already finished
+    it, the stage runs (or resumes) here.
+    Args:
+        extra: further files of the entry, made after training (name -> path).
+    """
+    cache = ctx.caches.get(plan.name)
+    if cache is None or ctx.run.done(plan.name).is_file():
+        return _run_or_skip(ctx, plan)
+    key = STAGE_KEYS[plan.name](ctx.cfg)
     with cache.lock(key):
         entry = cache.entry(key)
         if entry is None:
-            metrics = _run_or_skip(plan, data, device, run, callbacks, progress)
-            files = {CACHED_MODEL: run.model("stage1"), CACHED_HISTORY: run.history_file("stage1")}
-            if uses_pseudo_labels(cfg):
-                _predict_with_stage1(cfg, data, device, run)
-                files[CACHED_PREDICTIONS] = run.predictions
-            cache.publish(key, files)
+            metrics = _run_or_skip(ctx, plan)
+            files = {CACHED_MODEL: ctx.run.model(plan.name), CACHED_HISTORY: ctx.run.history_file(plan.name)}
+            cache.publish(key, files | (extra() if extra is not None else {}))
             return metrics
-    return _adopt_cached_stage(entry, run, plan.name, callbacks)
+    return _adopt_cached_stage(ctx, entry, plan.name)
 
 
-def _adopt_cached_stage(entry: Path, run: RunDir, name: str, callbacks: Sequence[Callback]) -> dict[str, float]:
+def _adopt_cached_stage(ctx: PipelineContext, entry: Path, name: str) -> dict[str, float]:
     """Copy a cached stage into this run and replay its evaluations to the callbacks."""
+    run = ctx.run
     run.stage(name).mkdir(parents=True, exist_ok=True)
     shutil.copy2(entry / CACHED_MODEL, run.model(name))
     shutil.copy2(entry / CACHED_HISTORY, run.history_file(name))
@@ -209,57 +230,59 @@ def _adopt_cached_stage(entry: Path, run: RunDir, name: str, callbacks: Sequence
     history = run.history(name)
     for record in history:
         metrics = {k: v for k, v in record.items() if k != "step"}
-        for cb in callbacks:
+        for cb in ctx.callbacks:
             cb.on_eval(name, record["step"], metrics, None)
     last = {k: v for k, v in history[-1].items() if k != "step"} if history else {}
-    for cb in callbacks:
+    for cb in ctx.callbacks:
         cb.on_stage_end(name, history[-1]["step"] if history else 0, last)
     write_json(run.done(name), {"metrics": last, "from_cache": entry.name})
     return last
 
 
-def _run_or_skip(plan: StagePlan, data: DataSets, device: torch.device, run: RunDir,
-                 callbacks: Sequence[Callback], progress: bool) -> dict[str, float]:
+def _run_or_skip(ctx: PipelineContext, plan: StagePlan) -> dict[str, float]:
     """Run a stage, resume it from its checkpoint, or return its result if it is done."""
+    run = ctx.run
     done = read_json(run.done(plan.name))
     if done is not None:
         return done["metrics"]
     checkpoint = run.checkpoint(plan.name)
-    state = ckpt.load(checkpoint, device) if checkpoint.is_file() else None
-    metrics = run_stage(plan, val=data.val, device=device, run_dir=run, callbacks=callbacks,
-                        resume_from=state, progress=progress)
+    state = ckpt.load(checkpoint, ctx.device) if checkpoint.is_file() else None
+    metrics = run_stage(plan, val=ctx.data.val, device=ctx.device, run_dir=run, callbacks=ctx.callbacks,
+                        resume_from=state, progress=ctx.progress)
     write_json(run.done(plan.name), {"metrics": metrics})
     return metrics
 
 
-def _stage1_segmenter(cfg: Config, device: torch.device, run: RunDir) -> torch.nn.Module:
-    nets, _ = build_nets(cfg, device)
-    load_module_state(nets.segmenter, load_segmenter_state(run.model("stage1")), run.model("stage1"))
+def _stage1_segmenter(ctx: PipelineContext) -> torch.nn.Module:
+    nets, _ = build_nets(ctx.cfg, ctx.device)
+    weights = ctx.run.model("stage1")
+    load_module_state(nets.segmenter, load_segmenter_state(weights), weights)
     return nets.segmenter
 
 
-def _predict_with_stage1(cfg: Config, data: DataSets, device: torch.device, run: RunDir) -> None:
-    pred_dir = run.predictions
-    if (pred_dir / "histogram.npy").is_file():
-        return
-    predict_target(_stage1_segmenter(cfg, device, run), data.target, pred_dir,
-                   num_classes=cfg.model.num_classes, bins=cfg.pseudo_label.bins, device=device,
-                   autocast=device.type == "cuda" and cfg.runtime.amp)
+def _predict_with_stage1(ctx: PipelineContext) -> Path:
+    """The stage-1 model's predictions on the target train set (written once); returns their folder."""
+    pred_dir = ctx.run.predictions
+    if not (pred_dir / "histogram.npy").is_file():
+        predict_target(_stage1_segmenter(ctx), ctx.data.target, pred_dir, num_classes=ctx.cfg.model.num_classes,
+                       bins=ctx.cfg.pseudo_label.bins, device=ctx.device, autocast=ctx.autocast)
+    return pred_dir
 
 
-def _pseudo_labels(cfg: Config, data: DataSets, device: torch.device, run: RunDir,
-                   callbacks: Sequence[Callback]) -> dict[str, Any]:
+def _pseudo_labels(ctx: PipelineContext) -> dict[str, Any]:
     """Pseudo-labels from the stage-1 model (reused when already written)."""
-    written = read_json(run.thresholds)
+    written = read_json(ctx.run.thresholds)
     if written is not None:
         return written
+    cfg = ctx.cfg
     p = cfg.pseudo_label
     rule = PseudoLabelRule(p.method, p.quantile, p.cap, p.portion, p.bins)
-    use_prior = p.method == "cbst" and p.spatial_prior
-    prior = source_prior(data.source, cfg.data.target.size, cfg.model.num_classes, device) if use_prior else None
-    report = make_pseudo_labels(_stage1_segmenter(cfg, device, run), data.target, rule, run.predictions,
-                                run, device=device, autocast=device.type == "cuda" and cfg.runtime.amp, prior=prior)
-    for cb in callbacks:
+    prior = None
+    if p.method == "cbst" and p.spatial_prior:
+        prior = source_prior(ctx.data.source, cfg.data.target.size, cfg.model.num_classes, ctx.device)
+    report = make_pseudo_labels(_stage1_segmenter(ctx), ctx.data.target, rule, ctx.run.predictions, ctx.run,
+                                device=ctx.device, autocast=ctx.autocast, prior=prior)
+    for cb in ctx.callbacks:
         cb.on_pseudo_labels(cfg.stage1.iters, report)
     return report
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from simtune.config import flatten
@@ -49,6 +49,9 @@ def stage0_key(cfg: Config) -> str:
     settings = {k: v for k, v in flatten(cfg).items() if k.startswith(_STAGE0)}
     blob = json.dumps({"stage0": settings}, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+STAGE_KEYS: dict[str, Callable[[Config], str]] = {"stage0": stage0_key, "stage1": stage1_key}  # cached stages
 
 
 class StageCache:

@@ -1,0 +1,73 @@
+"""A run's datasets from its config: listed, checked and wrapped before any compute.
+
+``datasets_from_config`` is the one place a ``Config`` becomes datasets; the pipeline (through
+``train.builders``), ``preflight`` and ``validate`` all call it, so what a run would refuse is
+refused the same way by each of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from simtune.data.datasets import Sample, SegmentationDataset, check_samples, list_samples, split_samples
+from simtune.errors import ConfigError
+from simtune.schema import Config, DomainConfig
+
+VAL_PARTS = ("selection", "report")
+
+
+def domain_samples(domain: DomainConfig, *, split: str | None = None, with_labels: bool = True) -> list[Sample]:
+    """Samples of one domain; raises ``DataError`` on a missing root or a broken layout."""
+    if not domain.root:
+        raise ConfigError(f"data: the {domain.dataset} root is not set (data.source.root / data.target.root)")
+    return list_samples(
+        domain.dataset,
+        Path(domain.root),
+        split or domain.split,
+        images_dir=domain.images_dir,
+        list_file=Path(domain.list_file) if domain.list_file else None,
+        with_labels=with_labels,
+    )
+
+
+@dataclass(frozen=True)
+class DataSets:
+    """Every dataset one pipeline run touches, checked up front."""
+
+    source: SegmentationDataset
+    target: SegmentationDataset
+    target_labelled: SegmentationDataset | None  # target train with labels: target_only mode
+    val: dict[str, SegmentationDataset]  # "selection" / "report", labels at full resolution
+
+
+def datasets_from_config(cfg: Config, *, check_files: int | None = None) -> DataSets:
+    """All datasets of a run, with their layouts and label ids checked before any compute.
+
+    Args:
+        check_files: label files per dataset opened by the up-front check (None = all).
+    Raises:
+        ConfigError / DataError: a root not set or missing, a broken layout, bad label ids.
+    """
+    src, trg = cfg.data.source, cfg.data.target
+    src_samples = domain_samples(src)
+    trg_samples = domain_samples(trg, with_labels=cfg.mode == "target_only")
+    val_samples = domain_samples(trg, split=cfg.data.val_split)
+    check_samples(src.dataset, src_samples, max_files=check_files)
+    check_samples(trg.dataset, val_samples, max_files=check_files)
+    val = {}
+    for part in VAL_PARTS:
+        chosen = split_samples(val_samples, part)
+        if cfg.eval.max_images:
+            chosen = chosen[: cfg.eval.max_images]
+        val[part] = SegmentationDataset(trg.dataset, chosen, size=trg.size, label_size="original")
+    labelled = None
+    if cfg.mode == "target_only":
+        check_samples(trg.dataset, trg_samples, max_files=check_files)
+        labelled = SegmentationDataset(trg.dataset, trg_samples, size=trg.size)
+    return DataSets(
+        source=SegmentationDataset(src.dataset, src_samples, size=src.size),
+        target=SegmentationDataset(trg.dataset, trg_samples, size=trg.size),
+        target_labelled=labelled,
+        val=val,
+    )
