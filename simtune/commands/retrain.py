@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from simtune.errors import EXIT_TRIALS_FAILED
+from simtune.stats import format_spread
+from simtune.tables import text_table
+
+if TYPE_CHECKING:
+    from simtune.workflows.retrain import RetrainResult
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -34,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from simtune.workflows.retrain import format_result, retrain_best
+    from simtune.workflows.retrain import retrain_best
 
     result = retrain_best(storage=args.storage, sweep=args.sweep, seeds=args.seeds, iters_scale=args.iters_scale,
                           compare_runner_up=args.compare_runner_up, tracking_uri=args.tracking_uri,
@@ -47,3 +53,38 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(failed)} of {total} seed runs failed; first: seed {failed[0].seed}: {failed[0].failure}")
         return EXIT_TRIALS_FAILED
     return 0
+
+
+def format_result(result: RetrainResult) -> str:
+    """The retrain outcome as terminal text."""
+    from simtune.tracking import naming
+    from simtune.tracking.naming import CHAMPION
+    from simtune.workflows.retrain import confirmation, verdicts
+
+    seeds = result.candidates[0].seeds if result.candidates else []
+    lines = [f"sweep {result.sweep_dir.name} ({result.sweep_dir})",
+             f"confirmation on fresh seeds {', '.join(map(str, seeds))} (no trial of the sweep trained with them)",
+             f"selection: {result.metric} ({result.mode}) at each trial's LAST evaluation (not its best-ever)",
+             "mean ± sample std over seeds on the held-out report split (report/miou: lindau + munster); "
+             "in a verdict ± is the half-width of the paired 95% interval", ""]
+    rows = [["candidate", "trial", "fresh seeds", "report/miou", result.metric, f"{result.metric} (sweep)",
+             "per seed report/miou"]]
+    for c in result.candidates:
+        per_seed = ", ".join(f"{r.seed}: {r.final['report/miou']:.2f}" if "report/miou" in r.final
+                             else f"{r.seed}: failed" for r in c.runs)
+        rows.append([c.role, c.trial.trial_id, f"{len(c.by_seed('report/miou'))}/{len(c.runs)}",
+                     format_spread(c.spread("report/miou")), format_spread(c.spread(result.metric)),
+                     format_spread(c.sweep.get(result.metric), with_n=True), per_seed])
+    lines += [text_table(rows, rule=False)]
+    lines += [*confirmation(result)]
+    lines += [*verdicts(result), ""]
+    if result.model_version is not None and result.champion is not None:
+        before = f"; @previous is version {result.previous_version}" if result.previous_version else ""
+        lines.append(f"registered model '{result.model_name}' version {result.model_version} as @{CHAMPION} "
+                     f"(best trial, seed {result.champion.seed}){before}")
+        lines.append(f"  load it: mlflow.pyfunc.load_model('models:/{result.model_name}@{CHAMPION}')")
+    else:
+        lines.append("no model registered: every seed of the best configuration failed")
+    lines += [f"note: {note}" for note in result.notes]
+    lines += naming.ui_lines(result.tracking_uri, result.experiment_id, result.parent_run_id)
+    return "\n".join(lines)

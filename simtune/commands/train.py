@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import argparse
 import time
 from pathlib import Path
 
 from simtune import preflight
+from simtune.tables import text_table
+
+if TYPE_CHECKING:
+    from simtune.train.pipeline import PipelineResult
 from simtune.commands.common import add_config_args, load_config
 
 
@@ -25,7 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     from simtune.train.pipeline import run_pipeline
-    from simtune.tables import final_table
 
     cfg = load_config(args)
     preflight.check([cfg])
@@ -36,3 +41,18 @@ def run(args: argparse.Namespace) -> int:
     print(final_table(result))
     print(f"run directory: {result.out_dir}")
     return 0
+
+
+def final_table(result: PipelineResult) -> str:
+    """mIoU per stage and per val part, as an aligned text table; then the last stage's
+    label-free validators, when the run computed them."""
+    rows = [("stage", "iteration", "val/miou (selection, oracle)", "report/miou")]
+    for stage, metrics in result.stages.items():
+        rows.append((stage, f"{metrics.get('iteration', float('nan')):.0f}",
+                     f"{metrics.get('val/miou', float('nan')):.2f}", f"{metrics.get('report/miou', float('nan')):.2f}"))
+    select = {k.removeprefix("select/"): v for k, v in result.final.items() if k.startswith("select/")}
+    text = text_table(rows)
+    if select:
+        text += "\nlabel-free validators (select/*, higher = better): " + \
+            ", ".join(f"{name} {value:.3g}" for name, value in select.items())
+    return text

@@ -28,7 +28,6 @@ from simtune.errors import ConfigError, TrackingError
 from simtune.rundir import RunDir, load_segmenter_state
 from simtune.search.replicates import fresh_seeds
 from simtune.stats import Spread, format_spread, paired_difference, spread, verdict
-from simtune.tables import text_table
 from simtune.results.sweepdir import SweepDir, find_sweep
 from simtune.results.trials import TrialOutcome, load_configs, load_trials, selection_rule
 from simtune.tracking.sweep import experiment_of
@@ -372,34 +371,3 @@ def _register(client: Any, result: RetrainResult, name: str) -> None:
     client.set_tag(result.parent_run_id, naming.TAG_NOTE, _parent_note(client, result, link))
     result.model_name, result.model_version, result.champion = name, registered.version, champion
     result.previous_version = registered.previous
-
-
-def format_result(result: RetrainResult) -> str:
-    """The retrain outcome as terminal text."""
-    seeds = result.candidates[0].seeds if result.candidates else []
-    lines = [f"sweep {result.sweep_dir.name} ({result.sweep_dir})",
-             f"confirmation on fresh seeds {', '.join(map(str, seeds))} (no trial of the sweep trained with them)",
-             f"selection: {result.metric} ({result.mode}) at each trial's LAST evaluation (not its best-ever)",
-             "mean ± sample std over seeds on the held-out report split (report/miou: lindau + munster); "
-             "in a verdict ± is the half-width of the paired 95% interval", ""]
-    rows = [["candidate", "trial", "fresh seeds", "report/miou", result.metric, f"{result.metric} (sweep)",
-             "per seed report/miou"]]
-    for c in result.candidates:
-        per_seed = ", ".join(f"{r.seed}: {r.final['report/miou']:.2f}" if "report/miou" in r.final
-                             else f"{r.seed}: failed" for r in c.runs)
-        rows.append([c.role, c.trial.trial_id, f"{len(c.by_seed('report/miou'))}/{len(c.runs)}",
-                     format_spread(c.spread("report/miou")), format_spread(c.spread(result.metric)),
-                     format_spread(c.sweep.get(result.metric), with_n=True), per_seed])
-    lines += [text_table(rows, rule=False)]
-    lines += [*confirmation(result)]
-    lines += [*verdicts(result), ""]
-    if result.model_version is not None and result.champion is not None:
-        before = f"; @previous is version {result.previous_version}" if result.previous_version else ""
-        lines.append(f"registered model '{result.model_name}' version {result.model_version} as @{CHAMPION} "
-                     f"(best trial, seed {result.champion.seed}){before}")
-        lines.append(f"  load it: mlflow.pyfunc.load_model('models:/{result.model_name}@{CHAMPION}')")
-    else:
-        lines.append("no model registered: every seed of the best configuration failed")
-    lines += [f"note: {note}" for note in result.notes]
-    lines += naming.ui_lines(result.tracking_uri, result.experiment_id, result.parent_run_id)
-    return "\n".join(lines)
