@@ -54,14 +54,14 @@ def measure(cfg: schema.Config, weights: Path | None, iters: int, every: int) ->
     return ratios
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiment", type=Path)
     parser.add_argument("--weights", type=Path, default=None, help="segmenter weights to start from")
     parser.add_argument("--iters", type=int, default=200)
     parser.add_argument("--every", type=int, default=20)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     cfg = config.load(args.experiment, args.overrides)
     torch.manual_seed(cfg.seed)
     if cfg.runtime.threads:
@@ -69,7 +69,8 @@ def main() -> None:
     ratios = measure(cfg, args.weights, args.iters, args.every)
     print(f"lambda_adv {cfg.stage1.lambda_adv}: median gradient ratio adv/seg {statistics.median(ratios):.3e} "
           f"over {len(ratios)} measurements")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -80,12 +80,12 @@ def _mean(values: list[float]) -> float:
     return sum(kept) / len(kept) if kept else float("nan")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", type=Path, nargs="+")
     parser.add_argument("--stage", help="score this stage's model.pt (e.g. stage0) instead of the last")
     parser.add_argument("--part", choices=("selection", "report"), default="selection")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     runs = [purity(run_dir, args.stage, args.part) for run_dir in args.run_dirs]
     print(f"{len(runs)} runs ({args.stage or 'last stage'}), {args.part} split, mean over runs")
@@ -98,7 +98,8 @@ def main() -> None:
         regions = f"{mean['regions']:11.1f}" if group == "thing" else " " * 11
         right = f"{100 * mean['mostly right']:11.0f}%" if group == "thing" else " " * 12
         print(f"{name + ' (' + group + ')':20s} {regions} {right} {100 * mean['precision']:8.0f}%")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -51,12 +51,12 @@ def draw_figure(pairs: list[tuple[str, Path, Path]], out: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0, help="benchmark seed")
     parser.add_argument("--index", type=int, default=0, help="which image of each domain")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="PNG to write")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         count = args.index + 1
         root = Path(tmp) / "bench"
@@ -64,7 +64,8 @@ def main() -> None:
                            num_target_val_per_city=1, workers=1)
         draw_figure(sample_pairs(root, args.index), args.out)
     print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

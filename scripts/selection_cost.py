@@ -31,7 +31,7 @@ def seconds(fn) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("experiment", type=Path)
     parser.add_argument("--set", action="append", default=[])
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--pixels", type=int, default=256)
     parser.add_argument("--source-images", type=int, default=6)
     parser.add_argument("--weights", type=Path, default=None, help="a run's model.pt")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     cfg = load(args.experiment, args.set)
     data = build_datasets(cfg)
@@ -71,7 +71,8 @@ def main() -> None:
     print(f"validators with DEV   {full:.3f} s  (median ratio +{100 * full_ratio:.1f}%)")
     print(f"loading the subset    {load_s:.3f} s  (once per stage)")
     print(compute_validators(nets.segmenter, with_dev))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -17,6 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from simtune.results.sweepdir import SweepDir
+
 
 def results(sweep: Path) -> dict[str, list[dict[str, Any]]]:
     """Trial id -> every result Tune recorded for it (all attempts), in time order."""
@@ -54,13 +56,13 @@ def row(sweep: Path, target: float, max_iteration: int, *, grid: bool) -> dict[s
             "minutes_to_target": None if hit is None else round((hit - start) / 60, 1)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("grid", type=Path)
     parser.add_argument("searches", type=Path, nargs="+")
     parser.add_argument("--tolerance", type=float, default=0.5, help="mIoU points below the grid's best")
-    args = parser.parse_args()
-    max_iteration = json.loads((args.grid / "summary.json").read_text())["max_iteration"]
+    args = parser.parse_args(argv)
+    max_iteration = json.loads(SweepDir(args.grid).summary.read_text())["max_iteration"]
     grid_best = max(score for _, score in full_length_scores(args.grid, max_iteration))
     target = grid_best - args.tolerance
     print(f"grid best val/miou {grid_best:.2f}; target {target:.2f} (tolerance {args.tolerance})")
@@ -72,7 +74,8 @@ def main() -> None:
         best = "-" if r["best"] is None else f"{r['best']:.2f}"
         reached = "not reached" if r["to_target"] is None else str(r["to_target"])
         print(f"| {r['sweep']} | {r['trials']} | {best} | {r['total']} | {reached} | {r['minutes_to_target']} |")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
