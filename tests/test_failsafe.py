@@ -23,6 +23,7 @@ import torch
 import yaml
 
 from simtune.cli import main
+from simtune.rundir import RunDir
 from simtune.errors import EXIT_DIVERGED, EXIT_TRIALS_FAILED, EXIT_USER_ERROR
 from simtune.testing import REPO_ROOT, SYNTHETIC_EXPERIMENT, tiny_overrides, write_tiny_space
 
@@ -137,7 +138,7 @@ def test_missing_builtin_benchmark_is_written_instead_of_failing(tmp_path: Path,
     assert main(["train", str(exp), "--out", str(tmp_path / "run"), "--no-progress", *overrides]) == 0
     printed = capsys.readouterr()
     assert "writing the built-in benchmark" in printed.err + printed.out
-    assert (default / "benchmark.json").is_file() and (tmp_path / "run" / "results.json").is_file()
+    assert (default / "benchmark.json").is_file() and RunDir(tmp_path / "run").results.is_file()
 
 
 # ----------------------------------------------------------------------------- loading safely
@@ -153,7 +154,7 @@ def test_eval_refuses_a_crafted_pickle_without_running_it(finished_run: Path, tm
         def __reduce__(self) -> tuple[Any, ...]:
             return (os.system, (f"touch {marker}",))
 
-    torch.save({"nets": {"segmenter": Payload()}}, run / "stage2" / "model.pt")
+    torch.save({"nets": {"segmenter": Payload()}}, RunDir(run).model("stage2"))
     assert main(["eval", str(run)]) == EXIT_USER_ERROR
     err = one_line(capsys.readouterr().err)
     assert "model.pt" in err and "refused" in err
@@ -165,7 +166,7 @@ def test_eval_of_a_damaged_model_is_one_line(finished_run: Path, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
-    model = run / "stage2" / "model.pt"
+    model = RunDir(run).model("stage2")
     if damage == "truncated":
         model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
     elif damage == "wrong_keys":
@@ -178,8 +179,7 @@ def test_eval_of_a_damaged_model_is_one_line(finished_run: Path, tmp_path: Path,
 
 def test_resumable_checkpoints_hold_only_plain_data(finished_run: Path) -> None:
     for stage in ("stage1", "stage2"):
-        for name in ("model.pt", "checkpoint.pt"):
-            path = finished_run / stage / name
+        for path in (RunDir(finished_run).model(stage), RunDir(finished_run).checkpoint(stage)):
             if path.is_file():
                 torch.load(path, map_location="cpu", weights_only=True)  # raises on anything but plain data
 
@@ -190,9 +190,9 @@ def test_resume_from_a_truncated_checkpoint_is_one_line(tiny_bench: tuple[Path, 
     args = cli_args("train", str(SYNTHETIC_EXPERIMENT), "--out", str(out), "--no-progress", bench=tiny_bench,
                     extra=("mode=source_only",))
     assert main(args) == 0
-    checkpoint = out / "stage1" / "checkpoint.pt"
-    (out / "stage1" / "done.json").unlink()  # as if the run had been killed before the stage ended
-    (out / "results.json").unlink()
+    checkpoint = RunDir(out).checkpoint("stage1")
+    RunDir(out).done("stage1").unlink()  # as if the run had been killed before the stage ended
+    RunDir(out).results.unlink()
     checkpoint.write_bytes(checkpoint.read_bytes()[:100])
     capsys.readouterr()
     assert main([*args, "--resume"]) == EXIT_USER_ERROR
@@ -211,7 +211,7 @@ def test_diverged_train_ends_in_one_line_and_leaves_the_run_inspectable(tiny_ben
     assert code == EXIT_DIVERGED
     line = one_line(capsys.readouterr().err)
     assert "stage1" in line and "iteration" in line and "loss/seg_src" in line and str(out) in line
-    assert (out / "config.yaml").is_file() and (out / "stage1" / "history.json").is_file()
+    assert RunDir(out).config_file.is_file() and RunDir(out).history_file("stage1").is_file()
     assert json.loads((out / "failure.json").read_text())["stage"] == "stage1"
 
 

@@ -11,6 +11,7 @@ import torch
 import yaml
 from PIL import Image
 
+from simtune.rundir import RunDir
 from simtune import config, schema
 from simtune.cli import main
 from simtune.train.pipeline import run_pipeline
@@ -33,15 +34,15 @@ def test_train_cli_runs_both_stages(tiny_bench: tuple[Path, Path], tmp_path: Pat
     printed = capsys.readouterr().out
     assert "stage1" in printed and "stage2" in printed and "report/miou" in printed
     # Self-describing run: resolved config, revision, versions and seed next to the outputs.
-    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    resolved = yaml.safe_load(RunDir(out).config_file.read_text())
     assert resolved["stage1"]["iters"] == 4 and resolved["model"]["backbone"] == "small"
-    run = json.loads((out / "run.json").read_text())
+    run = json.loads(RunDir(out).run_file.read_text())
     assert {"git_revision", "packages", "seed"} <= set(run) and "torch" in run["packages"]
-    results = json.loads((out / "results.json").read_text())
+    results = json.loads(RunDir(out).results.read_text())
     assert results["stages"]["stage1"]["iteration"] == 4.0
     assert results["stages"]["stage2"]["iteration"] == 6.0  # one counter across both stages
     # Label-free validators at every evaluation, in the history, results.json and the printout.
-    history = json.loads((out / "stage1" / "history.json").read_text())
+    history = RunDir(out).history("stage1")
     assert all({"select/entropy", "select/im", "select/snd", "select/mixval", "select/dev"} <= set(h) for h in history)
     assert "select/mixval" in results["stages"]["stage2"] and "label-free validators" in printed
     thresholds = json.loads((out / "pseudo" / "thresholds.json").read_text())
@@ -49,7 +50,7 @@ def test_train_cli_runs_both_stages(tiny_bench: tuple[Path, Path], tmp_path: Pat
     labels = sorted((out / "pseudo" / "labels").glob("*.png"))
     assert len(labels) == 6  # one pseudo-label per target train image
     # simtune eval works on the run's checkpoints.
-    assert main(["eval", str(out / "stage2" / "model.pt"), "--json"]) == 0
+    assert main(["eval", str(RunDir(out).model("stage2")), "--json"]) == 0
     scored = json.loads(capsys.readouterr().out)
     assert scored["report/miou"] == pytest.approx(results["stages"]["stage2"]["report/miou"], abs=1e-6)
 
@@ -98,7 +99,7 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_bench: tuple[Path,
         run_pipeline(cfg, tmp_path / "resumed", callbacks=[StopAt(stop_at)])
     resumed = run_pipeline(cfg, tmp_path / "resumed", resume=True)
     assert resumed.stages == straight.stages
-    a, b = weights(tmp_path / "straight" / "stage2" / "model.pt"), weights(tmp_path / "resumed" / "stage2" / "model.pt")
+    a, b = weights(RunDir(tmp_path / "straight").model("stage2")), weights(RunDir(tmp_path / "resumed").model("stage2"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from simtune import config
-from simtune.rundir import write_config
+from simtune.rundir import RunDir, write_config
 from simtune.cli import main
 from simtune.errors import ConfigError
 from simtune.workflows.report import build_report
@@ -40,7 +40,7 @@ def write_trial(sweep: Path, trial_id: str, vals: list[float], *, lambda_ci: flo
     write_config(cfg, run_dir / "config.yaml")
     history = [{"step": 10 * (i + 1), "val/miou": v, "report/miou": v + 1, "val/iou/road": 2 * v,
                 "report/iou/road": 2 * v + 1, "iteration": 10.0 * (i + 1)} for i, v in enumerate(vals)]
-    (run_dir / "stage1" / "history.json").write_text(json.dumps(history))
+    RunDir(run_dir).history_file("stage1").write_text(json.dumps(history))
     if finished:
         (run_dir / "results.json").write_text(json.dumps({"stages": {"stage1": history[-1]}}))
     return run_dir

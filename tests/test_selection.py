@@ -217,7 +217,7 @@ def test_a_sweep_selected_by_a_validator_ranks_reports_and_retrains_by_it(tmp_pa
     import json
 
     from simtune import config
-    from simtune.rundir import write_config
+    from simtune.rundir import RunDir, write_config
     from simtune.workflows.report import build_report
     from simtune.results.trials import load_trials, rank_trials, selection_rule
 
@@ -229,7 +229,7 @@ def test_a_sweep_selected_by_a_validator_ranks_reports_and_retrains_by_it(tmp_pa
                      run / "config.yaml")
         history = [{"step": step, "val/miou": val - d, "report/miou": val - d + 1, "select/entropy": entropy - d / 10,
                     "select/im": 1.0 - d / 10, "iteration": float(step)} for step, d in ((10, 2.0), (20, 0.0))]
-        (run / "stage1" / "history.json").write_text(json.dumps(history))
+        RunDir(run).history_file("stage1").write_text(json.dumps(history))
         (run / "results.json").write_text(json.dumps({"stages": {"stage1": history[-1]}}))
     (sweep / "summary.json").write_text(json.dumps({"metric": "select/entropy", "mode": "max"}))
     assert selection_rule(sweep) == ("select/entropy", "max")

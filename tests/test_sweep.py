@@ -86,7 +86,7 @@ def test_grid_sweep_end_to_end_shares_stage1(tmp_path: Path, tiny_bench: tuple[P
     for trial in trials.values():
         reported = tune_results(sweep_dir, trial["trial_id"])
         assert [(r["iteration"], r["stage"]) for r in reported] == [(2, 1), (4, 1), (6, 2)]
-    done = [json.loads((Path(t["run_dir"]) / "stage1" / "done.json").read_text()) for t in trials.values()]
+    done = [json.loads(RunDir(Path(t["run_dir"])).done("stage1").read_text()) for t in trials.values()]
     assert sorted("from_cache" in d for d in done) == [False, True]
     assert len([p for p in (sweep_dir / "stage1_cache").iterdir() if p.is_dir() and not p.name.startswith(".")]) == 1
 
@@ -215,7 +215,7 @@ def test_sweep_trials_share_one_stage0_and_tune_sees_it(tmp_path: Path, tiny_ben
     run_sweep(space, tmp_path / "sweeps", "s0", timeout=600)
     sweep = tmp_path / "sweeps" / "s0"
     assert len([p for p in (sweep / "stage0_cache").iterdir() if p.is_dir()]) == 1
-    done = [json.loads((run / "stage0" / "done.json").read_text()) for run in (sweep / "runs").iterdir()]
+    done = [json.loads(RunDir(run).done("stage0").read_text()) for run in (sweep / "runs").iterdir()]
     assert sorted("from_cache" in d for d in done) == [False, True]
     for trial in summary_of(sweep)["trials"]:
         results = tune_results(sweep, trial["trial_id"])

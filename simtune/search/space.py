@@ -34,7 +34,7 @@ from typing import Any
 
 from simtune import config
 from simtune.schema import Config
-from simtune.search.replicates import replicate_index, config_values
+from simtune.search.replicates import config_values, replicate_index, replicate_seed
 
 TOP_LEVEL_KEYS = ("base", "set", "metric", "mode", "search", "scheduler", "num_samples", "replicates",
                   "resources", "max_concurrent", "max_failures", "params")
@@ -109,7 +109,7 @@ class SearchSpace:
         for path, value in config_values(values).items():
             changes = config.deep_merge(changes, config.nest(path, plain_value(value)))
         cfg = config.build(changes, source=f"{self.file} trial")
-        return dataclasses.replace(cfg, seed=cfg.seed + replicate_index(values))
+        return dataclasses.replace(cfg, seed=replicate_seed(cfg.seed, replicate_index(values)))
 
     def trial_configs(self, limit: int = 512) -> list[Config]:
         """Configs to check before a sweep starts: every combination of grid/choice values and
