@@ -118,6 +118,39 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedDifferenc
     return PairedDifference(n=d.n, mean=d.mean, half_width=t_quantile(d.n - 1) * d.std / math.sqrt(d.n))
 
 
+def paired_p_value(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Two-sided p-value of the paired t-test of mean(a_i - b_i) = 0; None with fewer than 2 pairs.
+
+    Identical pairs (every difference the same) give p = 0 when the difference is not 0 and
+    p = 1 when it is.
+    Raises:
+        ValueError: the sequences differ in length, are empty, or hold a NaN/inf.
+    """
+    diff = paired_difference(a, b)
+    if diff.half_width is None:
+        return None
+    d = spread([x - y for x, y in zip(a, b, strict=True)])
+    if not d.std:
+        return 0.0 if d.mean != 0.0 else 1.0
+    t = d.mean / (d.std / math.sqrt(d.n))
+    return float(2.0 * _scipy_stats.t.sf(abs(t), d.n - 1))
+
+
+def holm_rejections(p_values: Sequence[float], alpha: float = 1.0 - CONFIDENCE) -> list[bool]:
+    """Holm's step-down procedure: which hypotheses are rejected at family-wise error ``alpha``.
+
+    The i-th smallest p-value (i = 0, 1, ...) is compared with alpha / (m - i); testing stops at
+    the first that is not below it (Holm 1979, Scand. J. Statist. 6:65-70).
+    """
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    rejected = [False] * len(p_values)
+    for rank, index in enumerate(order):
+        if p_values[index] >= alpha / (len(p_values) - rank):
+            break
+        rejected[index] = True
+    return rejected
+
+
 def verdict(
     diff: PairedDifference,
     *,

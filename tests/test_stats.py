@@ -7,6 +7,7 @@ import math
 import pytest
 
 from simtune import stats
+from simtune.stats import holm_rejections, paired_difference, paired_p_value
 
 
 def test_spread_is_mean_and_sample_std() -> None:
@@ -123,3 +124,15 @@ def test_split_half_needs_two_replicates() -> None:
     tied = stats.split_half({"a": [1.0, 2.0], "b": [1.0, 3.0]})  # seed 0 ranks a and b equal
     assert (tied.rho, tied.n_configs) == (None, 2)
     assert stats.split_half_line(tied).endswith("one half of the replicates ranks all configurations equal")
+
+
+def test_paired_p_value_matches_the_interval_and_holm_steps_down() -> None:
+    a, b = [30.1, 31.0, 29.5, 30.7], [29.0, 30.2, 29.1, 29.6]
+    p = paired_p_value(a, b)
+    assert p is not None and (p < 0.05) == paired_difference(a, b).beyond_noise
+    assert paired_p_value([1.0], [0.0]) is None
+    assert paired_p_value([1.0, 2.0], [0.0, 1.0]) == 0.0  # a constant non-zero difference
+    # Holm at 0.05 over 3: 0.01 < 0.05/3, 0.02 < 0.05/2, 0.04 < 0.05/1 -> all rejected; stops at the first miss.
+    assert holm_rejections([0.04, 0.01, 0.02]) == [True, True, True]
+    assert holm_rejections([0.01, 0.03, 0.2]) == [True, False, False]
+    assert holm_rejections([]) == []
