@@ -1,0 +1,136 @@
+"""Racing: spend seeds only on the configurations that can still win.
+
+Every surviving configuration runs the same seed sequence (replicate 0, 1, ...: seed = base
+seed + k, ``search.replicates``), one seed per *round*. After each round from
+``min_replicates`` on, the current leader (best mean over the seeds every survivor has) is
+compared with each other survivor by a paired t-test over those seeds, and the p-values are
+corrected over the survivors with Holm's step-down procedure at ``1 - confidence``
+(``simtune.stats``). A survivor the leader beats beyond that corrected level is eliminated.
+A configuration with a failed or diverged replicate leaves the race at once: it counts as
+the worst. The race ends when one survivor is left (it beat every other) or after
+``max_replicates`` rounds.
+
+This is the paired-t-test variant of F-Race (Birattari, Stützle, Paquete and Varrendorfer,
+GECCO 2002) that irace offers as its ``t-test`` elimination with Holm's correction
+(López-Ibáñez et al., Operations Research Perspectives 3, 2016), with seeds as the instances.
+The rule here is pure (no Ray): the sweep runner applies it between Tune rounds and
+``scripts/race_replay.py`` replays it on a recorded table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from simtune.stats import CONFIDENCE, holm_rejections, paired_p_value
+
+
+@dataclass(frozen=True)
+class Racing:
+    """The ``racing:`` block of a search space."""
+
+    min_replicates: int = 2  # seeds every configuration gets before the first test (>= 2)
+    max_replicates: int = 10  # the race stops after this many rounds
+    confidence: float = CONFIDENCE  # family-wise: Holm at alpha = 1 - confidence over the survivors
+
+
+@dataclass(frozen=True)
+class Elimination:
+    """One configuration leaving the race."""
+
+    config: str
+    after: int  # seeds it had run (the round it left after)
+    reason: str  # "beaten" by the leader, or "failed"
+    leader: str | None = None
+    difference: float | None = None  # leader minus it, mean over the shared seeds (selection metric units)
+    p_value: float | None = None  # Holm-corrected comparison's raw paired-t p-value
+
+
+@dataclass(frozen=True)
+class Round:
+    """What one round decided: who goes on, who left, and whether the race is over."""
+
+    survivors: tuple[str, ...]
+    eliminated: tuple[Elimination, ...]
+    finished: bool
+    why: str  # "one survivor", "max_replicates", or "" while racing
+
+
+def decide(table: Mapping[str, Sequence[float | None]], survivors: Sequence[str], n: int, racing: Racing,
+           mode: str = "max") -> Round:
+    """The decision after round ``n`` (every survivor has values for replicates 0 .. n-1).
+
+    Args:
+        table: configuration -> its values by replicate index; None = the replicate failed.
+        survivors: configurations still racing, in a stable order (ties keep the earlier one).
+        mode: "max" or "min", as the sweep's metric.
+    """
+    failed = [c for c in survivors if any(v is None or not math.isfinite(v) for v in table[c][:n])]
+    left = [c for c in survivors if c not in failed]
+    gone = [Elimination(c, n, "failed") for c in failed]
+    if n >= racing.min_replicates and len(left) > 1:
+        beaten = _beaten(table, left, n, 1.0 - racing.confidence, mode)
+        gone += beaten
+        left = [c for c in left if c not in {e.config for e in beaten}]
+    done = len(left) <= 1 or n >= racing.max_replicates
+    why = "one survivor" if len(left) <= 1 else "max_replicates" if done else ""
+    return Round(tuple(left), tuple(gone), done, why)
+
+
+def leader(table: Mapping[str, Sequence[float | None]], configs: Sequence[str], n: int, mode: str = "max") -> str:
+    """The configuration with the best mean over replicates 0 .. n-1 (the first on ties)."""
+    sign = 1.0 if mode == "max" else -1.0
+    return max(configs, key=lambda c: sign * _mean(table[c][:n]))
+
+
+def _beaten(table: Mapping[str, Sequence[float | None]], configs: list[str], n: int, alpha: float,
+            mode: str) -> list[Elimination]:
+    best = leader(table, configs, n, mode)
+    others = [c for c in configs if c != best]
+    first = [float(v) for v in table[best][:n] if v is not None]
+    p_values, diffs = [], []
+    for c in others:
+        values = [float(v) for v in table[c][:n] if v is not None]
+        p = paired_p_value(first, values)
+        p_values.append(1.0 if p is None else p)
+        diffs.append((_mean(first) - _mean(values)) * (1.0 if mode == "max" else -1.0))
+    rejected = holm_rejections(p_values, alpha)
+    return [Elimination(c, n, "beaten", best, d, p) for c, d, p, r in zip(others, diffs, p_values, rejected)
+            if r and d > 0]
+
+
+def _mean(values: Sequence[float | None]) -> float:
+    xs = [float(v) for v in values if v is not None]
+    return math.fsum(xs) / len(xs) if xs else -math.inf
+
+
+# ----------------------------------------------------------------------------- a race on a recorded table
+
+
+@dataclass(frozen=True)
+class RaceOutcome:
+    winner: str
+    trials: int  # replicate runs the race paid for
+    rounds: int
+    eliminated: tuple[Elimination, ...]
+
+
+def replay(table: Mapping[str, Sequence[float]], racing: Racing, mode: str = "max") -> RaceOutcome:
+    """Race the configurations of a finished table (values by replicate, in the order to race them).
+
+    Round n gives every survivor its n-th value; the winner is the best survivor at the end.
+    Raises:
+        ValueError: a configuration has fewer values than ``racing.max_replicates``.
+    """
+    short = [c for c, values in table.items() if len(values) < racing.max_replicates]
+    if short:
+        raise ValueError(f"{short[0]}: {len(table[short[0]])} values, the race may need {racing.max_replicates}")
+    survivors, trials, gone = list(table), 0, []
+    for n in range(1, racing.max_replicates + 1):
+        trials += len(survivors)
+        step = decide(table, survivors, n, racing, mode)
+        survivors, gone = list(step.survivors), [*gone, *step.eliminated]
+        if step.finished:
+            return RaceOutcome(leader(table, survivors, n, mode), trials, n, tuple(gone))
+    raise AssertionError("unreachable: the race ends at max_replicates")
