@@ -7,13 +7,17 @@ exercise Tune's own event loop, pickling and restore without training a network.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +27,16 @@ from simtune import config, schema
 from simtune.rundir import write_config
 from simtune.cli import main
 from simtune.errors import TrackingError
-from simtune.sweep.space import load_space
-from simtune.sweep.tracker import SweepTracker
-from simtune.sweep.results import resolve_sweep_dir
+from simtune.search.parse import load_space
+from simtune.tracking.sweep import SweepTracker
+from simtune.sweep.mlflow_callback import trial_loggers
+from simtune.results.summary import Summary
+from simtune.results.sweepdir import resolve_sweep_dir
 from simtune.testing import SYNTHETIC_EXPERIMENT, tiny_overrides
-from simtune.tracking.store import connect, default_tracking_uri, search, sqlite_path
+from simtune.tracking.naming import ui_command
+from simtune.tracking.registry import register
+from simtune.tracking.store import (connect, default_tracking_uri, ensure_experiment, log_json_artifact, search,
+                                    sqlite_path, start_system_metrics)
 
 SPACE = "base: {base}\nparams:\n  stage1.lambda_ci: {{grid: [0.001, 0.01]}}\n"
 
@@ -156,23 +165,103 @@ def test_parent_run_is_recorded_once_and_found_again_on_resume(tmp_path: Path) -
         tracker.monitor.finish()
 
 
-def test_a_moved_storage_folder_keeps_its_artifacts_reachable(tmp_path: Path) -> None:
-    tracker = open_tracker(tmp_path)
-    tracker.finish({"moved": False})
-    (tmp_path / "sweeps").rename(tmp_path / "elsewhere")
-    uri = f"sqlite:///{tmp_path}/elsewhere/mlflow.db"
-    client = connect(uri)  # every simtune command connects like this
-    summary = client.download_artifacts(tracker.parent_run_id, "sweep/summary.json", str(tmp_path))
+def small_store(storage: Path) -> tuple[str, str, str]:
+    """A store made by simtune's functions: a finished run with ``sweep/summary.json`` and a
+    ``segmenter/`` folder registered as a version of ``simtune-space``; (uri, run id, version)."""
+    uri = f"sqlite:///{storage}/mlflow.db"
+    client = connect(uri)
+    run_id = client.create_run(ensure_experiment(client, "space", uri)).info.run_id
+    log_json_artifact(client, run_id, {"moved": False}, "summary.json", "sweep")
+    model = storage.parent / "model"
+    model.mkdir()
+    (model / "weights.txt").write_text("weights")
+    client.log_artifacts(run_id, str(model), "segmenter")
+    registered = register(client, "simtune-space", f"runs:/{run_id}/segmenter", run_id, description="", tags={})
+    client.set_terminated(run_id)
+    return uri, run_id, registered.version
+
+
+def test_a_moved_or_copied_storage_folder_is_refused_until_its_old_path_leads_to_it(tmp_path: Path) -> None:
+    _, run_id, _ = small_store(tmp_path / "sweeps")
+    old, new = tmp_path / "sweeps", tmp_path / "elsewhere"
+    old.rename(new)
+    uri = f"sqlite:///{new}/mlflow.db"
+    with pytest.raises(TrackingError) as moved:
+        connect(uri)  # every simtune command connects like this, before Ray starts
+    message = str(moved.value)
+    assert f"was moved from {old}:" in message and f"(ln -s {new} {old})" in message and "\n" not in message
+    shutil.copytree(new, old)  # the original is back, so `elsewhere` is a copy whose artifacts live there
+    with pytest.raises(TrackingError, match=f"is a copy of {old}: .* open the original instead"):
+        connect(uri)
+    shutil.rmtree(old)
+    old.symlink_to(new)
+    client = connect(uri)
+    summary = client.download_artifacts(run_id, "sweep/summary.json", str(tmp_path))
     assert json.loads(Path(summary).read_text()) == {"moved": False}
-    assert client.get_run(tracker.parent_run_id).info.artifact_uri.startswith(
-        (tmp_path / "elsewhere" / "mlartifacts").as_uri())
+
+
+@pytest.mark.slow
+def test_mlflow_ui_serves_a_moved_folders_artifacts_and_model_files_once_its_old_path_links_to_it(
+        tmp_path: Path) -> None:
+    import requests
+
+    _, run_id, version = small_store(tmp_path / "sweeps")
+    old, new = tmp_path / "sweeps", tmp_path / "elsewhere"
+    old.rename(new)
+    uri = f"sqlite:///{new}/mlflow.db"
+
+    def fetch(url: str) -> tuple[Any, Any, Any]:
+        artifact = requests.get(f"{url}/get-artifact", params={"path": "sweep/summary.json", "run_uuid": run_id},
+                                timeout=10)
+        listing = requests.get(f"{url}/ajax-api/2.0/mlflow/artifacts/list",
+                               params={"run_id": run_id, "path": "segmenter"}, timeout=10)
+        model_file = requests.get(f"{url}/model-versions/get-artifact", timeout=10,
+                                  params={"path": "weights.txt", "name": "simtune-space", "version": version})
+        return artifact, listing, model_file
+
+    with mlflow_ui(uri) as url:  # the line simtune prints, for the folder where the store is now
+        artifact, listing, model_file = fetch(url)
+        assert (artifact.status_code, model_file.status_code) == (404, 404)  # looked for under the old path
+        assert "files" not in listing.json()
+        old.symlink_to(new)
+        (new / "mlartifacts" / "space" / run_id / "artifacts" / "segmenter" / "weights.txt").write_text("new place")
+        connect(uri)
+        artifact, listing, model_file = fetch(url)
+    assert artifact.status_code == 200 and artifact.json() == {"moved": False}
+    assert [f["path"] for f in listing.json()["files"]] == ["segmenter/weights.txt"]
+    assert (model_file.status_code, model_file.text) == (200, "new place")  # the file in the new folder
+
+
+def test_system_metrics_sample_the_run_without_leaving_an_active_run(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sampler runs through ``mlflow.start_run(log_system_metrics=True)`` in a thread of its own."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")  # MLflow's own setting, 10 s by default
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path}/sweeps/mlflow.db"
+    client = connect(uri)
+    experiment = ensure_experiment(client, "space", uri)
+    run_id, other = (client.create_run(experiment).info.run_id for _ in range(2))
+    monitor = start_system_metrics(uri, run_id)
+    assert monitor is not None
+    assert mlflow.active_run() is None and "MLFLOW_TRACKING_URI" not in os.environ  # callers log by run id
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=other):  # what logging the model does during a retrain
+        mlflow.log_param("seed", 0)
+    time.sleep(1.5)
+    monitor.finish()
+    run = client.get_run(run_id)
+    assert "system/cpu_utilization_percentage" in run.data.metrics
+    assert run.info.status == "RUNNING"  # simtune ends its runs itself
+    assert mlflow.active_run() is None
 
 
 def test_evaluations_that_never_reached_the_driver_are_filled_in_from_the_run_dir(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
     tracker = open_tracker(tmp_path)
-    (logger,) = tracker.tune_callbacks()
+    (logger,) = trial_loggers(tracker)
     run_dir = tracker.sweep_dir / "runs" / "t1"
     (run_dir / "stage1").mkdir(parents=True)
     write_config(schema.Config(), run_dir / "config.yaml")
@@ -195,7 +284,7 @@ def test_trial_logger_restored_by_tune_follows_the_resumed_drivers_store(tmp_pat
     from types import SimpleNamespace
 
     first = open_tracker(tmp_path)
-    (logger,) = first.tune_callbacks()
+    (logger,) = trial_loggers(first)
     restored = pickle.loads(pickle.dumps(logger))
     other = f"sqlite:///{tmp_path}/elsewhere/mlflow.db"
     resumed = open_tracker(tmp_path, resume=True, uri=other)
@@ -243,7 +332,7 @@ def ray_session() -> Any:
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
 
@@ -257,7 +346,7 @@ def run_tune(tracker: SweepTracker, values: list[float], *, reports: int = 5, co
     tuner = tune.Tuner(trainable, param_space={"stage1.lambda_ci": tune.grid_search(values)},
                        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
                        run_config=tune.RunConfig(name="tune", storage_path=str(tracker.sweep_dir),
-                                                 callbacks=tracker.tune_callbacks(), verbose=0))
+                                                 callbacks=trial_loggers(tracker), verbose=0))
     return tuner.fit()
 
 
@@ -267,7 +356,7 @@ def finished(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Swee
     tmp = tmp_path_factory.mktemp("finished")
     tracker = open_tracker(tmp)
     run_tune(tracker, [0.001, 0.01])
-    tracker.finish({"metric": "val/miou", "counts": {"failed": 1}})
+    tracker.finish(Summary.empty(tracker.sweep_dir))
     return tracker
 
 
@@ -350,7 +439,7 @@ def test_resumed_sweep_reuses_parent_and_children_without_duplicate_points(ray_s
         tune.with_parameters(fake_trial, runs_dir=str(tracker.sweep_dir / "runs"), reports=5), {"cpu": 1})
     # The callbacks come back from Tune's pickled experiment, without their MLflow client.
     tune.Tuner.restore(str(tracker.sweep_dir / "tune"), trainable, resume_errored=True).fit()
-    resumed.finish({})
+    resumed.finish(Summary.empty(resumed.sweep_dir))
     runs = search(tracker.client, tracker.experiment_id, {"mlflow.parentRunId": tracker.parent_run_id})
     assert len(runs) == 2
     assert len(search(tracker.client, tracker.experiment_id, {"simtune.role": "sweep"})) == 1
@@ -366,15 +455,16 @@ DRIVER = """
 import sys, time
 from pathlib import Path
 from types import SimpleNamespace
-from simtune.sweep.space import load_space
-from simtune.sweep.tracker import SweepTracker
+from simtune.search.parse import load_space
+from simtune.sweep.mlflow_callback import trial_loggers
+from simtune.tracking.sweep import SweepTracker
 tmp, name, start_at = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 space = load_space(tmp / f"{name}.yaml")
 while time.time() < start_at:
     time.sleep(0.01)
 tracker = SweepTracker.open(tracking_uri=None, storage=tmp / "sweeps", sweep_name=f"{name}-1", space_file=space.file,
                             space=space, base_config=space.base_config, resume=False)
-(logger,) = tracker.tune_callbacks()
+(logger,) = trial_loggers(tracker)
 trials = [SimpleNamespace(trial_id=f"{name}_{i:05d}", config={"stage1.lambda_ci": 0.001 * (i + 1)}, error_file=None)
           for i in range(4)]
 for step in range(1, 31):
@@ -382,7 +472,8 @@ for step in range(1, 31):
         logger.on_trial_result(0, [], trial, {"iteration": step, "val/miou": step / 10, "stage": 1})
 for trial in trials:
     logger.on_trial_complete(0, [], trial)
-tracker.finish({})
+from simtune.results.summary import Summary
+tracker.finish(Summary.empty(tracker.sweep_dir))
 print("write errors:", logger.write_errors)
 """
 
@@ -413,11 +504,17 @@ def test_two_sweeps_write_one_new_sqlite_store_at_once_without_lock_errors(tmp_p
 
 
 @pytest.fixture
-def mlflow_server(finished: SweepTracker) -> Any:
+def mlflow_server(finished: SweepTracker) -> Iterator[str]:
+    with mlflow_ui(finished.tracking_uri) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def mlflow_ui(uri: str) -> Iterator[str]:
+    """The ``mlflow ui`` line simtune prints for ``uri``, on a free port with one worker; yields its address."""
     port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no background job workers
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", finished.tracking_uri,
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+    proc = subprocess.Popen([sys.executable, "-m", *shlex.split(ui_command(uri, port)), "--workers", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -121,6 +121,14 @@ class Summary:
     def failed(self) -> list[TrialSummary]:
         return [t for t in self.trials if t.status == "ERROR"]
 
+    @classmethod
+    def empty(cls, sweep_dir: Path, metric: str = "val/miou", mode: str = "max") -> Summary:
+        """The summary of a sweep with no trial (a sweep interrupted before its first trial started)."""
+        return cls(sweep=sweep_dir.name, sweep_dir=str(sweep_dir), space_file="", metric=metric, mode=mode,
+                   max_iteration=None, replicates=1, counts=Counts(0, 0, 0, 0, 0, 0), best=None, ranking=[],
+                   configs=[], verdict=NoiseVerdict("Verdict: 0 configuration(s) ranked; no runner-up to compare"),
+                   reproducibility=Reproducibility("Ranking reproducibility: unknown"), trials=[])
+
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

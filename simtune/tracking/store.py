@@ -4,9 +4,20 @@
 otherwise, every sweep, retrain and report of a storage folder (``./sweeps``) writes to
 ``sqlite:///<storage>/mlflow.db``, with artifacts in ``<storage>/mlartifacts/<experiment>/``:
 one ``mlflow ui`` shows every sweep, and sweeps of one search space share an experiment
-(``simtune.tracking.naming``). MLflow records absolute artifact paths; when the folder is
-moved, the next simtune command that opens it points them at the new place
-(``relocate_artifacts``).
+(``simtune.tracking.naming``).
+
+**A storage folder stays where it was created.** MLflow 3 writes every artifact location
+(experiment, run, logged model, model version) as an absolute path when it creates the
+entity, has no API to change one, and resolves a local path as it was written: a relative
+location is made absolute at creation, and the locations a server resolves at read time
+(``mlflow-artifacts:/``, with ``mlflow ui --artifacts-destination``) need an HTTP server for
+every write, which simtune's serverless SQLite store does not have. So after the folder is
+moved its artifacts and model files are still looked for under the old path, and a copy's
+new artifacts would land in the original. ``connect`` notices (``check_artifact_root``: each
+experiment simtune creates records the ``mlartifacts/`` folder it writes to) and stops the
+command with one line: move the folder back, or link the old path to the new one
+(``ln -s``), through which every MLflow reader -- ``mlflow ui``, ``mlflow.pyfunc.load_model``
+-- finds the files again. Nothing here writes into MLflow's tables.
 
 **One writer per process.** Within a sweep every write happens in the Ray driver; ``retrain``
 and ``report`` write from the CLI process. Several such processes may share one SQLite
@@ -24,13 +35,17 @@ its trials' child runs instead of duplicating them::
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import math
 import os
 import tempfile
+import threading
 import time
-from collections.abc import Iterable, Mapping, MutableMapping
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +78,7 @@ STEP_KEYS = ("step", "iteration")  # the global iteration: MLflow's step, never 
 _PROBE_TIMEOUT_S = 3.0
 _MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limits
 _MAX_METRICS_PER_BATCH = 1000
+_log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- reaching the store
@@ -165,7 +181,11 @@ def connect(uri: str) -> MlflowClient:
     """A client for ``uri`` (tracking and model registry), after ``check_store``.
 
     A SQLite store is created under a lock file beside it, because MLflow's table creation
-    fails when two processes run it at once; a moved store is relocated.
+    fails when two processes run it at once.
+
+    Raises:
+        TrackingError: ``check_store``'s errors, or a SQLite store whose folder was moved or
+            copied away from its artifacts (``check_artifact_root``).
     """
     check_store(uri)
     from mlflow import MlflowClient
@@ -177,7 +197,7 @@ def connect(uri: str) -> MlflowClient:
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         client.search_experiments(max_results=1)  # creates or upgrades the tables
         client.search_registered_models(max_results=1)
-        relocate_artifacts(client, uri)
+    check_artifact_root(client, uri)
     return client
 
 
@@ -219,35 +239,95 @@ def _folder_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "experiment"
 
 
-SYSTEM_METRICS_INTERVAL_S = 10.0
+def start_system_metrics(uri: str, run_id: str) -> SystemMetrics | None:
+    """Start MLflow's sampler of this machine as ``system/*`` metrics of ``run_id``; returns its handle.
 
-
-def start_system_metrics(uri: str, run_id: str) -> Any:
-    """Start MLflow's sampler of this machine as ``system/*`` metrics of ``run_id``; returns it.
-
-    It samples CPU, memory, disk and network with psutil every ``SYSTEM_METRICS_INTERVAL_S``
-    seconds (NVIDIA GPUs too where ``pynvml`` is installed; simtune does not require it) in a
-    thread of this process, and stops when the run ends or at ``finish()``. None when psutil
-    is missing.
+    It samples CPU, memory, disk and network with psutil every 10 s (MLflow's default;
+    ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` changes it), NVIDIA GPUs too where ``pynvml``
+    is installed (simtune does not require it), in a thread of this process, until
+    ``finish()`` or until the run ends. A resumed run continues its earlier steps. None when
+    psutil is missing or MLflow cannot resume the run.
     """
-    try:
-        import psutil  # noqa: F401  (MLflow's sampler needs it)
-        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-    except ImportError:
+    if importlib.util.find_spec("psutil") is None:
         return None
     logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
-    monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S, resume_logging=True,
-                                   tracking_uri=uri)
-    monitor.start()
-    return monitor
+    handle = SystemMetrics(uri, run_id)
+    return handle if handle.start() else None
+
+
+class SystemMetrics:
+    """MLflow's system-metrics sampler of one run, switched on through MLflow's public API.
+
+    MLflow starts its sampler with a fluent run (``mlflow.start_run(log_system_metrics=True)``)
+    and stops it at ``mlflow.end_run``. Both happen in a thread that belongs to this handle:
+    MLflow's active run is per thread, so the threads that log through ``MlflowClient`` with
+    explicit run ids (the sweep's Ray driver; ``retrain``, whose model logging starts a fluent
+    run of its own) never see an active run, and none is left behind after ``finish()``.
+    """
+
+    def __init__(self, uri: str, run_id: str) -> None:
+        self.uri, self.run_id = uri, run_id
+        self._started, self._stop = threading.Event(), threading.Event()
+        self._running = False
+        self._thread = threading.Thread(target=self._hold, name=f"system-metrics-{run_id[:8]}", daemon=True)
+
+    def start(self) -> bool:
+        """Start sampling; False when MLflow refused (the reason is logged as a warning)."""
+        self._thread.start()
+        self._started.wait()
+        return self._running
+
+    def finish(self) -> None:
+        """Stop sampling and log the last samples; the run keeps its status (simtune ends it)."""
+        self._stop.set()
+        self._thread.join()
+
+    def _hold(self) -> None:
+        import mlflow
+
+        try:
+            with _fluent_tracking_uri(self.uri):
+                mlflow.start_run(run_id=self.run_id, log_system_metrics=True)
+            self._running = True
+        except Exception as exc:  # a deleted run, an experiment set elsewhere in this process, ...
+            _log.warning("simtune tracking: no system metrics for run %s (%s)", self.run_id, one_line(exc))
+        finally:
+            self._started.set()
+        if not self._running:
+            return
+        self._stop.wait()
+        try:
+            with _fluent_tracking_uri(self.uri):  # end_run sets a status: the one the run has now
+                mlflow.end_run(mlflow.MlflowClient(self.uri).get_run(self.run_id).info.status)
+        except Exception as exc:
+            _log.warning("simtune tracking: stopping the system metrics of run %s failed (%s)", self.run_id,
+                         one_line(exc))
+
+
+@contextlib.contextmanager
+def _fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at ``uri`` for one call, then restore what was set before (or nothing).
+
+    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``, which would become the
+    store of every later simtune command in this process (``default_tracking_uri``). The
+    thread that asked waits meanwhile (``start``, ``finish``); simtune's other writers name
+    their store each time (``MlflowClient(uri)``, or ``set_tracking_uri`` right before a
+    fluent call), so none of them depends on what is set between calls.
+    """
+    import mlflow
+
+    before = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)  # type: ignore[arg-type]  # None unsets it, as before
 
 
 # ----------------------------------------------------------------------------- a moved storage folder
 
 
-TAG_ARTIFACT_ROOT = "simtune.artifact_root"  # experiment tag: the artifact root it was created under
-_ARTIFACT_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
-                     ("logged_models", "artifact_location"), ("model_versions", "storage_location"))
+TAG_ARTIFACT_ROOT = "simtune.artifact_root"  # experiment tag: the mlartifacts/ folder it was created under
 
 
 def artifact_root(uri: str) -> str | None:
@@ -256,33 +336,49 @@ def artifact_root(uri: str) -> str | None:
     return (path.parent / "mlartifacts").as_uri() if path is not None else None
 
 
-def relocate_artifacts(client: MlflowClient, uri: str) -> int:
-    """Point the artifact paths of the experiments simtune created at this database's folder.
+def check_artifact_root(client: MlflowClient, uri: str) -> None:
+    """Stop when this SQLite store's artifacts are recorded under another folder than its own.
 
-    MLflow stores absolute artifact paths. After the storage folder (the database and
-    ``mlartifacts/`` beside it) has been moved or copied, the old prefix is rewritten to the
-    new one in MLflow's tables, so artifacts and registered models resolve again.
-    Experiments simtune did not create (no ``simtune.artifact_root`` tag) are left alone.
-    Returns:
-        the number of experiments relocated.
+    Each experiment simtune creates records its artifact root (``simtune.artifact_root``).
+    MLflow keeps every run's and model version's artifact path as written, so when that
+    root is not the ``mlartifacts/`` beside this database (nor a link to it), the storage
+    folder was moved or copied: its artifacts are read, and new ones would be written,
+    under the old folder. Experiments simtune did not create are not looked at.
+
+    Raises:
+        TrackingError: one line naming the old folder and how to open the store again.
     """
-    import sqlite3
+    root = artifact_root(uri)
+    if root is None:
+        return
+    for experiment in client.search_experiments(max_results=1000,
+                                                filter_string=f"tags.`{TAG_ARTIFACT_ROOT}` != '{_quote(root)}'"):
+        old = _file_path(experiment.tags[TAG_ARTIFACT_ROOT])
+        if not _same_folder(old, _file_path(root)):
+            raise TrackingError(_moved_message(uri, old.parent, _file_path(root).parent))
 
-    root, path = artifact_root(uri), sqlite_path(uri)
-    if root is None or path is None or not path.is_file():
-        return 0
-    moved = {e.experiment_id: e.tags[TAG_ARTIFACT_ROOT] for e in client.search_experiments(max_results=1000)
-             if e.tags.get(TAG_ARTIFACT_ROOT, root) != root}
-    if not moved:
-        return 0
-    with contextlib.closing(sqlite3.connect(path, timeout=60)) as db, db:
-        for old in {f"{old}/" for old in moved.values()}:
-            for table, column in _ARTIFACT_COLUMNS:
-                db.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
-                           f"WHERE substr({column}, 1, ?) = ?", (f"{root}/", len(old) + 1, len(old), old))
-    for experiment_id in moved:
-        client.set_experiment_tag(experiment_id, TAG_ARTIFACT_ROOT, root)
-    return len(moved)
+
+def _moved_message(uri: str, old: Path, new: Path) -> str:
+    if old.exists():
+        return (f"tracking store {uri} is a copy of {old}: MLflow keeps absolute artifact paths, so the copy would "
+                f"read and write its artifacts and models in {old}/mlartifacts; open the original instead")
+    return (f"tracking store {uri} was moved from {old}: MLflow keeps absolute artifact paths, so its artifacts "
+            f"and models are still looked for in {old}/mlartifacts; move the folder back, or link the old path "
+            f"to it (ln -s {new} {old})")
+
+
+def _file_path(uri: str) -> Path:
+    return Path(urllib.request.url2pathname(urllib.parse.urlparse(uri).path))
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    """The same folder by its real path (a link to it counts), or by the file system (a bind mount)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet: mlartifacts/ appears with the first artifact)
+        return False
 
 
 # ----------------------------------------------------------------------------- finding and writing runs
