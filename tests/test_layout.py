@@ -15,7 +15,7 @@ LAYERS: dict[str, int] = {
     "data": 1, "models": 1, "sim": 1, "evaluation": 1, "selection": 1,
     "preflight": 2,
     "train": 3,
-    "testing": 4, "search": 4, "results": 4, "bench": 4,
+    "testing": 4, "search": 4, "results": 4, "bench": 4, "figures": 4,
     "tracking": 5,
     "sweep": 6,
     "workflows": 7,

@@ -57,7 +57,7 @@ def test_command_line_is_recorded_as_the_user_typed_it() -> None:
 def test_miou_curve_marks_the_end_of_stage_1_and_draws_stage_2_as_a_line() -> None:
     from matplotlib.lines import Line2D
 
-    from simtune.tracking.figures import miou_curve
+    from simtune.figures import miou_curve
 
     def records(steps: list[int]) -> list[dict[str, float]]:
         return [{"step": s, "val/miou": float(s), "report/miou": s + 1.0} for s in steps]

@@ -36,7 +36,8 @@ from simtune.testing import SYNTHETIC_EXPERIMENT, tiny_overrides
 from simtune.tracking.naming import ui_command
 from simtune.tracking.registry import register
 from simtune.tracking.store import (connect, default_tracking_uri, ensure_experiment, log_json_artifact, search,
-                                    sqlite_path, start_system_metrics)
+                                    sqlite_path)
+from simtune.tracking.system_metrics import start_system_metrics
 
 SPACE = "base: {base}\nparams:\n  stage1.lambda_ci: {{grid: [0.001, 0.01]}}\n"
 

@@ -126,7 +126,8 @@ def replay(table: Mapping[str, Sequence[float]], racing: Racing, mode: str = "ma
     short = [c for c, values in table.items() if len(values) < racing.max_replicates]
     if short:
         raise ValueError(f"{short[0]}: {len(table[short[0]])} values, the race may need {racing.max_replicates}")
-    survivors, trials, gone = list(table), 0, []
+    survivors, trials = list(table), 0
+    gone: list[Elimination] = []
     for n in range(1, racing.max_replicates + 1):
         trials += len(survivors)
         step = decide(table, survivors, n, racing, mode)

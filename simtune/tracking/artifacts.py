@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from simtune.rundir import RUN_FILES, STAGES, RunDir, last_evaluation
-from simtune.tracking import figures
+from simtune import figures
 from simtune.tracking.store import STEP_KEYS, log_metrics, one_line
 from simtune.train.loop import Callback
 

@@ -36,8 +36,8 @@ from simtune.tracking.datasets import log_data_inputs
 from simtune.tracking.store import (CHECKPOINT_POLICIES, EXPERIMENT, TAG_CONFIG, TAG_CONFIG_RANK, TAG_PARENT,
                                     TAG_ROLE, TAG_RUN_DIR, TAG_STOPPED, TAG_SWEEP, TAG_SWEEP_DIR, TAG_TRIAL, connect,
                                     default_tracking_uri, ensure_experiment, find_sweep_parent, log_json_artifact,
-                                    log_metrics, log_params, normalise_uri, one_line, provenance_tags, search,
-                                    start_system_metrics)
+                                    log_metrics, log_params, normalise_uri, one_line, provenance_tags, search)
+from simtune.tracking.system_metrics import start_system_metrics
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

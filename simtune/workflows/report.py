@@ -32,7 +32,8 @@ from simtune.selection import trust
 from simtune.stats import NOISE_HINT, Spread, format_spread, spread, PairedDifference, split_half_line
 from simtune.results.ranking import SELECTION_METRIC, ConfigResult, compare, ranking_verdict, reproducibility
 from simtune.results.trials import TrialOutcome, load_configs, load_trials, selection_rule
-from simtune.tracking import figures, naming
+from simtune import figures
+from simtune.tracking import naming
 
 LAMBDA_KEYS = ("stage1.lambda_ci", "stage2.lambda_ci")
 BANK_KEYS = ("stage1.bank_size", "stage2.bank_size")

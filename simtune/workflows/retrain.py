@@ -38,8 +38,8 @@ from simtune.tracking.datasets import log_data_inputs
 from simtune.tracking.naming import CHAMPION
 from simtune.tracking.store import (TAG_PARENT, TAG_ROLE, TAG_RUN_DIR, TAG_SWEEP, TAG_SWEEP_DIR, TAG_TRIAL, connect,
                                     default_tracking_uri, ensure_experiment, find_sweep_parent, log_history,
-                                    log_metrics, log_params, normalise_uri, one_line, provenance_tags, search,
-                                    start_system_metrics)
+                                    log_metrics, log_params, normalise_uri, one_line, provenance_tags, search)
+from simtune.tracking.system_metrics import start_system_metrics
 from simtune import preflight
 from simtune.errors import NonFiniteLoss
 
