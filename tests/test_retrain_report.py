@@ -117,6 +117,21 @@ def test_report_of_hand_written_sweep_has_tables_importance_and_class_iou(tmp_pa
     assert "| 0.01 | 40.50 ± 0.71 | 41.50 ± 0.71 | 2 |" in text  # mean ± std over the two seeds
     assert "| road |" in text and "## Parameter importance" in text
     assert any("not attached to MLflow" in note for note in report.notes)
+    # Both seeds order the six configurations alike, but two seeds of six cannot reach p < 0.05.
+    assert "Against seed noise: **no configuration differs beyond seed noise (Friedman chi2 = " in text
+    assert "cannot reach p < 0.05 whatever the results" in text and "importances may rank noise" in text
+
+
+def test_report_says_the_configurations_differ_when_every_seed_agrees(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweeps" / "s"
+    for index, lam in enumerate((0.001, 0.01, 0.1, 1.0)):
+        for seed in (0, 1, 2):  # every seed orders the four configurations alike, seed effects aside
+            score = 30 + 2 * index + 5 * seed
+            write_trial(sweep, f"t{index}_{seed}", [score - 3, score], lambda_ci=lam, seed=seed)
+    text = (build_report(sweep).out_dir / "summary.md").read_text()
+    # chi2 = 12 / (3 * 4 * 5) * (3^2 + 6^2 + 9^2 + 12^2) - 3 * 3 * 5 = 9 with df 3: p = 0.029
+    assert ("Against seed noise: the configurations differ beyond seed noise (Friedman chi2 = 9.00, p = 0.029; "
+            "4 configurations × 3 seeds).") in text
 
 
 # ----------------------------------------------------------------------------- a tiny real sweep

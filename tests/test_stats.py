@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from simtune import stats
@@ -74,18 +75,29 @@ def test_paired_difference_rejects_bad_input() -> None:
 
 def test_verdict_lines() -> None:
     beyond = stats.PairedDifference(n=3, mean=1.8, half_width=0.9)
-    within = stats.PairedDifference(n=3, mean=0.4, half_width=0.9)
     assert stats.verdict(beyond, digits=1) == (
         "Verdict: best beats runner-up by 1.8 ± 0.9 mIoU (paired, n = 3): beyond noise"
     )
-    assert stats.verdict(within).endswith("by 0.40 ± 0.90 mIoU (paired, n = 3): within noise")
     behind = stats.PairedDifference(n=2, mean=-0.25, half_width=0.1)
     assert "best trails runner-up by 0.25 ± 0.10" in stats.verdict(behind)
 
 
+def test_verdict_within_noise_names_no_winner() -> None:
+    within = stats.PairedDifference(n=10, mean=0.18, half_width=0.2)
+    assert stats.verdict(within, first="+ AA + SIM", second="+ AA") == (
+        "Verdict: + AA + SIM leads + AA by 0.18 ± 0.20 mIoU (paired, n = 10): within noise"
+    )
+    behind = stats.verdict(stats.PairedDifference(n=3, mean=-0.4, half_width=0.9))
+    assert behind == "Verdict: best is behind runner-up by 0.40 ± 0.90 mIoU (paired, n = 3): within noise"
+    level = stats.verdict(stats.PairedDifference(n=2, mean=0.0, half_width=0.0))
+    assert level == "Verdict: best and runner-up differ by 0.00 ± 0.00 mIoU (paired, n = 2): within noise"
+    for line in (stats.verdict(within), behind, level):
+        assert "beats" not in line and "trails" not in line
+
+
 def test_verdict_with_one_replicate_says_how_to_measure_noise() -> None:
     line = stats.verdict(stats.PairedDifference(n=1, mean=0.55, half_width=None))
-    assert line.startswith("Verdict: best beats runner-up by 0.55 mIoU in a single run each")
+    assert line.startswith("Verdict: best leads runner-up by 0.55 mIoU in a single run each")
     assert "noise unknown" in line and "--replicates" in line and "±" not in line
 
 
@@ -104,17 +116,48 @@ def test_split_half_by_hand() -> None:
     result = stats.split_half(
         {"a": [1.0, 2.0, 3.0, 4.0], "b": [2.0, 3.0, 1.0, 1.0], "c": [3.0, 1.0, 5.0, 6.0]}
     )
-    assert result == stats.SplitHalf(rho=pytest.approx(-0.5), n_configs=3, half_size=2)
-    assert stats.split_half_line(result).startswith(
-        "Ranking reproducibility: Spearman -0.50 between the configuration rankings from replicates 0-1 and "
-        "from replicates 2-3 (3 configurations;")
+    assert (result.rho, result.n_configs, result.half_size) == (pytest.approx(-0.5), 3, 2)
+    assert result.reliability == 0.0  # halves that disagree project no reliability
+    assert result.resamples == stats.BOOTSTRAP_RESAMPLES
+    assert result.low is not None and result.high is not None and -1.0 <= result.low <= result.high <= 1.0
+    line = stats.split_half_line(result)
+    assert line.startswith(
+        f"Ranking reproducibility: Spearman -0.50 [{result.low:.2f}, {result.high:.2f}] between the configuration "
+        "rankings from replicates 0-1 and from replicates 2-3 (3 configurations;")
+    assert "Spearman-Brown reliability of the ranking from 4 replicates 0.00" in line
+    assert f"({stats.BOOTSTRAP_RESAMPLES} resamples within each half)" in line
+
+
+def test_spearman_brown_projects_the_half_correlation() -> None:
+    # 2r / (1 + r): 0.5 -> 2/3, 0.8 -> 1.6 / 1.8; 1 stays 1; r <= 0 gives 0
+    assert stats.spearman_brown(0.5) == pytest.approx(2.0 / 3.0)
+    assert stats.spearman_brown(0.8) == pytest.approx(1.6 / 1.8)
+    assert stats.spearman_brown(1.0) == 1.0
+    assert stats.spearman_brown(-0.3) == 0.0
+
+
+def test_split_half_bootstrap_is_deterministic_and_brackets_rho() -> None:
+    # 8 configurations, 6 seeds: a clear ordering (0 .. 3.5) under noise of sd 0.5.
+    rng = np.random.default_rng(7)
+    values = np.arange(8)[:, None] * 0.5 + 0.5 * rng.standard_normal((8, 6))
+    table = {f"c{i}": list(row) for i, row in enumerate(values)}
+    first, again = stats.split_half(table), stats.split_half(table)
+    assert first == again  # fixed RNG seed: same table, same interval
+    assert first.half_size == 3 and first.rho is not None and first.low is not None and first.high is not None
+    assert first.low <= first.rho <= first.high
+    assert first.reliability == pytest.approx(2 * first.rho / (1 + first.rho))
+    assert first.reliability_low == pytest.approx(stats.spearman_brown(first.low))
+    assert "Spearman-Brown reliability of the ranking from 6 replicates" in stats.split_half_line(first)
 
 
 def test_split_half_odd_k_and_missing_replicates() -> None:
     # K = 3: seeds 0 | 1, seed 2 unused; c lacks seed 1 and is left out.
     result = stats.split_half({"a": [1.0, 2.0, 99.0], "b": [2.0, 3.0, -99.0], "c": [5.0, None, 1.0]})
     assert (result.half_size, result.n_configs) == (1, 2)
-    assert result.rho == pytest.approx(1.0)
+    assert result.rho == pytest.approx(1.0) and result.reliability == pytest.approx(1.0)
+    assert (result.low, result.high, result.resamples) == (None, None, 0)  # one seed per half: no bootstrap
+    assert stats.split_half_line(result).endswith(
+        "no bootstrap interval with one replicate per half (K >= 4 gives one)")
 
 
 def test_split_half_needs_two_replicates() -> None:
@@ -136,3 +179,64 @@ def test_paired_p_value_matches_the_interval_and_holm_steps_down() -> None:
     assert holm_rejections([0.04, 0.01, 0.02]) == [True, True, True]
     assert holm_rejections([0.01, 0.03, 0.2]) == [True, False, False]
     assert holm_rejections([]) == []
+
+
+# ----------------------------------------------------------------------------- do the configurations differ?
+
+
+def _sweeps(rng: np.random.Generator, draws: int, k: int, shift: float = 0.0) -> np.ndarray:
+    """(draws, k seeds, 9 configurations) like real paired seeds: a per-seed effect every configuration
+    shares (sd 2) plus independent noise (sd 1); configuration 0 is ``shift`` noise-sds better."""
+    values = 2.0 * rng.standard_normal((draws, k, 1)) + rng.standard_normal((draws, k, 9))
+    values[:, :, 0] += shift
+    return values
+
+
+def _surface_rate(sweeps: np.ndarray) -> float:
+    """How often the surface test says "beyond noise" over the simulated sweeps."""
+    calls = [stats.surface_test({f"c{j}": list(sweep[:, j]) for j in range(sweep.shape[1])}) for sweep in sweeps]
+    return float(np.mean([result.beyond_noise is True for result in calls]))
+
+
+def _extremes_rate(sweeps: np.ndarray) -> float:
+    """The rule the surface test replaced: best against worst configuration mean, paired t-interval."""
+    hits = []
+    for sweep in sweeps:
+        order = np.argsort(sweep.mean(axis=0))
+        hits.append(paired_difference(list(sweep[:, order[-1]]), list(sweep[:, order[0]])).beyond_noise is True)
+    return float(np.mean(hits))
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_surface_test_rarely_calls_identical_configurations_different(k: int) -> None:
+    sweeps = _sweeps(np.random.default_rng(100 + k), 1000, k)
+    # The test is at the 5% level. A true rate of 5% measured on 1,000 sweeps has a Monte-Carlo sd of
+    # sqrt(0.05 * 0.95 / 1000) = 0.0069, so 0.065 is about 2.2 sd of slack above 0.05.
+    assert _surface_rate(sweeps) <= 0.065
+    # Best against worst, on the same sweeps, is fooled by picking the extremes.
+    assert _extremes_rate(sweeps) > 0.10
+
+
+def test_surface_test_finds_one_clearly_better_configuration() -> None:
+    sweeps = _sweeps(np.random.default_rng(200), 1000, 5, shift=3.0)
+    assert _surface_rate(sweeps) >= 0.5  # most of the time at K = 5 (Friedman: about 0.7)
+
+
+def test_surface_line_wording_and_two_configurations() -> None:
+    # Two configurations: the paired t-test. d = [1, 1.5, 2]: mean 1.5, sd 0.5, t = 1.5 / (0.5 / sqrt 3)
+    two = stats.surface_test({"a": [11.0, 21.5, 32.0], "b": [10.0, 20.0, 30.0]})
+    assert (two.test, two.n_configs, two.n_seeds) == ("paired t", 2, 3)
+    assert two.statistic == pytest.approx(1.5 / (0.5 / math.sqrt(3.0)))
+    assert two.p_value == paired_p_value([11.0, 21.5, 32.0], [10.0, 20.0, 30.0])
+    assert stats.surface_line(two).startswith(
+        "the configurations differ beyond seed noise (paired t = 5.20, p = 0.035;")
+    # Friedman; b lacks seed 1 and is left out rather than dropping seed 1 for all.
+    table = {"a": [1.0, 2.0, 3.0], "b": [2.0, None, 1.0], "c": [3.0, 1.0, 2.0], "d": [0.0, 3.0, 2.5]}
+    result = stats.surface_test(table)
+    assert (result.test, result.n_configs, result.n_seeds) == ("Friedman", 3, 3)
+    assert stats.surface_line(result).startswith("no configuration differs beyond seed noise (Friedman chi2 = ")
+    # Two seeds of three configurations can never reach p < 0.05, and the line says so.
+    tiny = stats.surface_test({"a": [1.0, 2.0], "b": [2.0, 3.0], "c": [3.0, 4.0]})
+    assert tiny.p_value == pytest.approx(math.exp(-2.0)) and tiny.min_p == pytest.approx(math.exp(-2.0))
+    assert "cannot reach p < 0.05 whatever the results" in stats.surface_line(tiny)
+    assert stats.surface_test({"a": [1.0], "b": [2.0], "c": [3.0]}).beyond_noise is None

@@ -138,7 +138,7 @@ def test_configurations_count_full_length_replicates_once_per_seed() -> None:
     diff = compare(best, second, "val/miou")  # paired over the one seed both counted
     assert diff is not None and (diff.n, diff.mean, diff.half_width) == (1, 2.0, None)
     assert ranking_verdict(ranked, "val/miou").line.startswith(
-        "Verdict: best beats runner-up by 2.00 mIoU in a single run each: noise unknown")
+        "Verdict: best leads runner-up by 2.00 mIoU in a single run each: noise unknown")
 
 
 def test_retrain_verdict_pairs_the_seeds_both_candidates_finished(tmp_path: Path) -> None:

@@ -12,13 +12,23 @@ Definitions used everywhere:
   d_i = a_i - b_i. Its 95% interval is mean(d) ± t_{0.975, n-1} · std(d) / sqrt(n) (Student's t,
   two-sided). "± h" in a verdict is that half-width h.
 - A difference is *beyond noise* iff its 95% interval excludes 0, otherwise *within noise*.
-  With n = 1 pair the interval (and so the noise) is unknown.
+  With n = 1 pair the interval (and so the noise) is unknown. A verdict says "beats"/"trails"
+  only beyond noise, "leads"/"is behind" within it.
+- Whether a sweep's configurations differ at all is one test over all of them (Friedman's,
+  ``surface``), never best against worst: picking the extremes inflates their difference.
+
+Modules: ``paired`` (spreads, paired intervals and p-values, Holm, verdicts), ``surface`` (do the
+configurations differ?), ``reproducibility`` (split-half Spearman, Spearman-Brown, bootstrap).
+Import from ``simtune.stats``.
 """
 
 from simtune.stats.paired import (ALPHA, CONFIDENCE, NOISE_HINT, PairedDifference, Spread, format_spread,
                                   holm_rejections, paired_difference, paired_p_value, spread, t_quantile, verdict)
-from simtune.stats.reproducibility import SplitHalf, spearman, split_half, split_half_line
+from simtune.stats.reproducibility import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, SplitHalf, spearman,
+                                           spearman_brown, split_half, split_half_line)
+from simtune.stats.surface import SurfaceTest, surface_line, surface_test
 
-__all__ = ["ALPHA", "CONFIDENCE", "NOISE_HINT", "PairedDifference", "SplitHalf", "Spread", "format_spread",
-           "holm_rejections", "paired_difference", "paired_p_value", "spearman", "split_half", "split_half_line",
-           "spread", "t_quantile", "verdict"]
+__all__ = ["ALPHA", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED", "CONFIDENCE", "NOISE_HINT", "PairedDifference",
+           "SplitHalf", "Spread", "SurfaceTest", "format_spread", "holm_rejections", "paired_difference",
+           "paired_p_value", "spearman", "spearman_brown", "split_half", "split_half_line", "spread",
+           "surface_line", "surface_test", "t_quantile", "verdict"]

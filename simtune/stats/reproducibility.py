@@ -1,4 +1,19 @@
-"""Split-half reproducibility of a configuration ranking."""
+"""Split-half reproducibility of a configuration ranking: would other seeds pick the same order?
+
+The seeds are split into two disjoint halves; each half ranks the configurations by their
+mean and ``rho`` is the Spearman correlation of the two rankings. Two further numbers:
+
+- **The Spearman-Brown correction** (Spearman 1910, Brown 1910, Br. J. Psychol. 3): a ranking
+  from all 2h seeds is more reliable than one from h. From the half-K correlation r, the
+  reliability of the full ranking is 2r / (1 + r). A negative r gives 0: halves that disagree
+  project no reliability (the formula would leave [-1, 1]).
+- **A bootstrap interval over seeds** (Efron and Tibshirani 1993, *An Introduction to the
+  Bootstrap*, ch. 13, percentile interval): ``BOOTSTRAP_RESAMPLES`` times, each half's seeds are
+  drawn with replacement from that half and rho is recomputed; the 2.5% and 97.5% quantiles
+  are the 95% interval. Resampling within each half keeps the halves disjoint: a seed drawn
+  into both would make them agree by construction. It needs two seeds per half (K >= 4); the
+  RNG seed is fixed (``BOOTSTRAP_SEED``), so the same table always gives the same interval.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +21,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from scipy import stats as _scipy_stats
 
-from simtune.stats.paired import NOISE_HINT, _finite
+from simtune.stats.paired import CONFIDENCE, NOISE_HINT, _finite
+
+BOOTSTRAP_RESAMPLES = 2000  # resamples of the seeds behind each interval
+BOOTSTRAP_SEED = 0  # fixed: an interval is a function of the table
 
 
 @dataclass(frozen=True)
@@ -16,12 +35,34 @@ class SplitHalf:
     """Spearman correlation of configuration rankings from two disjoint halves of the seeds.
 
     ``rho`` is None when it is undefined (fewer than 2 configurations with both halves, or one
-    half ranks every configuration equal).
+    half ranks every configuration equal); ``reliability`` is then None too. ``low``/``high``
+    bound rho's 95% bootstrap interval; None with one seed per half (K < 4) or when no resample
+    was defined.
     """
 
     rho: float | None
     n_configs: int  # configurations that have every replicate of both halves
     half_size: int  # replicates per half: floor(K / 2); with K odd the last one is unused
+    reliability: float | None = None  # Spearman-Brown: of the ranking from all 2 * half_size replicates
+    low: float | None = None  # 95% bootstrap interval of rho over seeds
+    high: float | None = None
+    resamples: int = 0  # bootstrap resamples drawn (0: none, so no interval)
+
+    @property
+    def reliability_low(self) -> float | None:
+        return None if self.low is None else spearman_brown(self.low)
+
+    @property
+    def reliability_high(self) -> float | None:
+        return None if self.high is None else spearman_brown(self.high)
+
+
+def spearman_brown(r: float) -> float:
+    """Reliability of a ranking from twice the seeds, from the split-half correlation r: 2r / (1 + r).
+
+    A negative r gives 0 (the halves disagree: no reliability to project).
+    """
+    return 0.0 if r <= 0.0 else 2.0 * r / (1.0 + r)
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
@@ -53,21 +94,43 @@ def split_half(replicates: Mapping[str, Sequence[float | None]]) -> SplitHalf:
             None for a replicate that did not finish). K is the longest sequence.
 
     The first floor(K/2) replicates form half A, the next floor(K/2) half B; each half ranks the
-    configurations by their mean and the result is the Spearman correlation of the two rankings.
+    configurations by their mean and the result is the Spearman correlation of the two rankings,
+    with its Spearman-Brown reliability and (K >= 4) its bootstrap interval (module docstring).
     Configurations missing a replicate of either half are left out.
     """
     k = max((len(v) for v in replicates.values()), default=0)
     h = k // 2
-    means_a: list[float] = []
-    means_b: list[float] = []
-    for values in replicates.values():
-        half_a, half_b = list(values[:h]), list(values[h : 2 * h])
-        if h == 0 or len(half_b) < h or any(v is None for v in half_a + half_b):
-            continue
-        means_a.append(math.fsum(v for v in half_a if v is not None) / h)
-        means_b.append(math.fsum(v for v in half_b if v is not None) / h)
-    rho = spearman(means_a, means_b) if len(means_a) >= 2 else None
-    return SplitHalf(rho=rho, n_configs=len(means_a), half_size=h)
+    complete = [[float(v) for v in values[: 2 * h] if v is not None] for values in replicates.values()]
+    table = [row for row in complete if h > 0 and len(row) == 2 * h]  # (n_configs, 2h)
+    means_a = [math.fsum(row[:h]) / h for row in table]
+    means_b = [math.fsum(row[h:]) / h for row in table]
+    rho = spearman(means_a, means_b) if len(table) >= 2 else None
+    if rho is None:
+        return SplitHalf(rho=None, n_configs=len(table), half_size=h)
+    low, high, drawn = _bootstrap(np.array(table), h)
+    return SplitHalf(rho=rho, n_configs=len(table), half_size=h, reliability=spearman_brown(rho),
+                     low=low, high=high, resamples=drawn)
+
+
+def _bootstrap(table: np.ndarray, h: int) -> tuple[float | None, float | None, int]:
+    """rho's percentile interval over seeds resampled within each half; ``table`` is (n_configs, 2h)."""
+    if h < 2:
+        return None, None, 0
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    pick_a = rng.integers(0, h, size=(BOOTSTRAP_RESAMPLES, h))  # (B, h) seeds of half A
+    pick_b = rng.integers(h, 2 * h, size=(BOOTSTRAP_RESAMPLES, h))  # (B, h) seeds of half B
+    ranks_a = _scipy_stats.rankdata(table[:, pick_a].mean(axis=2), axis=0)  # (n_configs, B)
+    ranks_b = _scipy_stats.rankdata(table[:, pick_b].mean(axis=2), axis=0)
+    ranks_a -= ranks_a.mean(axis=0)
+    ranks_b -= ranks_b.mean(axis=0)
+    scale = np.sqrt((ranks_a**2).sum(axis=0) * (ranks_b**2).sum(axis=0))
+    defined = scale > 0  # a resample whose half ranks every configuration equal has no rho
+    rhos = (ranks_a * ranks_b).sum(axis=0)[defined] / scale[defined]
+    if rhos.size == 0:
+        return None, None, BOOTSTRAP_RESAMPLES
+    tail = (1.0 - CONFIDENCE) / 2.0
+    low, high = np.quantile(rhos, [tail, 1.0 - tail])
+    return float(low), float(high), BOOTSTRAP_RESAMPLES
 
 
 def split_half_line(result: SplitHalf, *, digits: int = 2) -> str:
@@ -82,11 +145,25 @@ def split_half_line(result: SplitHalf, *, digits: int = 2) -> str:
     if result.rho is None:
         return "Ranking reproducibility: undefined: one half of the replicates ranks all configurations equal"
     h = result.half_size
-    return (
-        f"Ranking reproducibility: Spearman {result.rho:.{digits}f} between the configuration rankings "
-        f"from replicates {_indices(0, h - 1)} and from replicates {_indices(h, 2 * h - 1)} "
-        f"({result.n_configs} configurations; 1 = same order, 0 = unrelated, -1 = reversed)"
+    line = (
+        f"Ranking reproducibility: Spearman {result.rho:.{digits}f}{_interval(result.low, result.high, digits)} "
+        f"between the configuration rankings from replicates {_indices(0, h - 1)} and from replicates "
+        f"{_indices(h, 2 * h - 1)} ({result.n_configs} configurations; 1 = same order, 0 = unrelated, "
+        f"-1 = reversed)"
     )
+    if result.reliability is not None:
+        line += (f"; Spearman-Brown reliability of the ranking from {2 * h} replicates "
+                 f"{result.reliability:.{digits}f}"
+                 f"{_interval(result.reliability_low, result.reliability_high, digits)}")
+    if result.low is not None:
+        return line + f"; [ ] = 95% bootstrap interval over seeds ({result.resamples} resamples within each half)"
+    if h < 2:
+        return line + "; no bootstrap interval with one replicate per half (K >= 4 gives one)"
+    return line + "; no bootstrap interval: every resample ranked all configurations equal"
+
+
+def _interval(low: float | None, high: float | None, digits: int) -> str:
+    return "" if low is None or high is None else f" [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def _indices(first: int, last: int) -> str:

@@ -6,7 +6,8 @@ evaluation, mean over replicates, the one rule).
 The report mirrors the paper's ablations: Table 3 (mIoU against ``lambda_ci`` at fixed
 ``w`` = ``bank_size``) and Table 4 (against ``w`` at fixed ``lambda_ci``), each point the mean
 ± std over the replicates (seeds) with its n; parameter importances from an Optuna study
-rebuilt from the configuration means, flagged when the surface's range is within the noise;
+rebuilt from the configuration means, flagged unless the configurations differ beyond the seed
+noise (one test over all of them, ``simtune.stats.surface_test``);
 the best configuration's per-class IoU; how far each label-free ``select/*`` validator tracks
 ``report/miou`` (``simtune.selection.trust``); and a markdown summary that states the verdict
 on best against runner-up (paired 95% interval, ``simtune.stats``) and, with two replicates or
@@ -29,8 +30,9 @@ from simtune.errors import ConfigError, SimtuneError
 from simtune.labels import CLASS_NAMES
 from simtune.rundir import RunDir
 from simtune.selection import trust
-from simtune.stats import NOISE_HINT, Spread, format_spread, spread, PairedDifference, split_half_line
-from simtune.results.ranking import SELECTION_METRIC, ConfigResult, compare, ranking_verdict, reproducibility
+from simtune.stats import (NOISE_HINT, Spread, SurfaceTest, format_spread, split_half_line, spread, surface_line,
+                           surface_test)
+from simtune.results.ranking import SELECTION_METRIC, ConfigResult, ranking_verdict, reproducibility
 from simtune.results.trials import TrialOutcome, load_configs, load_trials, selection_rule
 from simtune import figures
 from simtune.tracking import naming
@@ -112,19 +114,22 @@ def param_importances(configs: Sequence[ConfigResult], params: Sequence[str], me
     return optuna.importance.get_param_importances(study)
 
 
-def surface_noise(ranked: Sequence[ConfigResult], metric: str) -> tuple[PairedDifference | None, str]:
-    """Highest against lowest configuration mean, paired, and a line saying whether that range is noise."""
+def surface_noise(ranked: Sequence[ConfigResult], metric: str) -> tuple[SurfaceTest | None, str]:
+    """Whether the configurations differ at all beyond the seed noise, and a line saying so.
+
+    One test over every configuration, blocked by seed (``simtune.stats.surface_test``: Friedman's
+    test, the paired t-test for two): best against worst would be beyond noise far too often on
+    identical configurations, because picking the extremes inflates their difference.
+    """
     if len(ranked) < 2:
         return None, ""
-    diff = compare(ranked[0], ranked[-1], metric)
-    if diff is None or diff.beyond_noise is None:
-        return diff, (f"the configuration means span {_span(ranked, metric):.2f}; with one replicate the noise "
+    if max(c.n for c in ranked) < 2:
+        return None, (f"the configuration means span {_span(ranked, metric):.2f}; with one replicate the noise "
                       f"is unknown, so the importances may rank noise ({NOISE_HINT})")
-    if not diff.beyond_noise:
-        return diff, (f"**within noise**: the configuration means span {diff.mean:.2f} ± {diff.half_width:.2f} "
-                      f"(best − worst, paired, n = {diff.n}, 95% interval holds 0), so the importances rank noise")
-    return diff, (f"the configuration means span {diff.mean:.2f} ± {diff.half_width:.2f} (best − worst, paired, "
-                  f"n = {diff.n}): beyond noise")
+    seeds = sorted({s for c in ranked for s in c.by_seed(metric)})
+    result = surface_test({str(i): [c.by_seed(metric).get(s) for s in seeds] for i, c in enumerate(ranked)})
+    line = surface_line(result)
+    return result, (line if result.beyond_noise else f"**{line}**, so the importances may rank noise")
 
 
 def _span(ranked: Sequence[ConfigResult], metric: str) -> float:
@@ -234,8 +239,8 @@ def _importances(report: Report, configs: Sequence[ConfigResult], metric: str,
     except SimtuneError as exc:
         report.notes.append(f"parameter importance skipped: {exc}")
         return {}, ""
-    diff, flag = surface_noise(configs, metric)
-    noisy = diff is None or not diff.beyond_noise
+    surface, flag = surface_noise(configs, metric)
+    noisy = surface is None or not surface.beyond_noise
     title = f"parameter importance for {metric} ({len(configs)} configuration means)"
     fig = figures.importance_bars(importances, title + ("\nWITHIN NOISE: ranks noise" if noisy else ""))
     report.files.append(figures.save_figure(fig, report.out_dir / "importance.png"))
@@ -307,7 +312,7 @@ def _markdown(report: Report, trials: Sequence[TrialOutcome], configs: Sequence[
         lines.append("")
     importances, flag = importance
     if importances:
-        lines += ["## Parameter importance (on configuration means)", "", f"Range of the surface: {flag}.", "",
+        lines += ["## Parameter importance (on configuration means)", "", f"Against seed noise: {flag}.", "",
                   "| parameter | importance |", "|---|---|"]
         lines += [f"| {k} | {v:.3f} |" for k, v in importances.items()] + [""]
     lines += [f"## Per-class IoU of the best configuration (mean of {best.n} replicate(s), last evaluation)", "",
