@@ -9,7 +9,7 @@ from typing import Any
 
 from simtune.errors import EXIT_INTERRUPTED, EXIT_TRIALS_FAILED, EXIT_USER_ERROR, ConfigError
 from simtune.results.ranking import SELECTION_METRIC as ORACLE
-from simtune.results.summary import MetricSpread, Summary
+from simtune.results.summary import ConfigSummary, MetricSpread, Summary
 from simtune.results.sweepdir import SweepDir
 from simtune.stats import Spread, format_spread
 from simtune.tables import text_table
@@ -129,16 +129,31 @@ def _config_table(summary: Summary) -> list[str]:
     metric, ranked = summary.metric, summary.ranked
     params = list(ranked[0].params) if ranked else []
     scores = list(dict.fromkeys([metric, ORACLE, "report/miou"]))
+    racing = any(c.eliminated_after is not None for c in summary.configs)
     rows = [["rank", *params, *(f"{m} (oracle)" if m == ORACLE and m != metric else m for m in scores), "n",
-             "trials"]]
+             *(["race"] if racing else []), "trials"]]
     for c in ranked[:TOP]:
         cells = [_pm(c.mean, c.std) if m == metric else _pm_entry(c.spreads.get(m)) for m in scores]
-        rows.append([str(c.rank) + ("" if c.trained_to_end else "*"), *(_num(c.params[p]) for p in params),
-                     *cells, str(c.n), ", ".join(c.trial_ids)])
+        race = [_race_cell(c)] if racing else []
+        mark = "" if c.trained_to_end or c.eliminated_after is not None else "*"
+        rows.append([str(c.rank) + mark, *(_num(c.params[p]) for p in params), *cells, str(c.n), *race,
+                     ", ".join(c.trial_ids)])
     lines = [text_table(rows, rule=False), "(mean ± std over each configuration's replicates, n of them)"]
+    if racing:
+        spent = sum(c.n for c in summary.configs)
+        full = len(summary.configs) * summary.replicates
+        lines.append(f"racing: {spent} of the {full} trials that {summary.replicates} seeds for every "
+                     f"configuration would cost ({spent / full:.0%}); eliminated configurations rank after "
+                     f"those still racing at the end")
     if len(ranked) > TOP:
         lines.append(f"({len(ranked) - TOP} more configurations in summary.json)")
     return lines
+
+
+def _race_cell(c: ConfigSummary) -> str:
+    if c.eliminated_after is None:
+        return "in the final round"
+    return f"{c.eliminated_reason} after {c.eliminated_after}"
 
 
 def _pm_entry(entry: MetricSpread | None) -> str:

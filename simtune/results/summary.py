@@ -56,6 +56,8 @@ class ConfigSummary:
     trained_to_end: bool
     trial_ids: list[str]
     spreads: dict[str, MetricSpread | None] = field(default_factory=dict)  # val/miou, report/miou
+    eliminated_after: int | None = None  # racing: the seeds it had run when the race dropped it
+    eliminated_reason: str | None = None  # racing: "beaten" by the leader, or "failed"
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,10 @@ class Reproducibility:
     spearman: float | None = None
     configs: int = 0
     half_size: int = 0
+    reliability: float | None = None  # Spearman-Brown: of the ranking from 2 * half_size replicates
+    low: float | None = None  # 95% bootstrap interval of ``spearman`` over seeds (K >= 4)
+    high: float | None = None
+    resamples: int = 0  # bootstrap resamples behind low/high (0: no interval)
 
 
 @dataclass(frozen=True)

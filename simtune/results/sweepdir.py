@@ -62,6 +62,25 @@ class SweepDir:
         """Where the MLflow trial logger finds this driver's store and parent run."""
         return self.root / "tracking.json"
 
+    @property
+    def race(self) -> Path:
+        """A racing sweep's decisions: the configurations, and per round who raced, who left and why."""
+        return self.root / "race.json"
+
+    @property
+    def race_rounds(self) -> Path:
+        return self.root / "race"
+
+    def race_round(self, n: int) -> Path:
+        """The Tune experiment folder of racing round ``n`` (1-based)."""
+        return self.race_rounds / f"round{n:02d}"
+
+    def rounds(self) -> list[Path]:
+        """The racing rounds' Tune experiment folders, in order; [] for a sweep that does not race."""
+        folder = self.race_rounds
+        return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("round")) \
+            if folder.is_dir() else []
+
     def run(self, trial_id: str) -> RunDir:
         return RunDir(self.runs / trial_id)
 

@@ -18,6 +18,7 @@ from simtune.search.algorithms import ALGORITHMS, PARAM_KINDS, SCHEDULERS, with_
 from simtune.labels import CLASS_NAMES
 from simtune.selection import PREFIX as SELECT_PREFIX
 from simtune.selection import SELECT_METRICS
+from simtune.search.racing import Racing
 from simtune.search.space import (STAGE2_ONLY, TOP_LEVEL_KEYS, Param, Resources, Scheduler, Search, SearchSpace,
                                   range_samples)
 
@@ -52,6 +53,7 @@ def load_space(path: Path, overrides: Sequence[str] = ()) -> SearchSpace:
         max_concurrent=_optional_int(path, "max_concurrent", data.get("max_concurrent"), 1),
         max_failures=_int(path, "max_failures", data.get("max_failures", 2), -1),
         replicates=_replicates(path, "replicates", data.get("replicates", 1), params),
+        racing=_racing(path, data),
     )
     _check_overrides_do_not_touch_params(path, overrides, params)
     _check_params_take_effect(space)
@@ -188,6 +190,34 @@ def _replicates(path: Path, key: str, value: Any, params: Mapping[str, Param]) -
     return k
 
 
+def _racing(path: Path, data: dict[str, Any]) -> Racing | None:
+    """The ``racing:`` block, checked against what a race can run.
+
+    Raises:
+        SearchSpaceError: unknown keys, bad bounds, or a setting racing cannot be combined with.
+    """
+    if data.get("racing") is None:
+        return None
+    raw = _mapping(path, "racing", data["racing"])
+    _check_keys(path, "racing.", raw, ("min_replicates", "max_replicates", "confidence"))
+    low = _int(path, "racing.min_replicates", raw.get("min_replicates", 2), 2)
+    high = _int(path, "racing.max_replicates", raw.get("max_replicates", 10), low)
+    confidence = raw.get("confidence", 0.95)
+    if not _is_number(confidence) or not 0.5 <= float(confidence) < 1.0:
+        raise SearchSpaceError(f"{path}: racing.confidence must be a number in [0.5, 1), got {confidence!r}")
+    if data.get("replicates", 1) != 1:
+        raise SearchSpaceError(f"{path}: 'racing' decides how many seeds each configuration gets; remove "
+                               f"'replicates' (racing.min_replicates is the least any configuration gets)")
+    algorithm = (data.get("search") or {}).get("algorithm", "grid")
+    if algorithm not in ("grid", "random"):
+        raise SearchSpaceError(f"{path}: racing runs a fixed set of configurations: search.algorithm must be grid "
+                               f"or random, got '{algorithm}'")
+    if (data.get("scheduler") or {}).get("type", "fifo") != "fifo":
+        raise SearchSpaceError(f"{path}: racing judges whole configurations on finished seeds; use scheduler "
+                               f"type fifo, not '{data['scheduler']['type']}'")
+    return Racing(low, high, float(confidence))
+
+
 def _metric(path: Path, metric: Any) -> str:
     """Selection happens on the ``val/`` (selection) split, the oracle, or by a label-free
     ``select/<name>`` validator; ``report/`` stays untouched by tuning."""
@@ -289,6 +319,9 @@ def override_settings(space: SearchSpace, *, num_samples: int | None = None, cpu
                       search_seed: int | None = None, replicates: int | None = None) -> SearchSpace:
     """The space with command-line settings replacing the file's (None keeps the file's value)."""
     where = Path("command line")
+    if replicates is not None and space.racing is not None:
+        raise SearchSpaceError(f"{space.file}: --replicates cannot be used with 'racing' (the race decides the "
+                               f"seeds); change racing.min_replicates / max_replicates in the space file")
     if search_seed is not None:
         space = dataclasses.replace(space, search=dataclasses.replace(
             space.search, seed=_int(where, "--search-seed", search_seed, 0)))

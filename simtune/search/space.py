@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,10 +35,11 @@ from typing import Any
 
 from simtune import config
 from simtune.schema import Config
+from simtune.search.racing import Racing
 from simtune.search.replicates import config_values, replicate_index, replicate_seed
 
 TOP_LEVEL_KEYS = ("base", "set", "metric", "mode", "search", "scheduler", "num_samples", "replicates",
-                  "resources", "max_concurrent", "max_failures", "params")
+                  "resources", "max_concurrent", "max_failures", "params", "racing")
 STAGE2_ONLY = ("stage2.", "pseudo_label.")  # keys that matter only when stage 2 runs (mode aa_sim_ssl)
 
 
@@ -94,6 +96,7 @@ class SearchSpace:
     max_concurrent: int | None = None
     max_failures: int = 2
     replicates: int = 1  # K: every configuration trains with seeds base + 0 .. K-1 (simtune.search.replicates)
+    racing: Racing | None = None  # seeds only for contenders (simtune.search.racing); replaces replicates
 
     @property
     def base_config(self) -> Config:
@@ -122,6 +125,21 @@ class SearchSpace:
             points = [{key: value} for key, values in options.items() for value in values]
         return [self.base_config, *(self.config_for(point) for point in points)]
 
+    def configurations(self) -> list[dict[str, Any]]:
+        """The fixed set of configurations a race runs (grid or random search), in a stable order.
+
+        Grid: every combination of the grid values. Random: ``num_samples`` draws of the
+        ranged and choice keys (``search.seed``), each crossed with every grid combination.
+        """
+        grid = {k: p.values for k, p in self.params.items() if p.kind == "grid"}
+        combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+        drawn = [k for k, p in self.params.items() if p.kind != "grid"]
+        if not drawn:
+            return combos
+        rng = random.Random(self.search.seed)
+        samples = [{k: draw(self.params[k], rng) for k in drawn} for _ in range(self.num_samples)]
+        return [{k: {**sample, **combo}[k] for k in self.params} for sample in samples for combo in combos]
+
     def total_iters(self) -> int:
         """Iterations of a full trial of the base config, over both stages."""
         return final_iteration(self.base_config)
@@ -148,3 +166,15 @@ def plain_value(value: Any) -> Any:
     """Numpy scalars from samplers -> Python numbers, which the schema's type checks expect."""
     item = getattr(value, "item", None)
     return item() if callable(item) and not isinstance(value, (list, tuple, dict)) else value
+
+
+def draw(param: Param, rng: random.Random) -> Any:
+    """One value of a choice or ranged parameter (``randint``'s high is included)."""
+    if param.kind in ("grid", "choice"):
+        return rng.choice(list(param.values))
+    low, high = param.values
+    if param.kind == "uniform":
+        return rng.uniform(low, high)
+    if param.kind == "loguniform":
+        return math.exp(rng.uniform(math.log(low), math.log(high)))
+    return rng.randint(low, high)

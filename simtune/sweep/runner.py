@@ -34,6 +34,7 @@ from simtune.sweep.cluster import check_shared_storage, init_ray
 from simtune.sweep.lock import SweepLock
 from simtune.sweep.mlflow_callback import trial_loggers
 from simtune.sweep.options import SweepOptions
+from simtune.sweep.race import run_race
 from simtune.sweep.summarize import summarize
 from simtune.sweep.tuner import build_tuner
 from simtune.tracking.sweep import SweepTracker
@@ -78,7 +79,10 @@ def _run_on_ray(space: SearchSpace, options: SweepOptions, record: dict[str, Any
     try:
         check_shared_storage(options.storage, explicit=options.storage_explicit)
         _record_sweep(space, options, record)
-        build_tuner(space, options, trial_loggers(tracker)).fit()
+        if space.racing is not None:
+            run_race(space, options, trial_loggers(tracker))
+        else:
+            build_tuner(space, options, trial_loggers(tracker)).fit()
         return summarize(space, options.sweep_dir)
     finally:
         if started_ray:
@@ -100,7 +104,8 @@ def _check_sweep_dir(space: SearchSpace, options: SweepOptions, overrides: list[
               "space_hash": space_hash(space), "settings": _settings(space)}
     if options.resume:
         path = SweepDir(options.sweep_dir).record
-        if not tune.Tuner.can_restore(str(options.sweep_dir)):
+        resumable = path.is_file() if space.racing else tune.Tuner.can_restore(str(options.sweep_dir))
+        if not resumable:
             raise ConfigError(f"{options.sweep_dir}: no sweep to resume here; check --name and --storage")
         old = json.loads(path.read_text()) if path.is_file() else {}
         if old.get("space_hash") != record["space_hash"]:
@@ -133,7 +138,8 @@ def _settings(space: SearchSpace) -> dict[str, Any]:
     return {"metric": space.metric, "mode": space.mode, "search": asdict(space.search),
             "scheduler": asdict(space.scheduler), "num_samples": space.num_samples,
             "resources": asdict(space.resources), "max_concurrent": space.max_concurrent,
-            "max_failures": space.max_failures, "replicates": space.replicates}
+            "max_failures": space.max_failures, "replicates": space.replicates,
+            "racing": asdict(space.racing) if space.racing else None}
 
 
 def _open_tracker(space: SearchSpace, options: SweepOptions) -> SweepTracker:

@@ -7,6 +7,7 @@ retried) and is marked ERROR here, from its run directory's ``failure.json``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from simtune.results.ranking import (SELECTION_METRIC, ConfigResult, Replicate, 
 from simtune.results.summary import (ConfigSummary, Counts, MetricSpread, NoiseVerdict, Reproducibility, Summary,
                                      TrialSummary)
 from simtune.results.sweepdir import SweepDir
+from simtune.results.trials import config_key, eliminations
 from simtune.search.replicates import replicate_index
 from simtune.search.space import SearchSpace
 from simtune.stats import split_half_line
@@ -26,25 +28,35 @@ RESULT_NOISE = ("time_this_iter_s", "time_total_s", "timestamp", "training_itera
 
 
 def summarize(space: SearchSpace, sweep_dir: Path) -> Summary:
-    """Every trial and every configuration (ranked by the one rule); ``best``, the verdict, the counts."""
+    """Every trial and every configuration (ranked by the one rule); ``best``, the verdict, the counts.
+
+    A racing sweep's trials come from all its rounds; a configuration the race eliminated ranks
+    after those still racing at the end, as a trial stopped early ranks after finished ones.
+    """
     from ray import tune
 
-    analysis = tune.ExperimentAnalysis(str(sweep_dir), default_metric=space.metric, default_mode=space.mode)
-    trials = sorted((_trial_summary(space, sweep_dir, trial) for trial in analysis.trials), key=lambda t: t.trial_id)
+    folder = SweepDir(sweep_dir)
+    trials = sorted((trial_summary(space, sweep_dir, trial) for experiment in (folder.rounds() or [sweep_dir])
+                     for trial in tune.ExperimentAnalysis(str(experiment), default_metric=space.metric,
+                                                          default_mode=space.mode).trials),
+                    key=lambda t: t.trial_id)
     configs = group_configs(trials, lambda t: t.params, lambda t: Replicate(
         t.trial_id, t.seed, Standing(t.metrics.get(space.metric), t.status == "TERMINATED" and not t.stopped_early,
                                      t.stopped_early), t.metrics))
+    left = eliminations(sweep_dir)
+    configs = [dataclasses.replace(c, completed=False) if config_key(c.params) in left else c for c in configs]
     ranked = rank_configs(configs, space.metric, space.mode)
     by_id = {t.trial_id: t for t in trials}
     unranked = [c for c in configs if all(c is not r for r in ranked)]  # no counted replicate
     return Summary(
         sweep=sweep_dir.name, sweep_dir=str(sweep_dir), space_file=str(space.file), metric=space.metric,
-        mode=space.mode, max_iteration=space.scheduler.max_t, replicates=space.replicates,
+        mode=space.mode, max_iteration=space.scheduler.max_t,
+        replicates=space.racing.max_replicates if space.racing else space.replicates,
         counts=_counts(trials, len(configs)),
         best=by_id[ranked[0].replicates[0].trial_id] if ranked else None,
         ranking=[r.trial_id for c in ranked for r in c.replicates],
-        configs=[*(_config_summary(c, space.metric, i) for i, c in enumerate(ranked, 1)),
-                 *(_config_summary(c, space.metric, None) for c in unranked)],
+        configs=[*(_config_summary(c, space.metric, i, left) for i, c in enumerate(ranked, 1)),
+                 *(_config_summary(c, space.metric, None, left) for c in unranked)],
         verdict=_verdict(ranked, space.metric), reproducibility=_reproducibility(ranked, space.metric),
         trials=trials)
 
@@ -57,14 +69,17 @@ def _counts(trials: list[TrialSummary], configs: int) -> Counts:
                   statuses=statuses)
 
 
-def _config_summary(c: ConfigResult, metric: str, place: int | None) -> ConfigSummary:
+def _config_summary(c: ConfigResult, metric: str, place: int | None,
+                    left: dict[str, dict[str, Any]]) -> ConfigSummary:
     """One configuration: mean and std of the selection metric over its counted replicates."""
     sel = c.spread(metric)
     spreads = {m: None if (s := c.spread(m)) is None else MetricSpread(s.n, s.mean, s.std)
                for m in dict.fromkeys((SELECTION_METRIC, "report/miou")) if m != metric}
     return ConfigSummary(rank=place, params=c.params, n=c.n, seeds=[r.seed for r in c.replicates],
                          mean=None if sel is None else sel.mean, std=None if sel is None else sel.std,
-                         trained_to_end=c.completed, trial_ids=list(c.trial_ids), spreads=spreads)
+                         trained_to_end=c.completed, trial_ids=list(c.trial_ids), spreads=spreads,
+                         eliminated_after=gone["after"] if (gone := left.get(config_key(c.params))) else None,
+                         eliminated_reason=gone["reason"] if gone else None)
 
 
 def _verdict(ranked: list[ConfigResult], metric: str) -> NoiseVerdict:
@@ -77,10 +92,11 @@ def _verdict(ranked: list[ConfigResult], metric: str) -> NoiseVerdict:
 
 def _reproducibility(ranked: list[ConfigResult], metric: str) -> Reproducibility:
     halves = reproducibility(ranked, metric)
-    return Reproducibility(split_half_line(halves), halves.rho, halves.n_configs, halves.half_size)
+    return Reproducibility(split_half_line(halves), halves.rho, halves.n_configs, halves.half_size,
+                           halves.reliability, halves.low, halves.high, halves.resamples)
 
 
-def _trial_summary(space: SearchSpace, sweep_dir: Path, trial: Any) -> TrialSummary:
+def trial_summary(space: SearchSpace, sweep_dir: Path, trial: Any) -> TrialSummary:
     metrics = {k: v for k, v in (trial.last_result or {}).items() if k not in RESULT_NOISE}
     reason = metrics.pop("failure_reason", None)
     metrics.pop("failed", None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from simtune.search.algorithms import ALGORITHMS
@@ -25,33 +26,69 @@ def build_tuner(space: SearchSpace, options: SweepOptions, callbacks: list[Any])
     """The ``tune.Tuner`` of a sweep (restored from the sweep folder with ``options.resume``)."""
     from ray import tune
 
-    context = TrialContext(space=space, sweep_dir=options.sweep_dir, share_stage1=options.share_stage1,
-                           share_stage0=options.share_stage0)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context),
-                                    {"cpu": space.resources.cpus, "gpu": space.resources.gpus})
-    # The compact CLIReporter table instead of Tune's per-trial boxes of every metric; a
-    # checkpoint at every evaluation is wanted, so no warning about frequent snapshots.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    trainable = _trainable(space, options)
     if options.resume:  # the callbacks come back from Tune's saved experiment (see mlflow_callback)
         return tune.Tuner.restore(str(options.sweep_dir), trainable, resume_unfinished=True, resume_errored=False)
     searcher = ALGORITHMS[space.search.algorithm].searcher
     return tune.Tuner(
         trainable,
         param_space=param_space({key: _domain(param) for key, param in space.params.items()},
-                                           space.replicates, searcher),
+                                space.replicates, searcher),
         tune_config=tune.TuneConfig(
             metric=space.metric, mode=space.mode, search_alg=_search_alg(space), scheduler=_scheduler(space),
             num_samples=tune_num_samples(space.num_samples, space.replicates, searcher),
             trial_dirname_creator=_trial_dirname, reuse_actors=False,
             # Tune limits a Searcher (Optuna) this way; the grid/random generator limits itself.
             max_concurrent_trials=space.max_concurrent if searcher else None),
-        run_config=tune.RunConfig(
-            name=options.name, storage_path=str(options.storage), callbacks=callbacks, verbose=1,
-            progress_reporter=_live_table(space),
-            failure_config=tune.FailureConfig(max_failures=space.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+        run_config=_run_config(space, options.name, options.storage, callbacks),
     )
+
+
+def build_round_tuner(space: SearchSpace, options: SweepOptions, callbacks: list[Any], round_dir: Path,
+                      configurations: list[dict[str, Any]], replicate: int) -> Any:
+    """The ``tune.Tuner`` of one racing round: each of ``configurations`` once, with seed index ``replicate``.
+
+    Restored (unfinished trials continue, finished ones are kept) when ``round_dir`` already holds
+    that round, as after a killed driver.
+    """
+    from ray import tune
+    from ray.tune.search import BasicVariantGenerator
+
+    trainable = _trainable(space, options)
+    if tune.Tuner.can_restore(str(round_dir)):
+        return tune.Tuner.restore(str(round_dir), trainable, resume_unfinished=True, resume_errored=False)
+    points = [{**values, TRIAL_INDEX: replicate} for values in configurations]
+    domains = {key: tune.choice(sorted({c[key] for c in configurations}, key=str)) for key in space.params}
+    return tune.Tuner(
+        trainable, param_space={**domains, TRIAL_INDEX: replicate},
+        tune_config=tune.TuneConfig(
+            metric=space.metric, mode=space.mode, num_samples=len(points), trial_dirname_creator=_trial_dirname,
+            search_alg=BasicVariantGenerator(points_to_evaluate=points, max_concurrent=space.max_concurrent or 0),
+            reuse_actors=False),
+        run_config=_run_config(space, round_dir.name, round_dir.parent, callbacks),
+    )
+
+
+def _trainable(space: SearchSpace, options: SweepOptions) -> Any:
+    from ray import tune
+
+    context = TrialContext(space=space, sweep_dir=options.sweep_dir, share_stage1=options.share_stage1,
+                           share_stage0=options.share_stage0)
+    # The compact CLIReporter table instead of Tune's per-trial boxes of every metric; a
+    # checkpoint at every evaluation is wanted, so no warning about frequent snapshots.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    return tune.with_resources(tune.with_parameters(run_trial, context=context),
+                               {"cpu": space.resources.cpus, "gpu": space.resources.gpus})
+
+
+def _run_config(space: SearchSpace, name: str, storage: Path, callbacks: list[Any]) -> Any:
+    from ray import tune
+
+    return tune.RunConfig(
+        name=name, storage_path=str(storage), callbacks=callbacks, verbose=1, progress_reporter=_live_table(space),
+        failure_config=tune.FailureConfig(max_failures=space.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
 
 
 def _live_table(space: SearchSpace) -> Any:
@@ -60,7 +97,7 @@ def _live_table(space: SearchSpace) -> Any:
 
     metrics = {"iteration": "iter", "stage": "stage", space.metric: space.metric, "report/miou": "report/miou"}
     columns = {key: key for key in space.params}
-    if space.replicates > 1:
+    if space.replicates > 1 or space.racing is not None:
         columns[TRIAL_INDEX] = "replicate"
     return tune.CLIReporter(metric_columns=metrics, parameter_columns=columns, max_report_frequency=30,
                             sort_by_metric=True)

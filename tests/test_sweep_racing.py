@@ -1,0 +1,108 @@
+"""Racing sweeps through the real CLI on the session's Ray: seeds go only to contenders."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simtune.cli import main
+from simtune.errors import EXIT_TRIALS_FAILED, EXIT_USER_ERROR
+from simtune.results.sweepdir import SweepDir
+from simtune.rundir import RunDir
+from simtune.testing import write_tiny_space as write_space
+
+from conftest import kill_group
+from test_sweep import run_sweep, summary_of, sweep_command
+
+RACING = {"min_replicates": 2, "max_replicates": 3}
+
+
+def race_record(sweep_dir: Path) -> dict[str, Any]:
+    return json.loads(SweepDir(sweep_dir).race.read_text())
+
+
+@pytest.mark.ray_sweep
+def test_a_failing_configuration_leaves_the_race_and_the_others_race_on(tmp_path: Path,
+                                                                        tiny_bench: tuple[Path, Path]) -> None:
+    space = write_space(tmp_path, tiny_bench, {"stage1.lambda_ci": {"grid": [0.01, 0.02, 0.03]}}, racing=RACING)
+    proc = run_sweep(space, tmp_path / "sweeps", "race", env={"SIMTUNE_FAULT": "nan_at=2@stage1.lambda_ci=0.03"},
+                     expect=EXIT_TRIALS_FAILED)
+    sweep_dir = tmp_path / "sweeps" / "race"
+    summary = summary_of(sweep_dir)
+    configs = {c["params"]["stage1.lambda_ci"]: c for c in summary["configs"]}
+    assert configs[0.03]["eliminated_after"] == 1 and configs[0.03]["eliminated_reason"] == "failed"
+    first = race_record(sweep_dir)["rounds"][0]
+    assert len(first["entered"]) == 3 and len(first["survivors"]) == 2  # eliminated after one seed
+    second = race_record(sweep_dir)["rounds"][1]
+    assert len(second["entered"]) == 2  # the failed configuration got no second seed
+    for value in (0.01, 0.02):  # the others raced on, every round on the same seed
+        assert configs[value]["n"] >= 2 and configs[value]["seeds"][:2] == [0, 1]
+    assert summary["counts"]["total"] < 3 * RACING["max_replicates"]
+    assert configs[0.03]["rank"] is None or configs[0.03]["rank"] > 2  # after those still racing
+    assert "racing round 1 (seed index 0): 3 raced, eliminated: lambda_ci=0.03 (failed)" in proc.stderr
+    assert f"racing: {summary['counts']['total'] - 1} of the 9 trials" in proc.stdout  # the failed one is unranked
+
+
+def test_racing_settings_are_validated_before_anything_runs(tmp_path: Path, tiny_bench: tuple[Path, Path],
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    bad = [({"racing": {"min_replicates": 1}}, "racing.min_replicates' must be an integer >= 2"),
+           ({"racing": {"max_replicates": 1}}, "racing.max_replicates' must be an integer >= 2"),
+           ({"racing": {"confidnce": 0.9}}, "unknown key 'racing.confidnce'"),
+           ({"racing": {}, "replicates": 3}, "remove 'replicates'"),
+           ({"racing": {}, "search": {"algorithm": "optuna"}}, "must be grid or random"),
+           ({"racing": {}, "scheduler": {"type": "asha"}}, "use scheduler type fifo")]
+    for index, (settings, message) in enumerate(bad):
+        params = {"stage1.lambda_ci": {"choice" if "search" in settings else "grid": [0.01, 0.1]}}
+        space = write_space(tmp_path / str(index), tiny_bench, params, **settings)
+        assert main(["sweep", str(space), "--storage", str(tmp_path / "sweeps"), "--name", "x"]) == EXIT_USER_ERROR
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+        assert not (tmp_path / "sweeps" / "x").exists()
+
+
+@pytest.mark.ray_sweep
+def test_killed_racing_driver_resumes_without_rerunning_finished_trials(tmp_path: Path,
+                                                                        tiny_bench: tuple[Path, Path]) -> None:
+    space = write_space(tmp_path, tiny_bench, {"stage1.lambda_ci": {"grid": [0.01, 0.02]}}, max_concurrent=1,
+                        racing={"min_replicates": 2, "max_replicates": 3, "confidence": 0.999})
+    storage, sweep_dir = tmp_path / "sweeps", tmp_path / "sweeps" / "killed"
+    driver = subprocess.Popen(sweep_command(space, storage, "killed"), cwd=tmp_path, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        finished = _wait_for_round_two(sweep_dir, driver)
+        driver.kill()  # kill -9 of the driver only
+        driver.wait(timeout=30)
+    finally:
+        time.sleep(2)
+        kill_group(driver)
+    run_sweep(space, storage, "killed", "--resume")
+    summary = summary_of(sweep_dir)
+    assert summary["counts"]["failed"] == 0 and summary["counts"]["finished"] == summary["counts"]["total"]
+    for trial_id in finished:
+        assert len(RunDir(SweepDir(sweep_dir).runs / trial_id).attempts.read_text().splitlines()) == 1, \
+            f"finished trial {trial_id} ran again"
+    rounds = race_record(sweep_dir)["rounds"]
+    assert [r["round"] for r in rounds] == list(range(1, len(rounds) + 1)) and rounds[-1]["finished"]
+
+
+def _wait_for_round_two(sweep_dir: Path, driver: subprocess.Popen[Any], timeout: float = 300) -> list[str]:
+    """Wait until a trial of round 2 finished and the next one reported (Tune has saved the first as
+    done); returns the finished trials."""
+    deadline = time.monotonic() + timeout
+    folder = SweepDir(sweep_dir)
+    while time.monotonic() < deadline:
+        assert driver.poll() is None, "the sweep ended before it could be killed"
+        round_two = folder.race_round(2)
+        done = [p.name for p in folder.runs.glob("*") if RunDir(p).finished()] if folder.runs.is_dir() else []
+        reported = [p for p in round_two.glob("trial_*/result.json") if p.read_text().strip()] \
+            if round_two.is_dir() else []
+        if len(done) >= 3 and any(p.parent.name.removeprefix("trial_") not in done for p in reported):
+            time.sleep(1)
+            return done
+        time.sleep(0.5)
+    raise AssertionError("round 2 did not get going in time")
