@@ -255,3 +255,22 @@ def load_segmenter_state(weights: Path) -> dict[str, Any]:
         raise ConfigError(f"{weights}: expected a state dict of the segmenter (tensor name -> tensor), "
                           f"got {type(state).__name__}")
     return state
+
+
+@dataclass(frozen=True)
+class RunsFolder:
+    """A folder of run directories that share stage-0 and stage-1 caches (a sweep, an ablation)."""
+
+    root: Path
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def stage0_cache(self) -> Path:
+        return self.root / "stage0_cache"
+
+    @property
+    def stage1_cache(self) -> Path:
+        return self.root / "stage1_cache"

@@ -9,7 +9,7 @@ from typing import Any
 
 from simtune.errors import EXIT_INTERRUPTED, EXIT_TRIALS_FAILED, EXIT_USER_ERROR, ConfigError
 from simtune.results.ranking import SELECTION_METRIC as ORACLE
-from simtune.results.summary import ConfigSummary, MetricSpread, Summary
+from simtune.results.summary import ConfigSummary, Summary
 from simtune.results.sweepdir import SweepDir
 from simtune.stats import Spread, format_spread
 from simtune.tables import text_table
@@ -156,8 +156,8 @@ def _race_cell(c: ConfigSummary) -> str:
     return f"{c.eliminated_reason} after {c.eliminated_after}"
 
 
-def _pm_entry(entry: MetricSpread | None) -> str:
-    return "-" if entry is None else _pm(entry.mean, entry.std)
+def _pm_entry(entry: Spread | None) -> str:
+    return format_spread(entry)
 
 
 def _pm(mean: float | None, std: float | None) -> str:

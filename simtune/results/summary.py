@@ -14,6 +14,7 @@ from typing import Any
 
 from simtune.results.sweepdir import SweepDir
 from simtune.rundir import write_json
+from simtune.stats import Spread
 
 
 @dataclass(frozen=True)
@@ -35,15 +36,6 @@ class TrialSummary:
 
 
 @dataclass(frozen=True)
-class MetricSpread:
-    """Mean and sample std (None for n = 1) of one metric over a configuration's counted seeds."""
-
-    n: int
-    mean: float
-    std: float | None
-
-
-@dataclass(frozen=True)
 class ConfigSummary:
     """One configuration over its counted replicates (``results.ranking.ConfigResult``)."""
 
@@ -55,7 +47,7 @@ class ConfigSummary:
     std: float | None
     trained_to_end: bool
     trial_ids: list[str]
-    spreads: dict[str, MetricSpread | None] = field(default_factory=dict)  # val/miou, report/miou
+    spreads: dict[str, Spread | None] = field(default_factory=dict)  # val/miou, report/miou
     eliminated_after: int | None = None  # racing: the seeds it had run when the race dropped it
     eliminated_reason: str | None = None  # racing: "beaten" by the leader, or "failed"
 
@@ -145,7 +137,7 @@ class Summary:
             return None if t is None else TrialSummary(**t)
 
         def config(c: dict[str, Any]) -> ConfigSummary:
-            spreads = {k: None if v is None else MetricSpread(**v) for k, v in (c.get("spreads") or {}).items()}
+            spreads = {k: None if v is None else Spread(**v) for k, v in (c.get("spreads") or {}).items()}
             return ConfigSummary(**{**c, "spreads": spreads})
 
         return cls(**{**data, "counts": Counts(**data["counts"]), "best": trial(data.get("best")),

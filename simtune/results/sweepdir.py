@@ -14,16 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from simtune.errors import ConfigError
-from simtune.rundir import RunDir
+from simtune.rundir import RunDir, RunsFolder
 
 # ----------------------------------------------------------------------------- the sweep folder
 
 
 @dataclass(frozen=True)
-class SweepDir:
+class SweepDir(RunsFolder):
     """Paths of a sweep folder."""
-
-    root: Path
 
     @property
     def record(self) -> Path:
@@ -44,18 +42,6 @@ class SweepDir:
     @property
     def best_config(self) -> Path:
         return self.root / "best_config.yaml"
-
-    @property
-    def runs(self) -> Path:
-        return self.root / "runs"
-
-    @property
-    def stage0_cache(self) -> Path:
-        return self.root / "stage0_cache"
-
-    @property
-    def stage1_cache(self) -> Path:
-        return self.root / "stage1_cache"
 
     @property
     def tracking(self) -> Path:

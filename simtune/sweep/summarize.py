@@ -14,8 +14,7 @@ from typing import Any
 
 from simtune.results.ranking import (SELECTION_METRIC, ConfigResult, Replicate, Standing, group_configs,
                                      rank_configs, ranking_verdict, reproducibility)
-from simtune.results.summary import (ConfigSummary, Counts, MetricSpread, NoiseVerdict, Reproducibility, Summary,
-                                     TrialSummary)
+from simtune.results.summary import ConfigSummary, Counts, NoiseVerdict, Reproducibility, Summary, TrialSummary
 from simtune.results.sweepdir import SweepDir
 from simtune.results.trials import config_key, eliminations
 from simtune.search.replicates import replicate_index
@@ -73,7 +72,7 @@ def _config_summary(c: ConfigResult, metric: str, place: int | None,
                     left: dict[str, dict[str, Any]]) -> ConfigSummary:
     """One configuration: mean and std of the selection metric over its counted replicates."""
     sel = c.spread(metric)
-    spreads = {m: None if (s := c.spread(m)) is None else MetricSpread(s.n, s.mean, s.std)
+    spreads = {m: None if (s := c.spread(m)) is None else s
                for m in dict.fromkeys((SELECTION_METRIC, "report/miou")) if m != metric}
     return ConfigSummary(rank=place, params=c.params, n=c.n, seeds=[r.seed for r in c.replicates],
                          mean=None if sel is None else sel.mean, std=None if sel is None else sel.std,

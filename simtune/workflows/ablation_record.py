@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from simtune.errors import ConfigError
-from simtune.rundir import read_json, write_json, write_text
+from simtune.rundir import RunsFolder, read_json, write_json, write_text
 from simtune.stats import PairedDifference, Spread, paired_difference, spread, verdict
 from simtune.tables import text_table
 
@@ -40,22 +40,8 @@ def sim_row(value: float) -> str:
 
 
 @dataclass(frozen=True)
-class AblationDir:
+class AblationDir(RunsFolder):
     """Paths of an ablation folder (nothing is created until written)."""
-
-    root: Path
-
-    @property
-    def runs(self) -> Path:
-        return self.root / "runs"
-
-    @property
-    def stage0_cache(self) -> Path:
-        return self.root / "stage0_cache"
-
-    @property
-    def stage1_cache(self) -> Path:
-        return self.root / "stage1_cache"
 
     @property
     def record(self) -> Path:
