@@ -21,7 +21,7 @@ $(BENCH)/benchmark.json: | install
 	$(BIN)/simtune data synth --out $(BENCH)
 
 demo: install data
-	$(BIN)/simtune sweep search_spaces/lambda_w.yaml
+	$(BIN)/simtune sweep search_spaces/lambda_ci_race.yaml
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -129,7 +129,7 @@ def _config_table(summary: Summary) -> list[str]:
     metric, ranked = summary.metric, summary.ranked
     params = list(ranked[0].params) if ranked else []
     scores = list(dict.fromkeys([metric, ORACLE, "report/miou"]))
-    racing = any(c.eliminated_after is not None for c in summary.configs)
+    racing = SweepDir(Path(summary.sweep_dir)).race.is_file()
     rows = [["rank", *params, *(f"{m} (oracle)" if m == ORACLE and m != metric else m for m in scores), "n",
              *(["race"] if racing else []), "trials"]]
     for c in ranked[:TOP]:
