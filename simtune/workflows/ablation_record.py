@@ -23,7 +23,7 @@ from typing import Any
 
 from simtune.errors import ConfigError
 from simtune.rundir import RunsFolder, read_json, write_json, write_text
-from simtune.stats import PairedDifference, Spread, paired_difference, spread, verdict
+from simtune.stats import PairedDifference, format_spread, paired_difference, spread, verdict
 from simtune.tables import text_table
 
 SSL = "+ AA + SIM + SSL"
@@ -172,7 +172,7 @@ def row_cells(record: AblationRecord) -> list[list[str]]:
     """Header and one line per row: mean ± sample std over seeds of each metric."""
     lines = [["row", *METRICS.values()]]
     for row, runs in record.results.items():
-        lines.append([row, *(_mean_std(spread([run[m] for run in runs])) for m in METRICS)])
+        lines.append([row, *(format_spread(spread([run[m] for run in runs])) for m in METRICS)])
     return lines
 
 
@@ -232,10 +232,6 @@ def seed_span(seeds: list[int]) -> str:
 def _markdown_table(cells: list[list[str]]) -> list[str]:
     head, *body = cells
     return ["| " + " | ".join(head) + " |", "|---" * len(head) + "|", *("| " + " | ".join(r) + " |" for r in body)]
-
-
-def _mean_std(s: Spread) -> str:
-    return f"{s.mean:.2f}" if s.std is None else f"{s.mean:.2f} ± {s.std:.2f}"
 
 
 def _interval(d: PairedDifference) -> str:
