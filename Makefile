@@ -24,7 +24,7 @@ demo: install data
 	$(BIN)/simtune sweep search_spaces/lambda_ci_race.yaml
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -101,26 +101,24 @@ def _temp_dir(port: int) -> Path:
 def ray_head() -> Iterator[str]:
     """One local Ray head (2 CPUs) for every sweep of the session; ``RAY_ADDRESS`` points at it.
 
-    Like any cluster ``ray start`` makes, it uses token authentication, so ``RAY_AUTH_MODE=token``
-    is exported with the address for the drivers that join it.
+    Started with token authentication off (``RAY_AUTH_MODE=disabled``), the mode every driver
+    and every in-process ``ray.init`` of the session uses by default, so they can all join it.
     """
     port = free_port()
     address = f"127.0.0.1:{port}"
-    env = {k: v for k, v in CLUSTER_ENV.items() if k != "RAY_ADDRESS"}
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "disabled"}
     node = start_node(["--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
                        f"--temp-dir={_temp_dir(port)}"], env)
-    exported = {"RAY_ADDRESS": address, "RAY_AUTH_MODE": "token"}
-    before = {key: os.environ.get(key) for key in exported}
+    before = os.environ.get("RAY_ADDRESS")
     try:
         wait_for_nodes(address, 1, env)
-        os.environ.update(exported)
+        os.environ["RAY_ADDRESS"] = address
         yield address
     finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        if before is None:
+            os.environ.pop("RAY_ADDRESS", None)
+        else:
+            os.environ["RAY_ADDRESS"] = before
         stop_nodes([node])
 
 
