@@ -2,7 +2,7 @@
 
 A test that runs a real Ray sweep is marked ``ray_sweep``: it is also ``slow`` (``make
 test-fast`` leaves it out) and joins the session's Ray head through ``RAY_ADDRESS`` instead
-of starting a Ray of its own. Tests that start Ray in-process pass ``address="local"``.
+of starting a Ray of its own; tests that drive Tune in-process join it too (``ray.init(address=ray_head)``).
 """
 
 from __future__ import annotations

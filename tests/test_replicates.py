@@ -52,7 +52,8 @@ def test_grid_and_random_hold_values_over_replicates() -> None:
 
 
 @pytest.mark.slow
-def test_paired_asha_compares_each_seed_only_with_the_same_seed(tmp_path: Path) -> None:
+@pytest.mark.ray_sweep
+def test_paired_asha_compares_each_seed_only_with_the_same_seed(tmp_path: Path, ray_head: str) -> None:
     import ray
     from ray import tune
 
@@ -63,7 +64,7 @@ def test_paired_asha_compares_each_seed_only_with_the_same_seed(tmp_path: Path) 
 
     values = [0.6, 0.5, 0.4, 0.3, 0.2, 0.1]  # each proposed after a better one: ASHA cuts some
     space = replicates.param_space({"x": tune.grid_search(values)}, 2, searcher=False)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address=ray_head, logging_level="ERROR")  # the session's head: 2 CPUs
     try:
         results = tune.Tuner(
             climb, param_space=space,

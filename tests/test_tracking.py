@@ -328,12 +328,13 @@ def fake_trial(params: dict[str, Any], runs_dir: str, reports: int = 5, pause_s:
 
 
 @pytest.fixture(scope="module")
-def ray_session() -> Any:
+def ray_session(ray_head: str) -> Any:
+    """This process as a driver of the session's Ray head (2 CPUs; fake trials take a quarter each)."""
     ray = pytest.importorskip("ray")
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
-    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address=ray_head, log_to_driver=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
 
@@ -343,7 +344,7 @@ def run_tune(tracker: SweepTracker, values: list[float], *, reports: int = 5, co
     from ray import tune
 
     trainable = tune.with_resources(tune.with_parameters(
-        fake_trial, runs_dir=str(tracker.sweep_dir / "runs"), reports=reports, pause_s=pause_s), {"cpu": 1})
+        fake_trial, runs_dir=str(tracker.sweep_dir / "runs"), reports=reports, pause_s=pause_s), {"cpu": 0.25})
     tuner = tune.Tuner(trainable, param_space={"stage1.lambda_ci": tune.grid_search(values)},
                        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
                        run_config=tune.RunConfig(name="tune", storage_path=str(tracker.sweep_dir),
