@@ -69,7 +69,7 @@ def test_racing_settings_are_validated_before_anything_runs(tmp_path: Path, tiny
 def test_killed_racing_driver_resumes_without_rerunning_finished_trials(tmp_path: Path,
                                                                         tiny_bench: tuple[Path, Path]) -> None:
     space = write_space(tmp_path, tiny_bench, {"stage1.lambda_ci": {"grid": [0.01, 0.02]}}, max_concurrent=1,
-                        racing={"min_replicates": 2, "max_replicates": 3, "confidence": 0.999})
+                        racing={"min_replicates": 2, "max_replicates": 2})
     storage, sweep_dir = tmp_path / "sweeps", tmp_path / "sweeps" / "killed"
     driver = subprocess.Popen(sweep_command(space, storage, "killed"), cwd=tmp_path, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
