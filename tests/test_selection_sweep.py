@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from simtune.rundir import RunDir
 from simtune.cli import main
 from simtune.testing import SYNTHETIC_EXPERIMENT, tiny_overrides
 
@@ -41,11 +42,9 @@ def entropy_sweep(tmp_path_factory: pytest.TempPathFactory, tiny_bench: tuple[Pa
 
 
 def last_evaluation(run_dir: Path) -> dict[str, float]:
-    for stage in ("stage2", "stage1"):
-        path = run_dir / stage / "history.json"
-        if path.is_file():
-            return json.loads(path.read_text())[-1]
-    raise AssertionError(f"{run_dir}: no history")
+    last = RunDir(run_dir).last_evaluation()
+    assert last is not None, f"{run_dir}: no history"
+    return dict(last[1])
 
 
 @pytest.mark.ray_sweep
