@@ -1,13 +1,13 @@
 """The one rule that ranks a sweep's trials and configurations, and the verdict on its winner.
 
 **The ranking rule.** A trial is judged by the selection metric (``val/miou``, the oracle,
-unless the space names another ``val/`` metric or a label-free ``select/<name>``) at its
-*last* evaluation, never its best-ever one: the last evaluation is the model a trial hands
-on, and the best of many noisy evaluations would flatter it. Candidates are the trials that ended without failing and evaluated the
-metric. Trials trained to the end rank first; trials a scheduler (ASHA) stopped early rank
-after all of them, among themselves by the metric: a stopped trial saw fewer iterations,
-so its number is not comparable with a finished one, but a sweep whose every trial was
-stopped still has a best. Ties go to the earlier trial id. ``summary.json`` and
+unless the space names another ``val/`` metric or a label-free ``select/<name>``) at its *last*
+evaluation, never its best-ever one: the last evaluation is the model a trial hands on, and the
+best of many noisy evaluations would flatter it. Candidates are the trials that ended without
+failing and evaluated the metric. Trials trained to the end rank first; trials a scheduler
+(ASHA) stopped early rank after all of them, among themselves by the metric: a stopped trial
+saw fewer iterations, so its number is not comparable with a finished one, but a sweep whose
+every trial was stopped still has a best. Ties go to the earlier trial id. ``summary.json`` and
 ``best_config.yaml`` (the runner), the MLflow "best" tags (``tracking.sweep``), ``simtune
 report`` and ``retrain --best`` all rank with ``rank``.
 
@@ -21,7 +21,6 @@ by ``rank`` exactly as trials are (``rank_configs``); without replicates every
 configuration is one trial and the two rankings agree. Best and runner-up are compared
 seed by seed (``compare``) and the verdict line says whether the difference is beyond the
 noise (``simtune.stats``).
-
 """
 
 from __future__ import annotations
@@ -59,7 +58,6 @@ def rank(items: Sequence[T], standing: Callable[[T], Standing], mode: str = "max
               and math.isfinite(s.value)]
     usable.sort(key=lambda pair: (pair[1].completed, sign * float(pair[1].value)), reverse=True)  # type: ignore[arg-type]
     return [item for item, _ in usable]
-
 
 
 # ----------------------------------------------------------------------------- configurations (replicates)
@@ -108,14 +106,18 @@ class ConfigResult:
         return Standing(None if s is None else s.mean, self.completed, not self.completed)
 
 
+def config_key(values: dict[str, Any]) -> str:
+    """A configuration's identity: its swept values as sorted JSON."""
+    return json.dumps(values, sort_keys=True, default=str)
+
+
 def group_configs(items: Sequence[T], params: Callable[[T], dict[str, Any]],
                   replicate: Callable[[T], Replicate]) -> list[ConfigResult]:
     """``items`` (in trial-id order) grouped by their swept values, in order of first appearance."""
     groups: dict[str, tuple[dict[str, Any], list[Replicate]]] = {}
     for item in items:
         values = params(item)
-        key = json.dumps(values, sort_keys=True, default=str)
-        groups.setdefault(key, (values, []))[1].append(replicate(item))
+        groups.setdefault(config_key(values), (values, []))[1].append(replicate(item))
     return [_config(values, reps) for values, reps in groups.values()]
 
 
@@ -146,7 +148,7 @@ def compare(best: ConfigResult, other: ConfigResult, metric: str) -> PairedDiffe
 def reproducibility(configs: Sequence[ConfigResult], metric: str) -> SplitHalf:
     """Split-half Spearman of the configuration ranking; replicate k = the k-th smallest seed seen."""
     seeds = sorted({s for c in configs for s in c.by_seed(metric)})
-    table = {json.dumps(c.params, sort_keys=True, default=str): [c.by_seed(metric).get(s) for s in seeds]
+    table = {config_key(c.params): [c.by_seed(metric).get(s) for s in seeds]
              for c in configs}
     return split_half(table)
 
@@ -174,4 +176,3 @@ def metric_unit(metric: str) -> str:
     if metric.endswith("/miou"):
         return "mIoU"
     return "IoU" if "/iou/" in metric else metric
-

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simtune.results.sweepdir import SweepDir
+from simtune.results.sweepdir import SweepDir, read_summary
 from simtune.rundir import write_json
 from simtune.stats import Spread
 
@@ -153,7 +153,5 @@ def write_summary(sweep_dir: Path, summary: Summary) -> None:
 
 def load_summary(sweep_dir: Path) -> Summary | None:
     """The sweep's ``summary.json``, or None before the first summary was written."""
-    from simtune.results.sweepdir import read_summary
-
     data = read_summary(sweep_dir)
     return Summary.from_json(data) if data else None

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from simtune import config
-from simtune.results.ranking import (SELECTION_METRIC, ConfigResult, Replicate, Standing, group_configs, rank,
-                                     rank_configs)
+from simtune.results.ranking import (SELECTION_METRIC, ConfigResult, Replicate, Standing, config_key, group_configs,
+                                     rank, rank_configs)
 from simtune.results.sweepdir import SweepDir, read_summary
 from simtune.rundir import RunDir, read_json
 
@@ -67,7 +67,6 @@ def rank_trials(trials: Sequence[TrialOutcome], metric: str = SELECTION_METRIC,
     return rank(trials, lambda t: _trial_standing(t, metric), mode)
 
 
-
 def swept_keys(sweep_dir: Path, trials: Sequence[TrialOutcome]) -> list[str]:
     """The keys a sweep varied: from ``summary.json``, else those that differ between trials (not ``seed``)."""
     listed = read_summary(sweep_dir).get("trials") or []
@@ -83,21 +82,20 @@ def load_configs(sweep_dir: Path, trials: Sequence[TrialOutcome], metric: str, m
     configs = group_configs(
         trials, lambda t: {k: t.params.get(k) for k in keys},
         lambda t: Replicate(t.trial_id, int(t.params.get("seed", 0)), _trial_standing(t, metric), dict(t.final)))
-    left = eliminations(sweep_dir)  # a race's eliminated configurations rank after those still racing
-    configs = [dataclasses.replace(c, completed=False) if config_key(c.params) in left else c for c in configs]
-    return rank_configs(configs, metric, mode)
+    return rank_configs(demote_eliminated(configs, eliminations(sweep_dir)), metric, mode)
 
 
 def _trial_standing(t: TrialOutcome, metric: str) -> Standing:
     return Standing(t.final.get(metric), t.finished and t.failure is None, t.stopped_early and t.failure is None)
 
 
-def config_key(values: dict[str, Any]) -> str:
-    """A configuration's identity: its swept values as sorted JSON."""
-    return json.dumps(values, sort_keys=True, default=str)
-
-
 def eliminations(sweep_dir: Path) -> dict[str, dict[str, Any]]:
     """Configuration key -> how it left the race (``race.json``); {} for a sweep that does not race."""
     record = read_json(SweepDir(sweep_dir).race) or {}
     return {e["config"]: e for r in record.get("rounds", []) for e in r.get("eliminated", [])}
+
+
+def demote_eliminated(configs: Sequence[ConfigResult], left: dict[str, dict[str, Any]]) -> list[ConfigResult]:
+    """``configs`` with the ones a race eliminated (``left``, from ``eliminations``) marked not completed,
+    so the ranking rule puts them after those still racing at the end."""
+    return [dataclasses.replace(c, completed=False) if config_key(c.params) in left else c for c in configs]

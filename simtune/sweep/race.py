@@ -18,12 +18,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from simtune.results.ranking import config_key
 from simtune.results.sweepdir import SweepDir
 from simtune.rundir import write_json
 from simtune.search.racing import Round, decide
 from simtune.search.space import SearchSpace
 from simtune.sweep.options import SweepOptions
-from simtune.results.trials import config_key
 from simtune.sweep.summarize import trial_summary
 from simtune.sweep.tuner import build_round_tuner
 

@@ -7,16 +7,15 @@ retried) and is marked ERROR here, from its run directory's ``failure.json``.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from simtune.results.ranking import (SELECTION_METRIC, ConfigResult, Replicate, Standing, group_configs,
+from simtune.results.ranking import (SELECTION_METRIC, ConfigResult, Replicate, Standing, config_key, group_configs,
                                      rank_configs, ranking_verdict, reproducibility)
 from simtune.results.summary import ConfigSummary, Counts, NoiseVerdict, Reproducibility, Summary, TrialSummary
 from simtune.results.sweepdir import SweepDir
-from simtune.results.trials import config_key, eliminations
+from simtune.results.trials import demote_eliminated, eliminations
 from simtune.search.replicates import replicate_index
 from simtune.search.space import SearchSpace
 from simtune.stats import split_half_line
@@ -43,7 +42,7 @@ def summarize(space: SearchSpace, sweep_dir: Path) -> Summary:
         t.trial_id, t.seed, Standing(t.metrics.get(space.metric), t.status == "TERMINATED" and not t.stopped_early,
                                      t.stopped_early), t.metrics))
     left = eliminations(sweep_dir)
-    configs = [dataclasses.replace(c, completed=False) if config_key(c.params) in left else c for c in configs]
+    configs = demote_eliminated(configs, left)
     ranked = rank_configs(configs, space.metric, space.mode)
     by_id = {t.trial_id: t for t in trials}
     unranked = [c for c in configs if all(c is not r for r in ranked)]  # no counted replicate
