@@ -133,7 +133,7 @@ def _config_table(summary: Summary) -> list[str]:
     rows = [["rank", *params, *(f"{m} (oracle)" if m == ORACLE and m != metric else m for m in scores), "n",
              *(["race"] if racing else []), "trials"]]
     for c in ranked[:TOP]:
-        cells = [_pm(c.mean, c.std) if m == metric else _pm_entry(c.spreads.get(m)) for m in scores]
+        cells = [format_spread(_selection_spread(c) if m == metric else c.spreads.get(m)) for m in scores]
         race = [_race_cell(c)] if racing else []
         mark = "" if c.trained_to_end or c.eliminated_after is not None else "*"
         rows.append([str(c.rank) + mark, *(_num(c.params[p]) for p in params), *cells, str(c.n), *race,
@@ -156,12 +156,9 @@ def _race_cell(c: ConfigSummary) -> str:
     return f"{c.eliminated_reason} after {c.eliminated_after}"
 
 
-def _pm_entry(entry: Spread | None) -> str:
-    return format_spread(entry)
-
-
-def _pm(mean: float | None, std: float | None) -> str:
-    return "-" if mean is None else format_spread(Spread(0, mean, std))
+def _selection_spread(c: ConfigSummary) -> Spread | None:
+    """The selection metric's mean and std over the configuration's n counted replicates."""
+    return None if c.mean is None else Spread(c.n, c.mean, c.std)
 
 
 def _num(value: Any) -> str:

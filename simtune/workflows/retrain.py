@@ -1,12 +1,14 @@
 """``simtune retrain --best``: retrain a sweep's best configuration over several seeds.
 
-The best trial is the sweep's first by ``simtune.results.ranking.rank`` (the selection
-metric, ``val/miou`` on frankfurt, at its *last* evaluation -- not its best-ever one). Its resolved config runs
-the full two-stage pipeline for seeds ``base + 0 .. base + N-1``; the held-out report
-split (``report/miou``, lindau + munster) gives mean ± std over the seeds, optionally next
-to the runner-up's. The seed run with the best selection metric is logged as an MLflow
-pyfunc model (``simtune.tracking.registry``) and registered as a new version of the search
-space's model, which takes the alias ``champion`` (the one before becomes ``previous``).
+The best trial is the sweep's first by ``simtune.results.ranking.rank`` (the selection metric,
+``val/miou`` on frankfurt, at its *last* evaluation -- not its best-ever one). Its resolved
+config runs the full two-stage pipeline on N fresh seeds, none of which any trial of the sweep
+trained with (``search.replicates.fresh_seeds``); the held-out report split (``report/miou``,
+lindau + munster) gives mean ± std over them next to the sweep's own estimate, optionally
+beside the runner-up on the same seeds. The seed run with the best selection metric is logged
+as an MLflow pyfunc model (``simtune.tracking.registry``) and registered as a new version of
+the search space's model, which takes the alias ``champion`` (the one before becomes
+``previous``).
 
 MLflow layout, in the sweep's experiment: a parent run ``retrain · λ_ci=0.01 w=200`` whose
 description links the sweep, the trial it retrains and the model version, with a child
