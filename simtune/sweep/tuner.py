@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ray import tune
+
 from simtune.search.algorithms import ALGORITHMS
 from simtune.search.replicates import TRIAL_INDEX, replicate_index
 from simtune.search.space import Param, SearchSpace
@@ -24,8 +26,6 @@ from simtune.sweep.trainable import TrialContext, run_trial
 
 def build_tuner(space: SearchSpace, options: SweepOptions, callbacks: list[Any]) -> Any:
     """The ``tune.Tuner`` of a sweep (restored from the sweep folder with ``options.resume``)."""
-    from ray import tune
-
     trainable = _trainable(space, options)
     if options.resume:  # the callbacks come back from Tune's saved experiment (see mlflow_callback)
         return tune.Tuner.restore(str(options.sweep_dir), trainable, resume_unfinished=True, resume_errored=False)
@@ -51,7 +51,6 @@ def build_round_tuner(space: SearchSpace, options: SweepOptions, callbacks: list
     Restored (unfinished trials continue, finished ones are kept) when ``round_dir`` already holds
     that round, as after a killed driver.
     """
-    from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
     trainable = _trainable(space, options)
@@ -70,8 +69,6 @@ def build_round_tuner(space: SearchSpace, options: SweepOptions, callbacks: list
 
 
 def _trainable(space: SearchSpace, options: SweepOptions) -> Any:
-    from ray import tune
-
     context = TrialContext(space=space, sweep_dir=options.sweep_dir, share_stage1=options.share_stage1,
                            share_stage0=options.share_stage0)
     # The compact CLIReporter table instead of Tune's per-trial boxes of every metric; a
@@ -83,8 +80,6 @@ def _trainable(space: SearchSpace, options: SweepOptions) -> Any:
 
 
 def _run_config(space: SearchSpace, name: str, storage: Path, callbacks: list[Any]) -> Any:
-    from ray import tune
-
     return tune.RunConfig(
         name=name, storage_path=str(storage), callbacks=callbacks, verbose=1, progress_reporter=_live_table(space),
         failure_config=tune.FailureConfig(max_failures=space.max_failures),
@@ -93,8 +88,6 @@ def _run_config(space: SearchSpace, name: str, storage: Path, callbacks: list[An
 
 def _live_table(space: SearchSpace) -> Any:
     """Tune's table of trials: swept values, iteration, stage, the metric and the report split."""
-    from ray import tune
-
     metrics = {"iteration": "iter", "stage": "stage", space.metric: space.metric, "report/miou": "report/miou"}
     columns = {key: key for key in space.params}
     if space.replicates > 1 or space.racing is not None:
@@ -109,8 +102,6 @@ def _trial_dirname(trial: Any) -> str:
 
 def _domain(param: Param) -> Any:
     """A Tune domain; ``randint``'s high is inclusive in simtune, exclusive in Tune."""
-    from ray import tune
-
     values = list(param.values)
     if param.kind == "grid":
         return tune.grid_search(values)
@@ -181,8 +172,6 @@ SCHEDULER_BUILDERS: dict[str, Callable[[int, int, float, int], Any]] = {
 
 def param_space(domains: dict[str, Any], replicates: int, searcher: bool) -> dict[str, Any]:
     """Tune's ``param_space``: the swept domains, plus the replicate grid unless a searcher is repeated."""
-    from ray import tune
-
     if replicates == 1 or searcher:
         return dict(domains)
     return {**domains, TRIAL_INDEX: tune.grid_search(list(range(replicates)))}
