@@ -30,6 +30,7 @@ _STAGE0 = ("seed", "data.source.", "data.target.", "data.val_split", "model.", "
            "stage1.weight_decay", "stage1.head_lr_mult", "stage1.poly_power")
 
 CACHED_MODEL, CACHED_HISTORY, CACHED_PREDICTIONS = "model.pt", "history.json", "predictions"  # an entry's files
+COMPLETE = "complete"  # written last into an entry: only a complete entry has it
 
 
 def stage1_key(cfg: Config) -> str:
@@ -63,7 +64,7 @@ class StageCache:
 
     def entry(self, key: str) -> Path | None:
         path = self.root / key
-        return path if (path / "complete").is_file() else None
+        return path if (path / COMPLETE).is_file() else None
 
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
@@ -73,4 +74,4 @@ class StageCache:
 
     def publish(self, key: str, files: dict[str, Path]) -> Path:
         """Copy ``name -> path`` (files or folders) into a new entry and publish it atomically."""
-        return publish_folder(self.root / key, files)
+        return publish_folder(self.root / key, files, marker=COMPLETE)
