@@ -198,8 +198,6 @@ def write_tiny_space(folder: Path, tiny_bench: tuple[Path, Path], params: dict[s
     Returns:
         ``folder/space.yaml``.
     """
-    import yaml
-
     tiny = dict(text.split("=", 1) for text in tiny_overrides(*tiny_bench))
     body = {"base": str(SYNTHETIC_EXPERIMENT), "set": {k: yaml.safe_load(v) for k, v in tiny.items()},
             "max_concurrent": 2, **settings, "params": params}
