@@ -127,7 +127,8 @@ class EvalConfig:
 class SelectConfig:
     """Label-free validators ``select/<name>`` at every evaluation (docs/selection.md)."""
 
-    enabled: bool = _f(True, "compute select/entropy, im, snd, mixval (and dev) at every evaluation")
+    enabled: bool = _f(False, "compute select/entropy, im, snd, mixval (and dev) at every evaluation; off by "
+                              "default (+~20% per evaluation); a sweep whose metric is select/* turns it on")
     images: int = _f(12, "unlabelled target train images in the fixed subset (>= 2 for mixval)")
     pixels: int = _f(256, "pixels per image sampled for SND (>= 2)")
     source_images: int = _f(6, "labelled source images for DEV (0 = no select/dev; else >= 2)")

@@ -232,11 +232,148 @@ def test_a_sweep_selected_by_a_validator_ranks_reports_and_retrains_by_it(tmp_pa
         RunDir(run).history_file("stage1").write_text(json.dumps(history))
         (run / "results.json").write_text(json.dumps({"stages": {"stage1": history[-1]}}))
     (sweep / "summary.json").write_text(json.dumps({"metric": "select/entropy", "mode": "max"}))
+    write_config(config.build({}), sweep / "base_config.yaml")  # default stage1.lambda_ci 0.01: trial a
     assert selection_rule(sweep) == ("select/entropy", "max")
     assert [t.trial_id for t in rank_trials(load_trials(sweep), *selection_rule(sweep))] == ["b", "c", "a"]
     report = build_report(sweep, tracking_uri=f"sqlite:///{tmp_path}/none.db")
     assert report.best is not None and report.best.trial_id == "b"
     summary = (sweep / "report" / "summary.md").read_text()
     assert "ranked by `select/entropy`" in summary and "val/miou (oracle)" in summary
-    # The oracle picks a (report 31), select/entropy picks b (report 21): regret 10.
-    assert "| select/entropy | 3 | -1.00 | -1.00 | +10.00 |" in summary
+    # The oracle picks a (report 31), which is also the default; select/entropy picks b (report 21).
+    row = next(line for line in summary.splitlines() if line.startswith("| select/entropy | λ_ci=0.1 |"))
+    assert "| 21.00 | 31.00 (λ_ci=0.01) | 31.00 (λ_ci=0.01) | -10.00 | -10.00 | noise unknown" in row
+    assert (sweep / "report" / "trust.md").read_text().count("| select/im |") == 2
+
+
+# ----------------------------------------------------------------------------- the study with seed intervals
+
+
+def paired_grid(seeds: int = 6, default: str | None = "c1") -> dict[tuple[str, int], list[dict[str, float]]]:
+    """Configurations c0..c3 x seeds, two evaluations per run; config c has report 20 + c plus a seed effect
+    shared by every configuration (paired), so differences between configurations are noise-free.
+
+    select/good = report (tracks it); select/flip = -report (prefers the worst); select/late prefers the first
+    evaluation, which is 1 point worse than the last."""
+    runs = {}
+    for c in range(4):
+        for s in range(seeds):
+            report = 20.0 + c + 0.7 * s
+            val = report + 0.1
+            first = {"val/miou": val - 1, "report/miou": report - 1, "select/good": report - 1,
+                     "select/flip": -(report - 1), "select/late": 1.0}
+            last = {"val/miou": val, "report/miou": report, "select/good": report, "select/flip": -report,
+                    "select/late": 0.0}
+            runs[(f"c{c}", s)] = [first, last]
+    return runs
+
+
+def test_study_point_values_are_the_textbook_statistics_on_configuration_means() -> None:
+    import numpy as np
+    from scipy import stats as scipy_stats
+
+    from simtune.selection.study import make_grid, seed_weights, study_row
+
+    rng = np.random.default_rng(3)
+    runs = {(f"c{c}", s): [{"val/miou": float(rng.normal(20 + c)), "report/miou": float(rng.normal(20 + c)),
+                            "select/x": float(rng.normal(c % 3))}] for c in range(5) for s in range(4)}
+    grid = make_grid(runs, "c2")
+    row = study_row(grid, "select/x", seed_weights(4, 200))
+    assert row is not None
+    mean = {m: [np.mean([runs[(c, s)][-1][m] for s in range(4)]) for c in grid.configs]
+            for m in ("select/x", "report/miou", "val/miou")}
+    assert row.spearman.value == pytest.approx(scipy_stats.spearmanr(mean["select/x"], mean["report/miou"])[0])
+    assert row.kendall.value == pytest.approx(scipy_stats.kendalltau(mean["select/x"], mean["report/miou"])[0])
+    pick, oracle = int(np.argmax(mean["select/x"])), int(np.argmax(mean["val/miou"]))
+    assert row.pick == f"c{pick}"
+    assert row.pick_report.value == pytest.approx(mean["report/miou"][pick])
+    assert row.vs_oracle.value == pytest.approx(mean["report/miou"][pick] - mean["report/miou"][oracle])
+    assert row.vs_default.value == pytest.approx(mean["report/miou"][pick] - mean["report/miou"][2])
+    assert row.spearman_within.value is None and row.runs_within == 0  # one evaluation per run
+
+
+def test_study_verdicts_follow_the_paired_interval_of_pick_minus_default() -> None:
+    from simtune.selection.study import make_grid, seed_weights, study_row, verdict
+
+    grid = make_grid(paired_grid(), "c1")
+    weights = seed_weights(len(grid.seeds), 500)
+    good, flip = study_row(grid, "select/good", weights), study_row(grid, "select/flip", weights)
+    assert good is not None and flip is not None
+    assert good.pick == "c3" and flip.pick == "c0"
+    # Paired seeds: c3 - c1 is exactly +2 in every resample, c0 - c1 exactly -1.
+    assert (good.vs_default.value, good.vs_default.low, good.vs_default.high) == pytest.approx((2.0, 2.0, 2.0))
+    assert verdict(good) == "beats the no-selection baseline beyond noise"
+    assert flip.vs_default.high == pytest.approx(-1.0) and verdict(flip).startswith("worse than")
+    assert good.spearman.low == pytest.approx(1.0) and flip.spearman.high == pytest.approx(-1.0)
+    assert good.vs_oracle.value == pytest.approx(0.0)
+    # Within runs: select/late always picks the first evaluation, 1 point below the last one.
+    late = study_row(grid, "select/late", weights)
+    assert late is not None and late.runs_within == 4 * 6
+    assert late.within_vs_last.value == pytest.approx(-1.0) and late.within_vs_oracle.high == pytest.approx(-1.0)
+    assert good.within_vs_last.value == pytest.approx(0.0) and good.spearman_within.value == pytest.approx(1.0)
+
+
+def test_study_with_one_seed_has_no_interval_and_no_verdict() -> None:
+    from simtune.selection.study import make_grid, seed_weights, study_row, verdict
+
+    grid = make_grid(paired_grid(seeds=1), "c1")
+    row = study_row(grid, "select/good", seed_weights(1))
+    assert row is not None and row.vs_default.value == pytest.approx(2.0) and row.vs_default.low is None
+    assert verdict(row).startswith("noise unknown")
+
+
+def test_grid_pairs_seeds_and_rejects_what_cannot_be_paired() -> None:
+    from simtune.selection.study import make_grid
+
+    runs = paired_grid(seeds=3)
+    del runs[("c2", 0)]
+    assert make_grid(runs).seeds == (1, 2)  # seed 0 is not shared by every configuration
+    with pytest.raises(ValueError, match="default configuration"):
+        make_grid(runs, "c9")
+    with pytest.raises(ValueError, match="no seed is shared"):
+        make_grid({("a", 0): [{}], ("b", 1): [{}]})
+
+
+def test_consensus_is_built_from_validators_that_beat_the_default_on_the_selection_split() -> None:
+    from simtune.selection.study import CONSENSUS, make_grid
+    from simtune.selection.study_table import markdown, run_study
+
+    runs = paired_grid()
+    for evaluations in runs.values():
+        for e in evaluations:
+            e["select/also_good"] = 2 * e["val/miou"]
+    study = run_study(make_grid(runs, "c1"), resamples=300)
+    assert study.members == ["select/also_good", "select/good"]
+    consensus = study.rows[-1]
+    assert consensus.metric == CONSENSUS and consensus.pick == "c3"
+    table = markdown(study)
+    assert "consensus (mean rank of select/also_good, select/good)" in table
+    assert "| select/flip | c0 |" in table and "worse than the no-selection baseline beyond noise" in table
+    alone = run_study(make_grid(paired_grid(), "c1"), ["select/flip"], resamples=300)
+    assert alone.members == [] and "none qualifies" in markdown(alone)
+
+
+def test_selection_study_script_reads_a_recorded_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import csv
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("selection_study", Path(__file__).parents[1] / "scripts"
+                                                  / "selection_study.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with open(tmp_path / "g.evals.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["lambda_ci", "seed", "step", "val/miou", "report/miou", "select/im"])
+        for lam, base in ((0.0, 20.0), (0.01, 21.0), (0.1, 22.0)):
+            for seed in range(3):
+                for step in (300, 150):  # out of order: the script sorts by step
+                    writer.writerow([lam, seed, step, base + seed + step / 300, base + seed + step / 300, -base])
+    assert script.main([str(tmp_path / "g"), "--resamples", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "default (no selection) = lambda_ci=0.01" in out
+    assert "| select/im | lambda_ci=0 (aa) | 22.00 [" in out  # mean over seeds 0-2 of 20 + seed + 1
+    assert script.main([str(tmp_path / "g"), "--resamples", "200", "--joint"]) == 0
+    joint = capsys.readouterr().out
+    assert "default (no selection) = lambda_ci=0.01@300" in joint and "| select/im | lambda_ci=0 (aa)@150 |" in joint
+    assert script.main([str(tmp_path / "missing")]) == 2
+    assert "missing.evals.csv: no such file" in capsys.readouterr().err

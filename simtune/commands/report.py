@@ -1,4 +1,4 @@
-"""``simtune report``: the paper's Tables 3-4, parameter importance and per-class IoU of a sweep."""
+"""``simtune report``: the paper's Tables 3-4, parameter importance, per-class IoU and the trust table of a sweep."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ def run(args: argparse.Namespace) -> int:
     from simtune.workflows.report import build_report
     from simtune.results.sweepdir import find_sweep
     from simtune.tracking import naming
+    from simtune.workflows.selection_report import text_lines
 
     report = build_report(find_sweep(args.storage, args.sweep), args.out, tracking_uri=args.tracking_uri)
     from simtune.tracking.naming import config_label
@@ -32,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
               f"report/miou {rep.mean if rep else float('nan'):.2f}")
         print(report.verdict)
         print(report.noise)
+    if report.trust is not None:
+        print("\n".join(text_lines(report.trust)))
     for path in report.files:
         print(f"wrote {path}")
     if report.parent_run_id:
@@ -39,5 +42,6 @@ def run(args: argparse.Namespace) -> int:
     for note in report.notes:
         print(f"note: {note}")
     if report.tracking_uri:
-        print("\n".join(naming.ui_lines(report.tracking_uri, report.experiment_id, report.parent_run_id)))
+        print("\n".join(naming.ui_lines(report.tracking_uri, report.experiment_id, report.parent_run_id,
+                                         sweep=report.sweep_dir.name)))
     return 0

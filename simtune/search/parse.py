@@ -57,6 +57,7 @@ def load_space(path: Path, overrides: Sequence[str] = ()) -> SearchSpace:
     )
     _check_overrides_do_not_touch_params(path, overrides, params)
     _check_params_take_effect(space)
+    space = _validators_on(space)
     _check_select_metric(space)
     return dataclasses.replace(space, scheduler=_scheduler(space, data.get("scheduler")))
 
@@ -228,6 +229,20 @@ def _metric(path: Path, metric: Any) -> str:
         raise SearchSpaceError(f"{path}: 'metric' must be val/miou, val/iou/<class> or select/<validator>, "
                                f"got {metric!r}{hint}")
     return str(metric)
+
+
+def _validators_on(space: SearchSpace) -> SearchSpace:
+    """A ``select/*`` metric needs the validators (off by default): switch them on unless the
+    experiment, the space's ``set`` or ``--set`` says ``select.enabled`` explicitly; DEV (its
+    source forward passes and domain classifier) only when the metric is ``select/dev`` or
+    ``select.source_images`` is set explicitly."""
+    asked = space.changes.get("select") or {}
+    if not space.metric.startswith(SELECT_PREFIX) or "enabled" in asked:
+        return space
+    needed: dict[str, Any] = {"enabled": True}
+    if space.metric != SELECT_PREFIX + "dev" and "source_images" not in asked:
+        needed["source_images"] = 0
+    return dataclasses.replace(space, changes=config.deep_merge(space.changes, {"select": needed}))
 
 
 def _check_select_metric(space: SearchSpace) -> None:

@@ -1,4 +1,7 @@
-"""How far a label-free validator can be trusted: rank agreement with report mIoU, and regret.
+"""How far a label-free validator tracks report mIoU trial by trial: rank agreement and regret.
+
+The per-trial view (no seeds, no intervals) behind the report's scatter figure; the trust
+table with seed intervals and verdicts is ``simtune.selection.study``.
 
 Inputs are plain records of evaluations (one dict of metrics per evaluation, grouped by
 trial); nothing here reads files. The *oracle* is the supervised ``val/miou`` on the
@@ -111,20 +114,6 @@ def scatter_points(trials: Mapping[str, Sequence[Evaluation]], complete: Collect
             (float(e[metric]), float(e[TRUTH]), i == len(evals) - 1 and (complete is None or tid in complete))
             for tid, evals in trials.items() for i, e in enumerate(evals) if _finite(e, metric) and _finite(e, TRUTH)]
     return points
-
-
-def section(rows: Sequence[TrustRow]) -> list[str]:
-    """The report's markdown section on the validators (empty when no ``select/*`` metric was logged)."""
-    if len(rows) < 2:
-        return []
-    return ["## Label-free validators against report mIoU", "",
-            "How far each `select/*` validator (no target labels; docs/selection.md) can be trusted, against "
-            "`report/miou`. Across trials: each trial's last evaluation. Evaluations: every evaluation of every "
-            "trial, pooled. Regret: report mIoU of the trial the oracle (`val/miou`, which needs val labels) "
-            "picks minus that of the trial the validator picks (0 = as good as the oracle, negative = luckier); "
-            "within trials: the same for picking one evaluation of each trial, averaged. A correlation over a "
-            "handful of trials whose mIoU differ by less than the seed spread says little.", "",
-            markdown(rows), ""]
 
 
 def markdown(rows: Sequence[TrustRow]) -> str:

@@ -8,8 +8,9 @@ The report mirrors the paper's ablations: Table 3 (mIoU against ``lambda_ci`` at
 ± std over the replicates (seeds) with its n; parameter importances from an Optuna study
 rebuilt from the configuration means, flagged unless the configurations differ beyond the seed
 noise (one test over all of them, ``simtune.stats.surface_test``);
-the best configuration's per-class IoU; how far each label-free ``select/*`` validator tracks
-``report/miou`` (``simtune.selection.trust``); and a markdown summary that states the verdict
+the best configuration's per-class IoU; whether each label-free ``select/*`` validator can select
+(the trust table with seed intervals, also written alone to ``report/trust.md``:
+``simtune.workflows.selection_report``); and a markdown summary that states the verdict
 on best against runner-up (paired 95% interval, ``simtune.stats``) and, with two replicates or
 more, the split-half reproducibility of the ranking. With one replicate it says that the
 noise is unknown and how to measure it. ``val/miou`` is labelled the oracle wherever it
@@ -36,6 +37,7 @@ from simtune.results.ranking import SELECTION_METRIC, ConfigResult, ranking_verd
 from simtune.results.trials import TrialOutcome, load_configs, load_trials, selection_rule
 from simtune import figures
 from simtune.tracking import naming
+from simtune.workflows.selection_report import TRUST_FILE, TrustOutcome, section, trust_study
 
 LAMBDA_KEYS = ("stage1.lambda_ci", "stage2.lambda_ci")
 BANK_KEYS = ("stage1.bank_size", "stage2.bank_size")
@@ -171,6 +173,7 @@ class Report:
     tracking_uri: str | None = None  # the store it was attached to
     experiment_id: str | None = None
     notes: list[str] = field(default_factory=list)
+    trust: TrustOutcome | None = None  # the trust table's study (workflows.selection_report)
 
 
 def build_report(sweep_dir: Path, out_dir: Path | None = None, *, tracking_uri: str | None = None) -> Report:
@@ -193,8 +196,11 @@ def build_report(sweep_dir: Path, out_dir: Path | None = None, *, tracking_uri: 
     report = Report(sweep_dir, out, best=counted[0], best_config=configs[0],
                     verdict=ranking_verdict(configs, metric).line, noise=_noise_line(configs, metric))
     lam, bank = pick_key(counted, LAMBDA_KEYS), pick_key(counted, BANK_KEYS)
-    effects = [effect_at_fixed(counted, lam, bank), effect_at_fixed(counted, bank, lam)]
-    for effect, table, log_x in zip(effects, ("Table 3", "Table 4"), (True, False)):
+    swept = set(varying(counted))  # no figure for a parameter the sweep held fixed (one point)
+    effects = [e for e in (effect_at_fixed(counted, lam, bank), effect_at_fixed(counted, bank, lam))
+               if e.param in swept]
+    for effect in effects:
+        table, log_x = _table_name(effect), effect.param in LAMBDA_KEYS
         fig = figures.param_effect(effect.rows, param=effect.param, fixed=effect.fixed, log_x=log_x,
                                    title=f"{table} form: mIoU vs {effect.param}\n{_bars_note(effect)}")
         report.files.append(figures.save_figure(fig, out / f"{table.lower().replace(' ', '')}_{effect.param}.png"))
@@ -203,13 +209,24 @@ def build_report(sweep_dir: Path, out_dir: Path | None = None, *, tracking_uri: 
     fig = figures.class_iou_bars(best_final, f"best configuration: per-class IoU, last evaluation, "
                                              f"mean of {configs[0].n} replicate(s)")
     report.files.append(figures.save_figure(fig, out / "best_class_iou.png"))
-    validators = _validators(report, trials, [t for t in trials if t.finished and t.failure is None])
+    _validators(report, trials, [t for t in trials if t.finished and t.failure is None])
+    report.trust = trust_study(sweep_dir, trials, configs)
+    validators = section(report.trust)
+    if validators:
+        report.files.append(_write(out / TRUST_FILE, "\n".join(validators)))
+    elif report.trust.note:
+        report.notes.append(report.trust.note)
     summary = out / "summary.md"
     summary.write_text(_markdown(report, trials, configs, metric, mode, effects, (importances, flag), best_final,
                                  validators))
     report.files.append(summary)
     _attach(report, tracking_uri)
     return report
+
+
+def _table_name(effect: Effect) -> str:
+    """The paper's table an effect reproduces: Table 3 for lambda_ci, Table 4 for w."""
+    return "Table 3" if effect.param in LAMBDA_KEYS else "Table 4"
 
 
 def _noise_line(configs: Sequence[ConfigResult], metric: str) -> str:
@@ -247,16 +264,20 @@ def _importances(report: Report, configs: Sequence[ConfigResult], metric: str,
     return importances, flag
 
 
-def _validators(report: Report, trials: Sequence[TrialOutcome], ranked: Sequence[TrialOutcome]) -> list[str]:
-    """The trust table's markdown and the scatter figure, when the trials logged ``select/*``."""
+def _validators(report: Report, trials: Sequence[TrialOutcome], ranked: Sequence[TrialOutcome]) -> None:
+    """The scatter figure of every evaluation, when the trials logged ``select/*``."""
     records = {t.trial_id: RunDir(t.run_dir).records() for t in trials if t.failure is None}
     complete = {t.trial_id for t in ranked if t.finished}
-    lines = trust.section(trust.trust_table(records, complete))
-    if lines:
-        points = {_label(name): values for name, values in trust.scatter_points(records, complete).items()}
-        fig = figures.validator_scatter(points, f"validators against report mIoU ({len(complete)} trials)")
+    points = trust.scatter_points(records, complete)
+    if len(points) > 1:
+        fig = figures.validator_scatter({_label(name): values for name, values in points.items()},
+                                        f"validators against report mIoU ({len(complete)} trials)")
         report.files.append(figures.save_figure(fig, report.out_dir / "validators.png"))
-    return lines
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text + "\n")
+    return path
 
 
 def _attach(report: Report, tracking_uri: str | None) -> None:
@@ -302,7 +323,8 @@ def _markdown(report: Report, trials: Sequence[TrialOutcome], configs: Sequence[
              report.verdict, "", report.noise, "",
              "## Configurations", "", _configs_table(configs, swept, metric), "",
              "## Trials", "", _trials_table(trials, swept, metric), ""]
-    for effect, table in zip(effects, ("Table 3", "Table 4")):
+    for effect in effects:
+        table = _table_name(effect)
         lines += [f"## {table} form: mIoU vs `{effect.param}` ({effect.fixed})", "", _bars_note(effect) + ".", "",
                   "| value | val/miou (selection, oracle) | report/miou | n |", "|---|---|---|---|"]
         for value in sorted({r["value"] for r in effect.rows}):
