@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+from simtune.tracking import naming
 from simtune.tracking.naming import (command_line, config_diff, config_label, description, experiment_name,
                                      model_name, retrain_run_name, seed_run_name, trial_run_name, ui_command,
                                      ui_lines)
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def test_trial_names_show_the_swept_values_then_the_trial_number() -> None:
@@ -43,7 +49,7 @@ def test_ui_command_opens_the_store_it_names() -> None:
     assert ui_command("sqlite:////my sweeps/mlflow.db").endswith("'sqlite:////my sweeps/mlflow.db' --port 5000")
     lines = ui_lines("sqlite:////data/sweeps/mlflow.db", "3", "r1")
     assert lines[-1].startswith("mlflow ui --backend-store-uri")  # the command is the last line
-    assert "http://127.0.0.1:5000/#/experiments/3/runs/r1" in lines[0]
+    assert "http://127.0.0.1:5000/#/experiments/3/runs/r1?workflowType=machine_learning" in lines[0]
     assert ui_lines("http://tracking:5000", "3")[-1].startswith("open http://tracking:5000")
 
 
@@ -72,3 +78,40 @@ def test_miou_curve_marks_the_end_of_stage_1_and_draws_stage_2_as_a_line() -> No
     # Without the config, the last stage-1 evaluation (a stage always evaluates at its end) marks it.
     fig = miou_curve({"stage1": records([150, 300]), "stage2": records([450])})
     assert [list(ln.get_xdata()) for ln in fig.axes[0].get_lines() if ln.get_linestyle() == ":"] == [[300, 300]]
+
+
+def test_links_open_the_training_view_and_a_sweep_link_its_saved_runs_table() -> None:
+    url = naming.ui_url("sqlite:////s/mlflow.db", "3", "r1", sweep="lambda_w-2026 12")
+    assert url == ("http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning"
+                   "&viewStateShareKey=lambda_w-2026_12")
+    assert naming.experiment_tags() == {"mlflow.experimentKind": "custom_model_development"}
+    key, value = naming.sweep_view("lambda_w-2026 12", ["stage1.lambda_ci", "stage1.bank_size"])
+    assert key == "mlflow.sharedViewState.lambda_w-2026_12"  # what MLflow's "Share" button writes
+    view = json.loads(value)
+    assert view["searchFilter"] == "tags.`simtune.sweep` = 'lambda_w-2026 12'"
+    assert view["selectedColumns"][2:] == [
+        "params.`stage1.lambda_ci`", "params.`stage1.bank_size`", "params.`seed`", "metrics.`val/miou`",
+        "metrics.`report/miou`", "metrics.`config/val/miou_mean`", "metrics.`config/report/miou_mean`",
+        "metrics.`config/n_seeds`"]
+
+
+def test_source_is_the_command_name_and_the_whole_line_is_a_tag() -> None:
+    tags = naming.source_tags("simtune sweep search_spaces/lambda_w.yaml --set stage1.iters=20")
+    assert tags["mlflow.source.name"] == "simtune sweep"  # MLflow shows what follows the last "/"
+    assert tags["simtune.command"] == "simtune sweep search_spaces/lambda_w.yaml --set stage1.iters=20"
+
+
+def test_metric_names_say_what_they_average_over() -> None:
+    assert naming.mean_key(naming.CONFIG, "val/miou") == "config/val/miou_mean"
+    assert naming.std_key(naming.CONFIRM, "report/miou") == "confirm/report/miou_std"
+    assert naming.seeds_key(naming.BEST_CONFIG) == "best_config/n_seeds"
+    assert naming.single_key(naming.BEST_TRIAL, "report/miou") == "best_trial/report/miou"
+    names = [name for name, _, _ in naming.METRICS]
+    assert len(names) == len(set(names))
+
+
+def test_docs_list_the_metric_names_once_as_naming_writes_them() -> None:
+    text = (DOCS / "mlflow.md").read_text()
+    assert text.count(naming.metrics_table()) == 1  # regenerate: print(naming.metrics_table())
+    readme = (DOCS.parent / "README.md").read_text()
+    assert "docs/mlflow.md#metric-names" in readme and "miou_sweep_mean" not in readme

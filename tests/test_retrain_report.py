@@ -196,14 +196,14 @@ def test_real_sweep_is_one_parent_with_a_child_per_trial(tiny_sweep: dict[str, A
     # The parent's params are the search space and the fixed changes, not base values of swept keys.
     assert parent.data.params["stage1.lambda_ci"] == "grid [0.001, 0.01]"
     assert parent.data.params["stage1.bank_size"] == "grid [10, 50]" and parent.data.params["stage1.iters"] == "4"
-    assert contexts(parent) == {"source", "target", "val"}
+    assert contexts(parent) == {"source", "target", "selection", "report"}
     for run in trials:
         assert run.info.status == "FINISHED"
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val/miou")] == [2, 4, 6]
         assert {"report/miou", "val/iou/car", "report/iou/road", "stage"} <= set(run.data.metrics)
         assert "iteration" not in run.data.metrics  # it is the step
         assert run.data.params["stage1.lambda_ci"] in ("0.001", "0.01") and run.data.params["model.backbone"] == "small"
-        assert contexts(run) == {"source", "target", "val"}
+        assert contexts(run) == {"source", "target", "selection", "report"}
         assert run.data.tags["mlflow.source.name"].startswith("simtune sweep") and run.data.tags["mlflow.user"]
     best = next(t for t in trials if t.data.tags["simtune.trial_id"] == summary["best"]["trial_id"])
     arts = {a.path for folder in ("figures", "pseudo", "checkpoint/stage2", "run")
@@ -234,20 +234,20 @@ def test_retrain_registers_a_version_and_a_second_retrain_moves_champion(tiny_sw
     assert sorted(s.data.params["seed"] for s in best) == ["1", "2"]
     assert sorted(s.info.run_name.split(" · ")[0] for s in best) == ["seed 1", "seed 2"]
     assert "fresh seeds 1, 2" in done.stdout and "Confirmation: val/miou" in done.stdout
-    assert "best/val/miou_sweep_mean" in parent.data.metrics
-    assert all(contexts(s) == {"source", "target", "val"} for s in [parent, *seeds])
+    assert "best_config/val/miou_mean" in parent.data.metrics
+    assert all(contexts(s) == {"source", "target", "selection", "report"} for s in [parent, *seeds])
     values = [s.data.metrics["report/miou"] for s in best]
-    assert parent.data.metrics["best/report/miou_mean"] == pytest.approx(np.mean(values))
-    assert parent.data.metrics["best/report/miou_std"] == pytest.approx(np.std(values, ddof=1))
-    assert "runner_up/report/miou_mean" in parent.data.metrics
+    assert parent.data.metrics["confirm/report/miou_mean"] == pytest.approx(np.mean(values))
+    assert parent.data.metrics["confirm/report/miou_std"] == pytest.approx(np.std(values, ddof=1))
+    assert "confirm_runner_up/report/miou_mean" in parent.data.metrics
     runner_up = [s for s in seeds if s.data.tags["simtune.candidate"] == "runner_up"]
     assert sorted(s.data.params["seed"] for s in runner_up) == ["1", "2"]  # the same seeds: paired
     assert "Verdict: best " in done.stdout and "(paired, n = 2)" in parent.data.tags["simtune.verdict"]
     assert {"loss/seg_src", "lr"} <= set(best[0].data.metrics)  # losses logged live during retraining
     note = parent.data.tags["mlflow.note.content"]
-    assert f"runs/{sweep_parent.info.run_id})" in note and "#/models/simtune-space/versions/1)" in note
+    assert f"runs/{sweep_parent.info.run_id}?" in note and "#/models/simtune-space/versions/1?" in note
     first = client.get_model_version_by_alias("simtune-space", "champion")
-    assert (str(first.version), first.run_id) == ("1", parent.info.run_id)  # listed on the retrain run's page
+    assert str(first.version) == "1" and first.run_id in {s.info.run_id for s in best}  # the seed run that owns it
     # A second retrain (its seed runs are reused) adds version 2: @champion moves, @previous keeps version 1.
     again = simtune("retrain", "--best", "--seeds", "2", cwd=tmp)
     assert again.returncode == 0, again.stderr[-3000:]

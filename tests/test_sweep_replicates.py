@@ -74,8 +74,8 @@ def _check_configuration_runs(sweep_dir: Path, configs: list[dict[str, object]])
     by_rank = {int(r.data.tags["simtune.config_rank"]): r for r in runs}
     for c in configs:
         run = by_rank[int(str(c["rank"]))]
-        assert run.data.metrics["val/miou"] == pytest.approx(float(str(c["mean"])))
-        assert run.data.metrics["replicates"] == 2
+        assert run.data.metrics["config/val/miou_mean"] == pytest.approx(float(str(c["mean"])))
+        assert run.data.metrics["config/n_seeds"] == 2
         assert float(run.data.params["stage1.lambda_ci"]) == c["params"]["stage1.lambda_ci"]  # type: ignore[index]
 
 

@@ -33,9 +33,9 @@ from simtune.sweep.mlflow_callback import trial_loggers
 from simtune.results.summary import Summary
 from simtune.results.sweepdir import resolve_sweep_dir
 from simtune.testing import SYNTHETIC_EXPERIMENT, tiny_overrides
-from simtune.tracking.naming import ui_command
-from simtune.tracking.registry import register
-from simtune.tracking.store import (connect, default_tracking_uri, ensure_experiment, log_json_artifact, search,
+from simtune.tracking.naming import command_name, ui_command
+from simtune.tracking.experiments import ensure_experiment
+from simtune.tracking.store import (connect, default_tracking_uri, log_json_artifact, search,
                                     sqlite_path)
 from simtune.tracking.system_metrics import start_system_metrics
 
@@ -155,7 +155,9 @@ def test_parent_run_is_recorded_once_and_found_again_on_resume(tmp_path: Path) -
     assert run.data.params["stage1.iters"] == "10" and run.data.params["sweep.search"] == "grid"
     assert "stage1.bank_size" not in run.data.params and "data.source.size" not in run.data.params
     assert run.data.tags["simtune.git_revision"] and run.data.tags["simtune.version.mlflow"]
-    assert run.data.tags["mlflow.user"] and run.data.tags["mlflow.source.name"].startswith(("simtune", "pytest", "/"))
+    # In-process (pytest, or a pytest-xdist worker's ``python -c``) the Source is this program's name.
+    assert run.data.tags["mlflow.user"] and run.data.tags["simtune.command"]
+    assert run.data.tags["mlflow.source.name"] == command_name(run.data.tags["simtune.command"])
     assert "Sweep demo" in run.data.tags["mlflow.note.content"] and "`stage1.lambda_ci`" in run.data.tags[
         "mlflow.note.content"]
     artifacts = {a.path for a in first.client.list_artifacts(run.info.run_id, "sweep")}
@@ -177,9 +179,10 @@ def small_store(storage: Path) -> tuple[str, str, str]:
     model.mkdir()
     (model / "weights.txt").write_text("weights")
     client.log_artifacts(run_id, str(model), "segmenter")
-    registered = register(client, "simtune-space", f"runs:/{run_id}/segmenter", run_id, description="", tags={})
+    client.create_registered_model("simtune-space")  # a model version of plain files, no logged model
+    version = client.create_model_version("simtune-space", f"runs:/{run_id}/segmenter", run_id=run_id).version
     client.set_terminated(run_id)
-    return uri, run_id, registered.version
+    return uri, run_id, str(version)
 
 
 def test_a_moved_or_copied_storage_folder_is_refused_until_its_old_path_leads_to_it(tmp_path: Path) -> None:
@@ -376,7 +379,7 @@ def test_each_trial_is_a_child_run_with_params_metric_history_and_artifacts(fini
     assert ok.info.run_name == f"λ_ci=0.001 · {trial_id.rsplit('_', 1)[-1]}"  # what it tried, which trial
     assert ok.data.params["stage1.bank_size"] == "50"  # the full resolved config, not just the sampled key
     note = ok.data.tags["mlflow.note.content"]
-    assert "`stage1.lambda_ci`: 0.01 → 0.001" in note and f"runs/{finished.parent_run_id})" in note
+    assert "`stage1.lambda_ci`: 0.01 → 0.001" in note and f"runs/{finished.parent_run_id}?workflowType=machine_learning)" in note
     assert ok.data.tags["mlflow.user"] and ok.data.tags["mlflow.source.name"]
     history = client.get_metric_history(ok.info.run_id, "val/miou")
     assert [m.step for m in history] == [2, 4, 6, 8, 10]  # step = the reported global iteration
@@ -404,7 +407,7 @@ def test_finish_records_best_trial_and_failures_on_the_parent(finished: SweepTra
     assert parent.data.tags["simtune.failed_trials"] == runs["0.01"].data.tags["simtune.trial_id"]
     assert "sweep/summary.json" in {a.path for a in finished.client.list_artifacts(finished.parent_run_id, "sweep")}
     best = runs["0.001"]
-    assert f"[{best.info.run_name}](#/experiments/{finished.experiment_id}/runs/{best.info.run_id})" in \
+    assert f"[{best.info.run_name}](#/experiments/{finished.experiment_id}/runs/{best.info.run_id}?workflowType=" in \
         parent.data.tags["mlflow.note.content"]
 
 

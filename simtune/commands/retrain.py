@@ -86,5 +86,6 @@ def format_result(result: RetrainResult) -> str:
     else:
         lines.append("no model registered: every seed of the best configuration failed")
     lines += [f"note: {note}" for note in result.notes]
-    lines += naming.ui_lines(result.tracking_uri, result.experiment_id, result.parent_run_id)
+    lines += naming.ui_lines(result.tracking_uri, result.experiment_id, result.parent_run_id,
+                            sweep=result.sweep_dir.name)
     return "\n".join(lines)

@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_summary(summary))
     tracked = read_json(SweepDir(options.sweep_dir).tracking)
     if tracked:
-        print("\n".join(naming.ui_lines(tracked["tracking_uri"], tracked["experiment_id"], tracked["parent_run_id"])))
+        print("\n".join(naming.ui_lines(tracked["tracking_uri"], tracked["experiment_id"], tracked["parent_run_id"],
+                                         sweep=name)))
     # On failure the count and the first reason come last, after the MLflow lines.
     failures = failure_line(summary)
     if failures is None:

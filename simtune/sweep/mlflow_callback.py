@@ -169,13 +169,15 @@ class MlflowTrialLogger(tune.Callback):
         searched = flat_dict(config_values(tune_config))
         values = {key: searched[key] for key in (*self.swept, *searched) if key in searched}
         params = self._params(trial_id, searched)
+        replicate = replicate_index(tune_config)
         text = naming.description(
             f"Trial {naming.trial_index(trial_id)} of sweep {self.sweep_name}",
-            naming.config_diff(values, self.base_params) or ["the base config"],
+            [f"seed {params.get('seed', '?')} (replicate {replicate}); one seed: `val/miou`, `report/miou` are "
+             "this trial's own", *(naming.config_diff(values, self.base_params) or ["the base config's values"])],
             [naming.run_link(self.experiment_id, self.parent_run_id, f"sweep {self.sweep_name}")])
         tags = {TAG_PARENT: self.parent_run_id, TAG_ROLE: "trial", TAG_SWEEP: self.sweep_name, TAG_TRIAL: trial_id,
                 TAG_RUN_DIR: str(self.runs_dir / trial_id), "simtune.searched": ", ".join(searched),
-                TAG_REPLICATE: str(replicate_index(tune_config)), naming.TAG_NOTE: text, **self.source}
+                TAG_REPLICATE: str(replicate), naming.TAG_NOTE: text, **self.source}
         run = self.client.create_run(self.experiment_id, run_name=naming.trial_run_name(values, trial_id), tags=tags)
         log_params(self.client, run.info.run_id, params)
         run_dir = RunDir(self.runs_dir / trial_id)

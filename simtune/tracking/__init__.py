@@ -1,8 +1,4 @@
-"""MLflow tracking, free of Ray: reaching the store and finding runs (``store``), what a
-run directory sends to MLflow and the run logger of a training (``artifacts``), and the
-run and sweep figures (``figures``). The sweep's parent run and the Tune callback that
-logs each trial live in ``simtune.sweep`` (``tracker``, ``mlflow_callback``).
-
-A new tracking backend would sit beside ``store`` with the same small surface
-(``connect``, ``search``, ``log_params``/``log_metrics``/``log_history``, artifacts).
-"""
+"""MLflow tracking, free of Ray: the store (``store``), experiments and the UI's views
+(``experiments``), names (``naming``), the sweep's runs (``sweep``), what a run directory sends
+(``artifacts``, ``datasets``) and the model registry (``registry``); the Tune callback is in
+``simtune.sweep.mlflow_callback``."""

@@ -10,14 +10,18 @@ One home for every name a user reads in the MLflow UI:
   ``seed 2 · <values>``;
 - descriptions (``mlflow.note.content``, markdown shown on the run page) with the
   configuration's difference from the base and links between sweep, trials, retrains and
-  model versions; ``mlflow.source.name`` (the command) and ``mlflow.user``;
-- the ``mlflow ui`` command that opens a store.
+  model versions; ``mlflow.source.name`` (the command name) and ``mlflow.user``;
+- **every metric key** (``METRICS``); the experiment's tags for MLflow's UI (training view,
+  a saved view per sweep); the ``mlflow ui`` command and the link to the sweep's runs table.
 """
 
 from __future__ import annotations
 
 import getpass
+import json
 import math
+import re
+import urllib.parse
 import os
 import shlex
 import sys
@@ -34,6 +38,14 @@ TAG_NOTE = "mlflow.note.content"  # the run's description (markdown) in the UI
 TAG_SOURCE_NAME = "mlflow.source.name"
 TAG_SOURCE_TYPE = "mlflow.source.type"
 TAG_USER = "mlflow.user"
+TAG_COMMAND = "simtune.command"  # the whole command line; mlflow.source.name holds only its name
+
+# MLflow 3.17's UI: the experiment kind (the tag; its UI follows ``?workflowType=`` first) and
+# the saved views its "Share" button writes as experiment tags and opens by ``?viewStateShareKey=``.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"  # the UI's "Machine learning" view: runs, models, registry
+TRAINING_WORKFLOW = "machine_learning"
+TAG_VIEW_PREFIX = "mlflow.sharedViewState."
 
 # The paper's symbols for the keys the shipped spaces sweep; other keys use their last part.
 SHORT_NAMES = {
@@ -106,16 +118,83 @@ def retrain_run_name(values: Mapping[str, Any]) -> str:
     return f"retrain · {label}" if label else "retrain"
 
 
+# ----------------------------------------------------------------------------- metric names
+# One name per quantity. A bare name (``val/miou``) is one run's own number: one trial, one seed.
+# A number over seeds is ``<scope>/<metric>_mean`` (``_std``), with n as ``<scope>/n_seeds``;
+# the scope says whose seeds. ``METRICS`` is the list docs/mlflow.md prints (a test compares).
+
+SELECTION = "val/miou"  # the oracle selection metric: Cityscapes val, frankfurt
+REPORT = "report/miou"  # the held-out report split: lindau + munster; never selects anything
+CONFIG, BEST_CONFIG, RUNNER_UP_CONFIG = "config", "best_config", "runner_up_config"  # over the sweep's seeds
+BEST_TRIAL = "best_trial"  # one trial's numbers, copied to the sweep's parent run
+CONFIRM, CONFIRM_RUNNER_UP = "confirm", "confirm_runner_up"  # over retrain's fresh seeds
+SWEEP_SCOPES = {"best": BEST_CONFIG, "runner_up": RUNNER_UP_CONFIG}  # a retrain candidate's sweep estimate
+FRESH_SCOPES = {"best": CONFIRM, "runner_up": CONFIRM_RUNNER_UP}  # and its fresh-seed confirmation
+_SEEDS = "trial, retrain seed"
+METRICS: tuple[tuple[str, str, str], ...] = (  # (name, the runs that carry it, what it is)
+    ("val/miou", _SEEDS, "mIoU on the selection split (frankfurt) at each evaluation; one seed"),
+    ("report/miou", _SEEDS, "mIoU on the report split (lindau + munster) at each evaluation; one seed"),
+    ("val/iou/<class>, report/iou/<class>", _SEEDS, "per-class IoU on each split; one seed"),
+    ("select/<validator>", _SEEDS, "label-free validator score (docs/selection.md); one seed"),
+    ("loss/<name>, lr, stage", _SEEDS, "training losses, learning rate, the stage (0, 1, 2)"),
+    ("config/<metric>_mean, config/<metric>_std", "configuration", "mean and sample std of its trials' last "
+                                                                    "evaluations, over the sweep's seeds"),
+    ("config/n_seeds", "configuration", "n: how many seeds those are over"),
+    ("best_config/<metric>_mean, …_std, …/n_seeds", "sweep, retrain", "the best configuration over the sweep's "
+                                                                      "seeds: the estimate it was chosen on"),
+    ("runner_up_config/<metric>_mean, …_std, …/n_seeds", "retrain (`--compare-runner-up`)",
+     "the runner-up configuration over the sweep's seeds"),
+    ("best_trial/val/miou, best_trial/report/miou", "sweep", "the best trial (`summary.json` `best`, whose "
+                                                             "checkpoint is logged): one seed, last evaluation"),
+    ("confirm/<metric>_mean, …_std, …/n_seeds", "retrain", "the best configuration on fresh seeds: the confirmation"),
+    ("confirm_runner_up/<metric>_mean, …_std, …/n_seeds", "retrain (`--compare-runner-up`)",
+     "the runner-up on the same fresh seeds"),
+    ("trials/total, trials/finished, trials/failed", "sweep", "trial counts"),
+    ("system/*", "sweep, retrain", "MLflow's samples of the driver machine (CPU, memory, disk, network)"),
+)
+
+
+def mean_key(scope: str, metric: str) -> str:
+    """``config/val/miou_mean``: the mean of ``metric`` over the seeds ``scope`` names."""
+    return f"{scope}/{metric}_mean"
+
+
+def std_key(scope: str, metric: str) -> str:
+    """``config/val/miou_std``: the sample std (ddof = 1) over those seeds."""
+    return f"{scope}/{metric}_std"
+
+
+def seeds_key(scope: str) -> str:
+    """``config/n_seeds``: n, the number of seeds behind ``scope``'s means."""
+    return f"{scope}/n_seeds"
+
+
+def single_key(scope: str, metric: str) -> str:
+    """``best_trial/val/miou``: one run's number, copied to another run under its scope."""
+    return f"{scope}/{metric}"
+
+
+def metrics_table() -> str:
+    """``METRICS`` as the markdown table of docs/mlflow.md."""
+    rows = ["| metric | on runs | what it is |", "| --- | --- | --- |"]
+    rows += [f"| `{name}` | {runs} | {meaning} |" for name, runs, meaning in METRICS]
+    return "\n".join(rows)
+
+
 # ----------------------------------------------------------------------------- links and descriptions
+
+
+TRAINING_QUERY = f"?workflowType={TRAINING_WORKFLOW}"  # keeps the UI in its training view
 
 
 def run_link(experiment_id: str, run_id: str, text: str) -> str:
     """A markdown link to a run, relative to the UI's address (works on any host and port)."""
-    return f"[{text}](#/experiments/{experiment_id}/runs/{run_id})"
+    return f"[{text}](#/experiments/{experiment_id}/runs/{run_id}{TRAINING_QUERY})"
 
 
 def model_link(name: str, version: str | int, text: str | None = None) -> str:
-    return f"[{text or f'{name} version {version}'}](#/models/{name}/versions/{version})"
+    """A markdown link to a registered model version, in the training view."""
+    return f"[{text or f'{name} version {version}'}](#/models/{name}/versions/{version}{TRAINING_QUERY})"
 
 
 def config_diff(values: Mapping[str, Any], base: Mapping[str, Any]) -> list[str]:
@@ -135,12 +214,24 @@ def description(title: str, lines: Iterable[str] = (), links: Iterable[str] = ()
 
 
 def source_tags(command: str | None = None) -> dict[str, str]:
-    """``mlflow.source.name`` (the command line), ``mlflow.source.type`` and ``mlflow.user``.
+    """``mlflow.source.name`` (the command's name), the whole command line, type and user.
+
+    MLflow's Source column shows what follows the last ``/`` of ``mlflow.source.name``, so it
+    holds ``simtune sweep`` and the command line goes to ``simtune.command``.
 
     Args:
-        command: the command to record; None = this process's ``simtune ...`` command line.
+        command: the command line to record; None = this process's ``simtune ...`` command line.
     """
-    return {TAG_SOURCE_NAME: command or command_line(), TAG_SOURCE_TYPE: "LOCAL", TAG_USER: user()}
+    line = command or command_line()
+    return {TAG_SOURCE_NAME: command_name(line), TAG_COMMAND: line, TAG_SOURCE_TYPE: "LOCAL", TAG_USER: user()}
+
+
+def command_name(line: str) -> str:
+    """``simtune sweep search_spaces/a.yaml --set x=1`` -> ``simtune sweep``; another program: its name."""
+    words = line.split()
+    if words[:1] == ["simtune"]:
+        return " ".join(words[:2])
+    return Path(words[0]).name if words else "simtune"
 
 
 def command_line(argv: list[str] | None = None) -> str:
@@ -160,6 +251,37 @@ def user() -> str:
         return os.environ.get("USER", "unknown")
 
 
+# ----------------------------------------------------------------------------- the UI's views
+
+
+def experiment_tags() -> dict[str, str]:
+    """Tags that make MLflow's UI open an experiment in its training view (runs, models, registry)."""
+    return {TAG_EXPERIMENT_KIND: TRAINING_KIND}
+
+
+def view_key(sweep: str) -> str:
+    """The saved view of a sweep (``?viewStateShareKey=``): its name, as characters a tag key allows."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", sweep)[:200] or "sweep"
+
+
+def sweep_view(sweep: str, swept: Iterable[str], metric: str = SELECTION) -> tuple[str, str]:
+    """The experiment tag (key, value) holding the runs table a sweep's link opens.
+
+    MLflow's UI reads it as a shared view: the runs of this sweep (its parent, trials,
+    configurations, retrains: the ``simtune.sweep`` tag), newest first, with the swept
+    params, the trial metrics and the configurations' means and n as columns.
+    """
+    metrics = dict.fromkeys((metric, SELECTION, REPORT))
+    columns = ["attributes.`Source`", "attributes.`Models`",
+               *(f"params.`{key}`" for key in swept), "params.`seed`",
+               *(f"metrics.`{m}`" for m in metrics),
+               *(f"metrics.`{mean_key(CONFIG, m)}`" for m in metrics), f"metrics.`{seeds_key(CONFIG)}`"]
+    quoted = sweep.replace("\\", "\\\\").replace("'", "\\'")
+    state = {"searchFilter": f"tags.`simtune.sweep` = '{quoted}'", "orderByKey": "attributes.start_time",
+             "orderByAsc": False, "selectedColumns": columns}
+    return TAG_VIEW_PREFIX + view_key(sweep), json.dumps(state)
+
+
 # ----------------------------------------------------------------------------- opening the UI
 
 
@@ -175,17 +297,21 @@ def ui_command(tracking_uri: str, port: int = UI_PORT) -> str:
 
 
 def ui_url(tracking_uri: str, experiment_id: str | None = None, run_id: str | None = None,
-           port: int = UI_PORT) -> str:
-    """The UI address of a run (or an experiment) once ``ui_command`` runs."""
+           port: int = UI_PORT, *, sweep: str | None = None) -> str:
+    """The UI address in its training view once ``ui_command`` runs: with ``sweep`` the runs table
+    as the sweep's saved view (``sweep_view``), else the run's page or the experiment's runs."""
     base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{port}"
     if experiment_id is None:
         return base
-    return f"{base}/#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    query = {"workflowType": TRAINING_WORKFLOW, **({"viewStateShareKey": view_key(sweep)} if sweep else {})}
+    page = f"runs/{run_id}" if run_id and not sweep else "runs"
+    return f"{base}/#/experiments/{experiment_id}/{page}?{urllib.parse.urlencode(query)}"
 
 
-def ui_lines(tracking_uri: str, experiment_id: str | None = None, run_id: str | None = None) -> list[str]:
-    """What every command that wrote to MLflow prints last: where to look, then the one command."""
+def ui_lines(tracking_uri: str, experiment_id: str | None = None, run_id: str | None = None, *,
+             sweep: str | None = None) -> list[str]:
+    """What every command that wrote to MLflow prints last: where to look (``ui_url``), then the command."""
     lines = []
     if experiment_id is not None:
-        lines.append(f"MLflow: {ui_url(tracking_uri, experiment_id, run_id)} once the UI runs:")
+        lines.append(f"MLflow: {ui_url(tracking_uri, experiment_id, run_id, sweep=sweep)} once the UI runs:")
     return [*lines, ui_command(tracking_uri)]

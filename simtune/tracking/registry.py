@@ -12,6 +12,9 @@ folder holds the network's weights (``segmenter.pt``, a plain state dict), the r
 requirements (torch, numpy, PyYAML, mlflow). Loading needs neither simtune installed nor
 trust in a pickle: the weights are read with ``torch.load(weights_only=True)``.
 
+Logged from the seed run that trained it at its final evaluation's step (those metrics become
+the model's), registered by ``mlflow.register_model``, linked as an output of the retrain run.
+
 Input: (N, 3, H, W) float32, what ``simtune.data.datasets.image_to_tensor`` gives (BGR
 minus the ImageNet mean).
 Output: (N, K, h, w) float32 logits at the network's output stride.
@@ -19,13 +22,17 @@ Output: (N, K, h, w) float32 logits at the network's output stride.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import os
 import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from collections.abc import Iterator
 
 import mlflow
 import numpy as np
@@ -70,12 +77,14 @@ class SegmenterModel(PythonModel):  # type: ignore[misc]  # mlflow has no type i
 
 
 def log_segmenter(run_id: str, tracking_uri: str, state_dict: dict[str, Any], config_file: Path,
-                  num_classes: int) -> str:
+                  num_classes: int, *, step: int = 0) -> str:
     """Log a segmenter into run ``run_id`` as a pyfunc model carrying simtune itself; returns its URI.
 
     Args:
         state_dict: the segmenter's weights (``Segmenter.state_dict()``).
         config_file: the run's resolved ``config.yaml`` (the network is rebuilt from it).
+        step: the global iteration of the evaluation these weights scored; the run's metrics
+            at that step become the logged model's metrics.
     """
     import torch
     from mlflow.models import ModelSignature
@@ -90,17 +99,30 @@ def log_segmenter(run_id: str, tracking_uri: str, state_dict: dict[str, Any], co
         (folder / "model_code.py").write_text(_MODEL_CODE)
         package = Path(__file__).resolve().parents[1]
         shutil.copytree(package, folder / "simtune", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
         logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
         # The signature is given, so MLflow's advice on type hints and input examples does not apply.
-        with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+        with using_store(tracking_uri), mlflow.start_run(run_id=run_id), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             info = mlflow.pyfunc.log_model(
                 name=MODEL_NAME_IN_RUN, python_model=str(folder / "model_code.py"),
                 artifacts={"weights": str(folder / WEIGHTS), "config": str(folder / CONFIG)},
-                code_paths=[str(folder / "simtune")], signature=signature, pip_requirements=requirements())
+                code_paths=[str(folder / "simtune")], signature=signature, pip_requirements=requirements(),
+                step=int(step))
     return str(info.model_uri)
+
+
+@contextlib.contextmanager
+def using_store(uri: str) -> Iterator[None]:
+    """MLflow's process-wide tracking and registry URI set to ``uri``; the registry URI is put back after."""
+    before = os.environ.get("MLFLOW_REGISTRY_URI")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_registry_uri(before or "")  # "" = follow the tracking URI again
+        if before is None:
+            os.environ.pop("MLFLOW_REGISTRY_URI", None)
 
 
 def requirements() -> list[str]:
@@ -119,13 +141,11 @@ class Registered:
     previous: str | None
 
 
-def register(client: Any, name: str, model_uri: str, run_id: str, *, description: str,
+def register(client: Any, name: str, model_uri: str, link_run_id: str | None = None, *, description: str,
              tags: dict[str, str]) -> Registered:
-    """Add ``model_uri`` as a new version of ``name`` (created if missing); move the aliases.
-
-    The version is attached to ``run_id`` (the retrain's parent run, whose page then lists
-    it); ``champion`` moves to it and ``previous`` to the version that was champion.
-    """
+    """Register the logged model ``model_uri`` (``models:/m-...``) as a new version of ``name`` (linked
+    both ways); ``link_run_id`` gets it as an output (its Models column); ``champion`` moves to the
+    new version and ``previous`` to the one that was champion."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -134,9 +154,15 @@ def register(client: Any, name: str, model_uri: str, run_id: str, *, description
         client.create_registered_model(name, description="simtune segmenters retrained from the best configuration "
                                                          "of this search space; @champion is the latest")
     before = champion_version(client, name)
-    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
-    version = client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags, description=description,
-                                          model_id=model_id)
+    with using_store(client.tracking_uri), contextlib.redirect_stderr(io.StringIO()):  # it prints "Created version"
+        version = mlflow.register_model(model_uri, name, tags=tags)
+    client.update_model_version(name, version.version, description=description)
+    if link_run_id is not None and model_uri.startswith("models:/"):
+        from mlflow.entities import LoggedModelOutput
+        model = client.get_logged_model(model_uri.removeprefix("models:/"))
+        step = next((o.step for o in client.get_run(model.source_run_id).outputs.model_outputs
+                     if o.model_id == model.model_id), 0)
+        client.log_outputs(link_run_id, models=[LoggedModelOutput(model.model_id, step)])
     if before is not None:
         client.set_registered_model_alias(name, PREVIOUS, before)
     client.set_registered_model_alias(name, CHAMPION, version.version)

@@ -6,18 +6,11 @@ otherwise, every sweep, retrain and report of a storage folder (``./sweeps``) wr
 one ``mlflow ui`` shows every sweep, and sweeps of one search space share an experiment
 (``simtune.tracking.naming``).
 
-**A storage folder stays where it was created.** MLflow 3 writes every artifact location
-(experiment, run, logged model, model version) as an absolute path when it creates the
-entity, has no API to change one, and resolves a local path as it was written: a relative
-location is made absolute at creation, and the locations a server resolves at read time
-(``mlflow-artifacts:/``, with ``mlflow ui --artifacts-destination``) need an HTTP server for
-every write, which simtune's serverless SQLite store does not have. So after the folder is
-moved its artifacts and model files are still looked for under the old path, and a copy's
-new artifacts would land in the original. ``connect`` notices (``check_artifact_root``: each
-experiment simtune creates records the ``mlartifacts/`` folder it writes to) and stops the
-command with one line: move the folder back, or link the old path to the new one
-(``ln -s``), through which every MLflow reader -- ``mlflow ui``, ``mlflow.pyfunc.load_model``
--- finds the files again. Nothing here writes into MLflow's tables.
+**A storage folder stays where it was created.** MLflow 3 writes every artifact location as
+an absolute path and cannot change one, so a moved folder's artifacts are looked for under
+the old path and a copy would write into the original. ``connect`` notices
+(``check_artifact_root``) and stops with one line: move the folder back, or link the old
+path to the new one (docs/mlflow.md). Nothing here writes into MLflow's tables.
 
 **One writer per process.** Within a sweep every write happens in the Ray driver; ``retrain``
 and ``report`` write from the CLI process. Several such processes may share one SQLite
@@ -202,38 +195,6 @@ def one_line(exc: BaseException) -> str:
     """The first line of an exception's message, for one-line errors and tags."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
-
-
-def ensure_experiment(client: MlflowClient, name: str, uri: str, description: str = "") -> str:
-    """The id of experiment ``name``, created if missing (by this process or a concurrent one).
-
-    A SQLite store keeps each experiment's artifacts in ``mlartifacts/<name>/`` beside the
-    database file; a server decides itself.
-    """
-    from mlflow.exceptions import MlflowException
-
-    root = artifact_root(uri)
-    tags = {TAG_ARTIFACT_ROOT: root} if root else {}
-    if description:
-        tags["mlflow.note.content"] = description
-    try:
-        found = client.get_experiment_by_name(name)
-        if found is not None:
-            return str(found.experiment_id)
-        location = f"{root}/{_folder_name(name)}" if root else None
-        try:
-            return str(client.create_experiment(name, artifact_location=location, tags=tags))
-        except MlflowException:  # another sweep created it a moment ago
-            found = client.get_experiment_by_name(name)
-            if found is None:
-                raise
-            return str(found.experiment_id)
-    except Exception as exc:  # MLflow wraps SQL and HTTP errors in several types
-        raise TrackingError(f"tracking store {uri}: cannot open experiment '{name}' ({one_line(exc)})") from None
-
-
-def _folder_name(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "experiment"
 
 
 # ----------------------------------------------------------------------------- a moved storage folder

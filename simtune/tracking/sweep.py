@@ -26,16 +26,17 @@ from simtune.schema import Config
 from simtune.errors import TrackingError
 from simtune.keys import flat_dict
 from simtune.provenance import describe
-from simtune.rundir import read_json, write_json
+from simtune.rundir import RunDir, read_json, write_json
 from simtune.results.ranking import SELECTION_METRIC, Standing, rank
 from simtune.results.summary import ConfigSummary, Summary
 from simtune.results.sweepdir import SweepDir, resolve_sweep_dir
 from simtune.tracking import naming
 from simtune.tracking.artifacts import log_checkpoint
 from simtune.tracking.datasets import log_data_inputs
+from simtune.tracking.experiments import ensure_experiment, set_sweep_view
 from simtune.tracking.store import (CHECKPOINT_POLICIES, EXPERIMENT, TAG_CONFIG, TAG_CONFIG_RANK, TAG_PARENT,
                                     TAG_ROLE, TAG_RUN_DIR, TAG_STOPPED, TAG_SWEEP, TAG_SWEEP_DIR, TAG_TRIAL, connect,
-                                    default_tracking_uri, ensure_experiment, find_sweep_parent, log_json_artifact,
+                                    default_tracking_uri, find_sweep_parent, log_json_artifact,
                                     log_metrics, log_params, normalise_uri, one_line, provenance_tags, search)
 from simtune.tracking.system_metrics import start_system_metrics
 
@@ -95,7 +96,10 @@ class SweepTracker:
         experiment = experiment_name or naming.experiment_name(space_file) or EXPERIMENT
         experiment_id = ensure_experiment(client, experiment, uri, f"Sweeps of the search space `{space_file}`.")
         text = sweep_description(sweep_name, sweep_dir, space_file, space)
+        swept = tuple(getattr(space, "params", {}) or {})
+        metric = str(getattr(space, "metric", SELECTION_METRIC))
         try:
+            set_sweep_view(client, experiment_id, sweep_name, swept, metric)
             parent = find_sweep_parent(client, experiment_id, sweep_name, sweep_dir) if resume else None
             if parent is None:
                 run_id = _create_parent(client, experiment_id, sweep_name, sweep_dir, space_file, space, base_config,
@@ -110,10 +114,9 @@ class SweepTracker:
         # The trial logger reads this at every (resumed) start of Tune; see mlflow_callback.
         write_json(SweepDir(sweep_dir).tracking, {"tracking_uri": uri, "experiment_id": experiment_id,
                                                   "experiment": experiment, "parent_run_id": run_id,
-                                                  "checkpoint_policy": checkpoint_policy})
+                                                  "checkpoint_policy": checkpoint_policy, "sweep": sweep_name})
         return cls(uri, experiment_id, run_id, sweep_name, sweep_dir, config.flatten(base_config),
-                   checkpoint_policy, client, str(getattr(space, "metric", SELECTION_METRIC)),
-                   str(getattr(space, "mode", "max")), tuple(getattr(space, "params", {}) or {}), text,
+                   checkpoint_policy, client, metric, str(getattr(space, "mode", "max")), swept, text,
                    start_system_metrics(uri, run_id))
 
     def finish(self, summary: Summary) -> None:
@@ -133,7 +136,7 @@ class SweepTracker:
             self._log_configurations(ranked)
         if ranked:  # the best configuration's means, next to the best trial's single-seed numbers
             log_metrics(self.client, self.parent_run_id,
-                        [(f"best_config/{k}", v, 0) for k, v in _config_metrics(ranked[0], self.metric).items()])
+                        [(k, v, 0) for k, v in config_metrics(ranked[0], self.metric, naming.BEST_CONFIG).items()])
         self.client.set_tag(self.parent_run_id, "simtune.verdict", summary.verdict.line)
         log_metrics(self.client, self.parent_run_id, [(k, v, 0) for k, v in outcome.metrics().items()])
         for key, value in outcome.tags().items():
@@ -150,33 +153,60 @@ class SweepTracker:
     def _log_configurations(self, configs: list[ConfigSummary]) -> None:
         """One run per ranked configuration (``summary.json`` ``configs``), a child of the parent run.
 
-        Its params are the swept values; its metrics are the means over the replicates under the
-        metrics' own names (``val/miou``, ``report/miou``), so MLflow's compare view of these
-        runs plots configuration means, plus ``<metric>_std`` and ``replicates`` (n). Found
-        again by its ``simtune.config`` tag when a resumed sweep finishes.
+        Its params are the swept values; its metrics are the means over the replicates under
+        their own names (``config/val/miou_mean``, ``config/report/miou_mean``, their ``_std``
+        and ``config/n_seeds``), never a trial's ``val/miou``, so a column or chart of the
+        runs table does not mix means with single seeds. Found again by its
+        ``simtune.config`` tag when a resumed sweep finishes.
         """
         found = search(self.client, self.experiment_id, {TAG_PARENT: self.parent_run_id, TAG_ROLE: "configuration"})
         runs = {r.data.tags.get(TAG_CONFIG): r.info.run_id for r in found}
         for c in configs:
             label = naming.config_label(c.params) or "the base config"
-            run_id = runs.get(label)
-            if run_id is None:
-                tags = {TAG_PARENT: self.parent_run_id, TAG_ROLE: "configuration", TAG_SWEEP: self.sweep_name,
-                        TAG_CONFIG: label}
-                run_id = self.client.create_run(self.experiment_id, run_name=f"{label} · mean of {c.n}",
-                                                tags=tags).info.run_id
-                log_params(self.client, run_id, c.params)
-            self.client.set_tag(run_id, TAG_CONFIG_RANK, str(c.rank))
-            self.client.set_tag(run_id, "simtune.trial_ids", ", ".join(c.trial_ids))
-            log_metrics(self.client, run_id, [(k, float(v), 0) for k, v in _config_metrics(c, self.metric).items()])
+            run_id = runs.get(label) or self._create_configuration(c, label)
+            for key, value in ((TAG_CONFIG_RANK, str(c.rank)), ("simtune.trial_ids", ", ".join(c.trial_ids)),
+                               (naming.TAG_NOTE, self._configuration_note(c))):
+                self.client.set_tag(run_id, key, value)
+            log_metrics(self.client, run_id, [(k, v, 0) for k, v in config_metrics(c, self.metric).items()])
             self.client.set_terminated(run_id, "FINISHED")
 
+    def _create_configuration(self, c: ConfigSummary, label: str) -> str:
+        tags = {TAG_PARENT: self.parent_run_id, TAG_ROLE: "configuration", TAG_SWEEP: self.sweep_name,
+                TAG_CONFIG: label, **naming.source_tags()}
+        run_id = str(self.client.create_run(self.experiment_id, run_name=f"{label} · mean of {c.n}",
+                                            tags=tags).info.run_id)
+        log_params(self.client, run_id, c.params)
+        first = RunDir(SweepDir(self.sweep_dir).runs / c.trial_ids[0]) if c.trial_ids else None
+        if first is not None and first.has_config():
+            log_data_inputs(self.client, run_id, first.config())
+        return run_id
 
-def _config_metrics(c: ConfigSummary, metric: str) -> dict[str, float]:
-    """Mean (under the metric's name), std and n of a configuration of the summary."""
-    report = c.spreads.get("report/miou")
-    values = {metric: c.mean, f"{metric}_std": c.std, "report/miou": report.mean if report else None,
-              "report/miou_std": report.std if report else None, "replicates": c.n}
+    def _configuration_note(self, c: ConfigSummary) -> str:
+        """What the configuration run holds: whose mean, over which seeds, its place, its trials."""
+        trials = search(self.client, self.experiment_id, {TAG_PARENT: self.parent_run_id, TAG_ROLE: "trial"})
+        links = [naming.run_link(self.experiment_id, r.info.run_id, r.info.run_name or r.info.run_id)
+                 for r in trials if r.data.tags.get(TAG_TRIAL) in c.trial_ids]
+        lines = [f"mean over {c.n} seeds ({', '.join(map(str, c.seeds))}) of its trials' last evaluations: "
+                 f"`{naming.mean_key(naming.CONFIG, self.metric)}`, `{naming.seeds_key(naming.CONFIG)}` = n",
+                 *naming.config_diff(c.params, self.base_params),
+                 f"rank {c.rank} of the sweep" if c.rank is not None else "not ranked"]
+        return naming.description(f"Configuration {naming.config_label(c.params) or 'the base config'} "
+                                  f"of sweep {self.sweep_name}", lines,
+                                  [naming.run_link(self.experiment_id, self.parent_run_id,
+                                                   f"sweep {self.sweep_name}"), *links])
+
+
+def config_metrics(c: ConfigSummary, metric: str, scope: str = naming.CONFIG) -> dict[str, float]:
+    """Mean and std of the selection metric and ``report/miou`` over a configuration's seeds, and n.
+
+    Names: ``<scope>/<metric>_mean``, ``<scope>/<metric>_std``, ``<scope>/n_seeds``
+    (``naming``); ``scope`` is ``config`` on its own run, ``best_config`` on the sweep's.
+    """
+    values: dict[str, float | None] = {naming.mean_key(scope, metric): c.mean, naming.std_key(scope, metric): c.std,
+                                       naming.seeds_key(scope): c.n}
+    if metric != naming.REPORT and (report := c.spreads.get(naming.REPORT)) is not None:
+        values[naming.mean_key(scope, naming.REPORT)] = report.mean
+        values[naming.std_key(scope, naming.REPORT)] = report.std
     return {k: float(v) for k, v in values.items() if v is not None}
 
 
@@ -188,6 +218,13 @@ def space_params(space: Any) -> dict[str, Any]:
     fixed = {key: value for key, value in flat_dict(space.changes).items() if key not in swept}
     settings = {"sweep.search": space.search.algorithm, "sweep.scheduler": space.scheduler.type,
                 "sweep.num_samples": space.num_samples, "sweep.metric": f"{space.metric} ({space.mode})"}
+    racing = getattr(space, "racing", None)
+    if racing is not None:  # racing replaces a fixed number of replicates
+        settings.update({"sweep.racing.min_replicates": racing.min_replicates,
+                         "sweep.racing.max_replicates": racing.max_replicates,
+                         "sweep.racing.confidence": racing.confidence})
+    else:
+        settings["sweep.replicates"] = getattr(space, "replicates", 1)
     return {**swept, **fixed, **settings}
 
 
@@ -238,18 +275,20 @@ class SweepOutcome:
         out = {"trials/total": float(self.total), "trials/finished": float(self.finished),
                "trials/failed": float(self.failed)}
         if self.best is not None:
-            for key in dict.fromkeys((self.metric, SELECTION_METRIC, "report/miou")):
+            for key in dict.fromkeys((self.metric, SELECTION_METRIC, naming.REPORT)):
                 if key in self.best.data.metrics:
-                    out[f"best/{key}"] = self.best.data.metrics[key]
+                    out[naming.single_key(naming.BEST_TRIAL, key)] = self.best.data.metrics[key]
         return out
 
     def note(self, experiment_id: str) -> str:
         """The outcome as description lines: counts and a link to the best trial."""
         lines = [f"\nOutcome: {self.total} trials, {self.finished} finished, {self.failed} failed"]
         if self.best is not None:
-            scores = ", ".join(f"{k} {v:.2f}" for k, v in self.metrics().items() if k.startswith("best/"))
+            prefix = naming.single_key(naming.BEST_TRIAL, "")
+            scores = ", ".join(f"{k.removeprefix(prefix)} {v:.2f}" for k, v in self.metrics().items()
+                               if k.startswith(prefix))
             link = naming.run_link(experiment_id, self.best.info.run_id, self.best.info.run_name)
-            lines.append(f"- best trial: {link} ({scores.replace('best/', '')}, last evaluation)")
+            lines.append(f"- best trial: {link} ({scores}, last evaluation, one seed)")
         return "\n".join(lines) + "\n"
 
     def tags(self) -> dict[str, str]:

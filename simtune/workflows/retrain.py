@@ -37,9 +37,10 @@ from simtune.results.ranking import metric_unit
 from simtune.tracking import naming
 from simtune.tracking.artifacts import RunLogger, log_trial_artifacts
 from simtune.tracking.datasets import log_data_inputs
+from simtune.tracking.experiments import ensure_experiment, set_sweep_view
 from simtune.tracking.naming import CHAMPION
 from simtune.tracking.store import (TAG_PARENT, TAG_ROLE, TAG_RUN_DIR, TAG_SWEEP, TAG_SWEEP_DIR, TAG_TRIAL, connect,
-                                    default_tracking_uri, ensure_experiment, find_sweep_parent, log_history,
+                                    default_tracking_uri, find_sweep_parent, log_history,
                                     log_metrics, log_params, normalise_uri, one_line, provenance_tags, search)
 from simtune.tracking.system_metrics import start_system_metrics
 from simtune import preflight
@@ -145,6 +146,7 @@ def retrain_best(*, storage: Path, sweep: str | None = None, seeds: int = 3, ite
     client = connect(result.tracking_uri)
     experiment = experiment_of(result.sweep_dir)
     result.experiment_id = ensure_experiment(client, experiment, result.tracking_uri)
+    set_sweep_view(client, result.experiment_id, result.sweep_dir.name, result.candidates[0].values, result.metric)
     sweep_parent = find_sweep_parent(client, result.experiment_id, result.sweep_dir.name, result.sweep_dir)
     result.sweep_parent_run_id = sweep_parent.info.run_id if sweep_parent else None
     result.parent_run_id = _create_parent(client, result)
@@ -301,17 +303,20 @@ def _reusable(out: Path, cfg: Config) -> bool:
 
 
 def _log_spread(client: Any, result: RetrainResult) -> None:
-    """Mean and std over the fresh seeds of each candidate, and its sweep estimate, on the retrain parent run."""
+    """Each candidate's mean, std and n over the fresh seeds (``confirm/...``) and over the sweep's
+    seeds (``best_config/...``, the sweep's estimate), on the retrain parent run (``naming``)."""
     points: list[tuple[str, float, int]] = []
     for candidate in result.candidates:
-        for metric in dict.fromkeys(("report/miou", result.metric)):
-            fresh, selected = candidate.spread(metric), candidate.sweep.get(metric)
-            if fresh is not None:
-                points += [(f"{candidate.role}/{metric}_mean", fresh.mean, 0)]
-                points += [(f"{candidate.role}/{metric}_std", fresh.std, 0)] if fresh.std is not None else []
-            if selected is not None:
-                points.append((f"{candidate.role}/{metric}_sweep_mean", selected.mean, 0))
-        points.append((f"{candidate.role}/seeds_finished", float(len(candidate.by_seed("report/miou"))), 0))
+        fresh_scope, sweep_scope = naming.FRESH_SCOPES[candidate.role], naming.SWEEP_SCOPES[candidate.role]
+        for metric in dict.fromkeys((naming.REPORT, result.metric)):
+            for scope, found in ((fresh_scope, candidate.spread(metric)), (sweep_scope, candidate.sweep.get(metric))):
+                if found is not None:
+                    points.append((naming.mean_key(scope, metric), found.mean, 0))
+                    points += [(naming.std_key(scope, metric), found.std, 0)] if found.std is not None else []
+        points.append((naming.seeds_key(fresh_scope), float(len(candidate.by_seed(result.metric))), 0))
+        selected = candidate.sweep.get(result.metric)
+        if selected is not None:
+            points.append((naming.seeds_key(sweep_scope), float(selected.n), 0))
     log_metrics(client, result.parent_run_id, points)
     lines = verdicts(result) + confirmation(result)
     if lines:
@@ -353,9 +358,11 @@ def _register(client: Any, result: RetrainResult, name: str) -> None:
     confirmed = format_spread(best.spread("report/miou"), with_n=True)
     estimated = format_spread(best.sweep.get("report/miou"), with_n=True)
     run = RunDir(champion.run_dir)
-    try:
+    last = run.last_evaluation()
+    try:  # logged at its final evaluation's step: that step's metrics become the model's
         model_uri = log_segmenter(champion.run_id, result.tracking_uri, load_segmenter_state(run.weights()),
-                                  run.config_file, run.config().model.num_classes)
+                                  run.config_file, run.config().model.num_classes,
+                                  step=int(last[1]["step"]) if last else 0)
         text = (f"Seed {champion.seed} of {naming.config_label(result.candidates[0].values)} "
                 f"(best {result.metric} of {len(done)} fresh seeds); report/miou {confirmed} on fresh seeds, "
                 f"{estimated} on the sweep's seeds. "
