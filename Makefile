@@ -23,11 +23,15 @@ $(BENCH)/benchmark.json: | install
 demo: install data
 	$(BIN)/simtune sweep search_spaces/lambda_ci_race.yaml
 
+# Two pytest workers (one per core of the 2-core VM); a test file stays on one worker, so a
+# module's shared sweep runs once.
+PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile
+
 test: install
-	$(BIN)/python -m pytest -q --durations=15
+	$(PYTEST) --durations=15
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 typecheck: install
 	$(BIN)/python -m mypy simtune scripts

@@ -17,7 +17,7 @@ from typing import Any
 
 from ray import tune
 
-from simtune.search.algorithms import ALGORITHMS
+from simtune.search.algorithms import ALGORITHMS, SCHEDULERS
 from simtune.search.replicates import TRIAL_INDEX, replicate_index
 from simtune.search.space import Param, SearchSpace
 from simtune.sweep.options import SweepOptions
@@ -37,7 +37,7 @@ def build_tuner(space: SearchSpace, options: SweepOptions, callbacks: list[Any])
         tune_config=tune.TuneConfig(
             metric=space.metric, mode=space.mode, search_alg=_search_alg(space), scheduler=_scheduler(space),
             num_samples=tune_num_samples(space.num_samples, space.replicates, searcher),
-            trial_dirname_creator=_trial_dirname, reuse_actors=False,
+            trial_dirname_creator=_trial_dirname, reuse_actors=_reuse_actors(space),
             # Tune limits a Searcher (Optuna) this way; the grid/random generator limits itself.
             max_concurrent_trials=space.max_concurrent if searcher else None),
         run_config=_run_config(space, options.name, options.storage, callbacks),
@@ -63,9 +63,18 @@ def build_round_tuner(space: SearchSpace, options: SweepOptions, callbacks: list
         tune_config=tune.TuneConfig(
             metric=space.metric, mode=space.mode, num_samples=len(points), trial_dirname_creator=_trial_dirname,
             search_alg=BasicVariantGenerator(points_to_evaluate=points, max_concurrent=space.max_concurrent or 0),
-            reuse_actors=False),
+            reuse_actors=True),  # rounds run FIFO: no trial is stopped mid-run
         run_config=_run_config(space, round_dir.name, round_dir.parent, callbacks),
     )
+
+
+def _reuse_actors(space: SearchSpace) -> bool:
+    """Whether a finished trial's worker process runs the next trial (no process start, no re-import).
+
+    Not with a scheduler that stops trials: a stopped function trial's thread trains on until
+    its next report, and would write into its run directory while its worker waited for reuse.
+    """
+    return not SCHEDULERS[space.scheduler.type].stops_early
 
 
 def _trainable(space: SearchSpace, options: SweepOptions) -> Any:
