@@ -23,7 +23,6 @@ import argparse
 import base64
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from simtune.testing import stop_process_group
 from simtune.tracking import naming
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -43,15 +43,6 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 def start(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             env=env)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Ctrl-C the process group this script started; kill it when that is not enough."""
-    os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def free_port() -> int:
@@ -208,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                 page.save(args.out / "mlflow_retrain.png")
         finally:
             for proc in (browser, ui):
-                stop(proc)
+                stop_process_group(proc)
     return 0 if checks.ok else 1
 
 

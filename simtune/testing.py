@@ -11,7 +11,9 @@ tell whether the loader really reads the PNG's *first* channel.
 from __future__ import annotations
 
 import os
+import signal
 import struct
+import subprocess
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -259,3 +261,14 @@ def fault_callbacks(run_dir: Path, swept: Mapping[str, Any]) -> list[Callback]:
     """The fault ``SIMTUNE_FAULT`` asks for this trial, as a training callback; [] when it asks none."""
     at = parse_faults(os.environ.get(FAULT_ENV, ""), swept)
     return [FaultInjector(run_dir, at)] if at else []
+
+
+def stop_process_group(proc: subprocess.Popen[Any]) -> None:
+    """Ctrl-C the process group ``proc`` leads (``mlflow ui`` ignores SIGTERM while serving);
+    kill the group when that has not ended it within 30 s."""
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)

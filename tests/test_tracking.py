@@ -12,7 +12,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from simtune.tracking.sweep import SweepTracker
 from simtune.sweep.mlflow_callback import trial_loggers
 from simtune.results.summary import Summary
 from simtune.results.sweepdir import resolve_sweep_dir
-from simtune.testing import SYNTHETIC_EXPERIMENT, tiny_overrides
+from simtune.testing import SYNTHETIC_EXPERIMENT, stop_process_group, tiny_overrides
 from simtune.tracking.naming import command_name, ui_command
 from simtune.tracking.experiments import ensure_experiment
 from simtune.tracking.store import (connect, default_tracking_uri, log_json_artifact, search,
@@ -526,17 +525,7 @@ def mlflow_ui(uri: str) -> Iterator[str]:
         _wait_until_up(url, proc)
         yield url
     finally:
-        _stop_group(proc)
-
-
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """Ctrl-C the server's process group (it ignores SIGTERM while serving); kill it if that fails."""
-    os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        stop_process_group(proc)
 
 
 def _wait_until_up(url: str, proc: subprocess.Popen[bytes]) -> None:
