@@ -134,6 +134,12 @@ def test_crash_is_retried_from_checkpoint_and_nan_fails_alone(tmp_path: Path, ti
     assert diverged["status"] == "ERROR" and "nan" in diverged["failure_reason"]
     assert len(attempts(sweep_dir, diverged["trial_id"])) == 1  # started once: a diverged trial is not retried
     assert (Path(diverged["run_dir"]) / "failure.json").is_file()
+    # The searcher sees the diverged trial at the metric's worst value, not its last good evaluation;
+    # the summary lists it as failed with no such number (summary.json stays strict JSON).
+    final = tune_results(sweep_dir, diverged["trial_id"])[-1]
+    assert final["failed"] == 1 and final["val/miou"] == float("-inf")
+    assert "val/miou" not in diverged["metrics"]
+    json.loads((sweep_dir / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in summary"))
 
     assert healthy["status"] == "TERMINATED" and healthy["iteration"] == FULL
     assert summary["counts"]["failed"] == 1 and summary["counts"]["retried"] == 1

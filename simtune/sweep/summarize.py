@@ -7,6 +7,7 @@ retried) and is marked ERROR here, from its run directory's ``failure.json``.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,9 @@ def _reproducibility(ranked: list[ConfigResult], metric: str) -> Reproducibility
 
 
 def trial_summary(space: SearchSpace, sweep_dir: Path, trial: Any) -> TrialSummary:
-    metrics = {k: v for k, v in (trial.last_result or {}).items() if k not in RESULT_NOISE}
+    # A failed trial reports its metric as the worst value (for the searcher): not a measurement.
+    metrics = {k: v for k, v in (trial.last_result or {}).items()
+               if k not in RESULT_NOISE and not (isinstance(v, float) and not math.isfinite(v))}
     reason = metrics.pop("failure_reason", None)
     metrics.pop("failed", None)
     if trial.status == "ERROR" and reason is None:

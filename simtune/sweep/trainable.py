@@ -10,7 +10,9 @@ further along, and resumes mid-stage.
 Failures come in two kinds. A crash (any exception) is retried by Tune from the last
 checkpoint, up to ``max_failures`` times. A non-finite loss, or a user error (a
 ``SimtuneError`` such as a ConfigError or DataError), would only happen again, so the
-trial writes ``failure.json``, reports ``failed=1`` with ``failure_reason`` and returns
+trial writes ``failure.json``, reports ``failed=1`` with ``failure_reason`` and the worst
+possible value of the sweep's metric (−inf when higher is better), so a searcher such as
+Optuna learns the configuration failed instead of seeing its last good evaluation, and returns
 normally: Tune never retries a trial that returned, and the sweep summary and the MLflow
 child run mark it failed from ``failure.json``.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -79,7 +82,8 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
 
     run_dir = context.run_dir(tune.get_context().get_trial_id())
     cfg = context.space.config_for(params)
-    reporter = TuneReporter(run_dir, final_step=final_iteration(cfg))
+    reporter = TuneReporter(run_dir, final_step=final_iteration(cfg), metric=context.space.metric,
+                            mode=context.space.mode)
     callbacks = [reporter, *fault_callbacks(run_dir, config_values(params))]
     previous = RunDir(run_dir).failure_reason()
     if previous is not None:  # a diverged trial restarted by a --resume: it would only diverge again
@@ -105,9 +109,12 @@ class TuneReporter(Callback):
     report (ASHA at ``max_t``), and a trial stopped there must still be complete on disk.
     """
 
-    def __init__(self, run_dir: Path, final_step: int | None = None) -> None:
+    def __init__(self, run_dir: Path, final_step: int | None = None, metric: str = "val/miou",
+                 mode: str = "max") -> None:
         self.run_dir = run_dir
         self.final_step = final_step
+        self.metric = metric  # the sweep's selection metric, and whether higher is better
+        self.mode = mode
         self.last: dict[str, Any] = {}
         self.losses: dict[str, float] = {}
         self.pending: dict[str, Any] | None = None
@@ -142,11 +149,16 @@ class TuneReporter(Callback):
         self.pending = None
 
     def report_failure(self, reason: str) -> None:
-        """Record a failure that must not be retried in the run dir and in Tune's results
-        (with the metric Tune requires)."""
+        """Record a failure that must not be retried in the run dir and in Tune's results.
+
+        The sweep's metric is reported as its worst value (−inf, or +inf when lower is better):
+        the searcher ranks a failed configuration last, not at its last good evaluation. MLflow
+        and the summary drop the non-finite value; the run dir keeps every evaluation.
+        """
         failure = RunDir(self.run_dir).failure
         write_json(failure, {**(read_json(failure) or {}), "reason": reason, "time": time.time()})
-        tune.report({**(self.last or {"iteration": 0, "stage": 0, "val/miou": 0.0}), "failed": 1,
+        worst = -math.inf if self.mode == "max" else math.inf
+        tune.report({**(self.last or {"iteration": 0, "stage": 0}), self.metric: worst, "failed": 1,
                      "failure_reason": reason})
 
     @contextlib.contextmanager
