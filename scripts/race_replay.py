@@ -7,9 +7,10 @@ The reference decision is the full grid's: the configuration with the best mean 
 over all seeds (the "10-seed winner"), and the set of configurations whose paired 95% interval
 against it contains 0 (as good as the winner within the seed noise). For each of ``--orders``
 random orders of the seeds, the racing rule (``simtune.search.racing``) races the grid in that
-order, and fixed-K selection takes the best mean over the order's first K seeds. Printed: how
-often each picks the 10-seed winner, how often one within its interval, and the mean fraction
-of the full grid's trials it spent.
+order (once per ``--min-difference`` δ, the racing indifference zone), and fixed-K selection
+takes the best mean over the order's first K seeds. Printed: how often each picks the 10-seed
+winner, how often one within its interval, and the mean fraction of the full grid's trials it
+spent.
 """
 
 from __future__ import annotations
@@ -55,22 +56,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orders", type=int, default=1000, help="random seed orders (default 1000)")
     parser.add_argument("--min-replicates", type=int, default=2)
     parser.add_argument("--confidence", type=float, default=0.95)
+    parser.add_argument("--min-difference", type=float, nargs="+", default=[0.0],
+                        help="racing.min_difference δ to replay, one racing row each (default 0)")
     parser.add_argument("--fixed", type=int, nargs="*", default=[2, 3, 5], help="fixed K to compare (default 2 3 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random orders")
     args = parser.parse_args(argv)
     table = read_table(args.table, args.metric, args.key)
     seeds = len(next(iter(table.values())))
-    racing = Racing(args.min_replicates, seeds, args.confidence)
+    races = {f"racing, δ = {d:g}": Racing(args.min_replicates, seeds, args.confidence, d)
+             for d in args.min_difference}
     winner = leader(table, list(table), seeds)
     good = acceptable(table, winner)
     rng = random.Random(args.seed)
-    tally = {"racing": [0, 0, 0.0], **{f"fixed K = {k}": [0, 0, 0.0] for k in args.fixed}}
+    tally = {**{name: [0, 0, 0.0] for name in races}, **{f"fixed K = {k}": [0, 0, 0.0] for k in args.fixed}}
     full = len(table) * seeds
     for _ in range(args.orders):
         order = rng.sample(range(seeds), seeds)
         shuffled = {c: [values[i] for i in order] for c, values in table.items()}
-        race = replay(shuffled, racing)
-        picks = {"racing": (race.winner, race.trials)}
+        picks = {name: (outcome.winner, outcome.trials)
+                 for name, outcome in ((name, replay(shuffled, racing)) for name, racing in races.items())}
         picks.update({f"fixed K = {k}": (leader(shuffled, list(table), k), k * len(table)) for k in args.fixed})
         for name, (pick, trials) in picks.items():
             tally[name][0] += pick == winner
@@ -81,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
              for name, (hit, near, spent) in tally.items()]
     print(f"{args.table}: {len(table)} configurations x {seeds} seeds on {args.metric}; the {seeds}-seed winner "
           f"is {winner}; within its interval: {', '.join(sorted(good))}")
-    print(f"racing: min_replicates {args.min_replicates}, max_replicates {seeds}, confidence {args.confidence}; "
+    print(f"racing: min_replicates {args.min_replicates}, max_replicates {seeds}, confidence {args.confidence}, "
+          f"min_difference δ in metric units; "
           f"{args.orders} random seed orders (seed {args.seed})")
     print(text_table(rows, right=(1, 2, 3)))
     print("command: " + " ".join(["python scripts/race_replay.py", *(argv if argv is not None else sys.argv[1:])]))

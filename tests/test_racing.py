@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
+import yaml
 
+from simtune.errors import SearchSpaceError
+from simtune.results.ranking import config_key
+from simtune.search.parse import load_space
+from simtune.search.races import run_races
 from simtune.search.racing import Racing, decide, replay
+from simtune.search.space import SearchSpace
+from simtune.testing import SYNTHETIC_EXPERIMENT
 
 
 def paired_table(means: dict[str, float], seeds: int, noise: float = 0.3, seed: int = 0) -> dict[str, list[float]]:
@@ -51,3 +62,82 @@ def test_min_mode_eliminates_the_larger_values() -> None:
 def test_replay_needs_every_round_in_the_table() -> None:
     with pytest.raises(ValueError, match="the race may need 10"):
         replay({"a": [1.0, 2.0]}, Racing(max_replicates=10))
+
+
+def test_an_indifference_zone_stops_paying_for_differences_too_small_to_matter() -> None:
+    """Four configurations 0.1 apart: without δ they race to max_replicates; with δ = 1 metric
+    unit the ones that cannot gain 1 over the leader leave early, and the winner is one of them."""
+    table = paired_table({"a": 30.0, "b": 30.1, "c": 30.2, "d": 30.3}, seeds=10, noise=0.2, seed=1)
+    plain = replay(table, Racing(min_replicates=2, max_replicates=10))
+    zoned = replay(table, Racing(min_replicates=2, max_replicates=10, min_difference=1.0))
+    assert plain.rounds == 10 and zoned.rounds < 10 and zoned.trials < plain.trials / 2
+    assert {e.reason for e in zoned.eliminated} == {"no gain of δ"} and zoned.winner in table
+    big = paired_table({"a": 30.0, "bad": 25.0}, seeds=4, noise=0.1)
+    assert decide(big, ["a", "bad"], 2, Racing(min_difference=1.0)).eliminated[0].difference > 4
+
+
+# ----------------------------------------------------------------------------- races over Optuna's proposals
+
+
+def optuna_space(tmp_path: Path, **racing: Any) -> SearchSpace:
+    body = {"base": str(SYNTHETIC_EXPERIMENT), "search": {"algorithm": "optuna", "seed": 0}, "num_samples": 5,
+            "racing": {"min_replicates": 2, "max_replicates": 4, "batch": 2, **racing},
+            "params": {"stage1.lambda_ci": {"choice": [0.001, 0.01, 0.1, 0.3, 1.0, 3.0]}}}
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(body))
+    return load_space(tmp_path / "space.yaml")
+
+
+class ToyTrials:
+    """A selection metric of λ_ci and the seed: best at λ_ci 0.1, a shared effect per seed."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.runs: list[tuple[str, int]] = []  # (configuration, replicate) in the order trained
+        self.fail_after = fail_after
+
+    def __call__(self, number: int, configs: list[dict[str, Any]], replicate: int) -> dict[str, float | None]:
+        if self.fail_after is not None and len(self.runs) >= self.fail_after:
+            raise KeyboardInterrupt("the driver was killed")
+        out: dict[str, float | None] = {}
+        for c in configs:
+            self.runs.append((config_key(c), replicate))
+            lam = c["stage1.lambda_ci"]
+            out[config_key(c)] = 30.0 - 2.0 * abs(np.log10(lam) + 1.0) + [0.0, 1.5, -1.0, 0.5][replicate]
+        return out
+
+
+def test_optuna_races_its_proposals_with_the_elites_and_never_reruns_a_seed(tmp_path: Path) -> None:
+    space = optuna_space(tmp_path)
+    trials = ToyTrials()
+    record = run_races(space, trials, save=lambda r: None, say=lambda line: None)
+    keys = [config_key(c) for c in record["configurations"]]
+    assert len(keys) == len(set(keys)) == 5  # num_samples distinct configurations
+    assert [len(r["proposed"]) for r in record["races"]] == [2, 2, 1]  # racing.batch, then what is left
+    assert len(trials.runs) == len(set(trials.runs))  # an elite keeps its seeds: none trained twice
+    for before, after in zip(record["races"], record["races"][1:]):
+        ended = [r for r in record["rounds"] if r["race"] == before["race"]][-1]
+        assert after["carried"] == ended["survivors"]  # the survivors race on
+    assert all(seeds == sorted(seeds) and seeds == list(range(len(seeds)))
+               for seeds in ([k for c, k in trials.runs if c == key] for key in keys))  # the same seed sequence
+
+
+def test_a_resumed_optuna_race_reraces_the_recorded_proposals(tmp_path: Path) -> None:
+    space = optuna_space(tmp_path)
+    saved: list[dict[str, Any]] = []
+    with pytest.raises(KeyboardInterrupt):
+        run_races(space, ToyTrials(fail_after=5), save=lambda r: saved.append(json.loads(json.dumps(r))),
+                  say=lambda line: None)
+    interrupted = saved[-1]
+    record = run_races(space, ToyTrials(), save=lambda r: None, earlier=interrupted["races"], say=lambda line: None)
+    for old, new in zip(interrupted["races"], record["races"]):
+        assert old["proposed"] == new["proposed"]
+    assert len(record["configurations"]) == 5 and record["rounds"][-1]["finished"]
+
+
+def test_racing_batch_is_for_optuna_only(tmp_path: Path) -> None:
+    body = {"base": str(SYNTHETIC_EXPERIMENT), "racing": {"batch": 3},
+            "params": {"stage1.lambda_ci": {"grid": [0.01, 0.1]}}}
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(body))
+    with pytest.raises(SearchSpaceError, match="racing.batch is for search.algorithm optuna"):
+        load_space(tmp_path / "space.yaml")
+    with pytest.raises(SearchSpaceError, match="racing.min_difference must be a number >= 0"):
+        optuna_space(tmp_path, min_difference=-1)

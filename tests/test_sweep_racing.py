@@ -54,7 +54,7 @@ def test_racing_settings_are_validated_before_anything_runs(tmp_path: Path, tiny
            ({"racing": {"max_replicates": 1}}, "racing.max_replicates' must be an integer >= 2"),
            ({"racing": {"confidnce": 0.9}}, "unknown key 'racing.confidnce'"),
            ({"racing": {}, "replicates": 3}, "remove 'replicates'"),
-           ({"racing": {}, "search": {"algorithm": "optuna"}}, "must be grid or random"),
+           ({"racing": {"batch": 1}, "search": {"algorithm": "optuna"}}, "'racing.batch' must be an integer >= 2"),
            ({"racing": {}, "scheduler": {"type": "asha"}}, "use scheduler type fifo")]
     for index, (settings, message) in enumerate(bad):
         params = {"stage1.lambda_ci": {"choice" if "search" in settings else "grid": [0.01, 0.1]}}
@@ -66,10 +66,13 @@ def test_racing_settings_are_validated_before_anything_runs(tmp_path: Path, tiny
 
 
 @pytest.mark.ray_sweep
-def test_killed_racing_driver_resumes_without_rerunning_finished_trials(tmp_path: Path,
-                                                                        tiny_bench: tuple[Path, Path]) -> None:
-    space = write_space(tmp_path, tiny_bench, {"stage1.lambda_ci": {"grid": [0.01, 0.02]}}, max_concurrent=1,
-                        racing={"min_replicates": 2, "max_replicates": 2})
+def test_killed_optuna_racing_driver_resumes_without_rerunning_finished_trials(
+        tmp_path: Path, tiny_bench: tuple[Path, Path]) -> None:
+    """Optuna proposes two configurations for the first race and one for the second, which the
+    survivors of the first join with the seeds they have; the driver is killed in the first race."""
+    space = write_space(tmp_path, tiny_bench, {"stage1.lambda_ci": {"choice": [0.01, 0.02, 0.03]}},
+                        max_concurrent=1, search={"algorithm": "optuna", "seed": 0}, num_samples=3,
+                        racing={"min_replicates": 2, "max_replicates": 2, "batch": 2})
     storage, sweep_dir = tmp_path / "sweeps", tmp_path / "sweeps" / "killed"
     driver = subprocess.Popen(sweep_command(space, storage, "killed"), cwd=tmp_path, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -86,8 +89,14 @@ def test_killed_racing_driver_resumes_without_rerunning_finished_trials(tmp_path
     for trial_id in finished:
         assert len(RunDir(SweepDir(sweep_dir).runs / trial_id).attempts.read_text().splitlines()) == 1, \
             f"finished trial {trial_id} ran again"
-    rounds = race_record(sweep_dir)["rounds"]
+    record = race_record(sweep_dir)
+    rounds = record["rounds"]
     assert [r["round"] for r in rounds] == list(range(1, len(rounds) + 1)) and rounds[-1]["finished"]
+    first, second = record["races"]
+    assert len(first["proposed"]) == 2 and len(second["proposed"]) == 1
+    assert second["carried"] == [r for r in rounds if r["race"] == 1][-1]["survivors"]
+    trained = [(c, r["replicate"]) for r in rounds for c in r["trained"]]
+    assert len(trained) == len(set(trained)) == summary["counts"]["total"]  # no seed of a configuration twice
 
 
 def _wait_for_round_two(sweep_dir: Path, driver: subprocess.Popen[Any], timeout: float = 300) -> list[str]:

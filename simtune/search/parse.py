@@ -200,23 +200,27 @@ def _racing(path: Path, data: dict[str, Any]) -> Racing | None:
     if data.get("racing") is None:
         return None
     raw = _mapping(path, "racing", data["racing"])
-    _check_keys(path, "racing.", raw, ("min_replicates", "max_replicates", "confidence"))
+    _check_keys(path, "racing.", raw, ("min_replicates", "max_replicates", "confidence", "min_difference", "batch"))
     low = _int(path, "racing.min_replicates", raw.get("min_replicates", 2), 2)
     high = _int(path, "racing.max_replicates", raw.get("max_replicates", 10), low)
     confidence = raw.get("confidence", 0.95)
     if not _is_number(confidence) or not 0.5 <= float(confidence) < 1.0:
         raise SearchSpaceError(f"{path}: racing.confidence must be a number in [0.5, 1), got {confidence!r}")
+    margin = raw.get("min_difference", 0.0)
+    if not _is_number(margin) or margin < 0:
+        raise SearchSpaceError(f"{path}: racing.min_difference must be a number >= 0 (metric units), got {margin!r}")
     if data.get("replicates", 1) != 1:
         raise SearchSpaceError(f"{path}: 'racing' decides how many seeds each configuration gets; remove "
                                f"'replicates' (racing.min_replicates is the least any configuration gets)")
     algorithm = (data.get("search") or {}).get("algorithm", "grid")
-    if algorithm not in ("grid", "random"):
-        raise SearchSpaceError(f"{path}: racing runs a fixed set of configurations: search.algorithm must be grid "
-                               f"or random, got '{algorithm}'")
+    if "batch" in raw and algorithm != "optuna":
+        raise SearchSpaceError(f"{path}: racing.batch is for search.algorithm optuna (grid and random race all "
+                               f"their configurations at once), got '{algorithm}'")
+    batch = _int(path, "racing.batch", raw.get("batch", Racing.batch), 2)
     if (data.get("scheduler") or {}).get("type", "fifo") != "fifo":
         raise SearchSpaceError(f"{path}: racing judges whole configurations on finished seeds; use scheduler "
                                f"type fifo, not '{data['scheduler']['type']}'")
-    return Racing(low, high, float(confidence))
+    return Racing(low, high, float(confidence), float(margin), batch)
 
 
 def _metric(path: Path, metric: Any) -> str:

@@ -6,14 +6,19 @@ seed + k, ``search.replicates``), one seed per *round*. After each round from
 compared with each other survivor by a paired t-test over those seeds, and the p-values are
 corrected over the survivors with Holm's step-down procedure at ``1 - confidence``
 (``simtune.stats``). A survivor the leader beats beyond that corrected level is eliminated.
-A configuration with a failed or diverged replicate leaves the race at once: it counts as
-the worst. The race ends when one survivor is left (it beat every other) or after
-``max_replicates`` rounds.
+With ``min_difference`` δ > 0 the test is against "the survivor beats the leader by δ or
+more" (``stats.margin_p_value``): a survivor that cannot gain δ over the leader leaves too,
+so configurations whose differences are too small to matter stop costing seeds (the
+indifference zone of ranking-and-selection procedures). A configuration with a failed or
+diverged replicate leaves the race at once: it counts as the worst. The race ends when one
+survivor is left (it beat every other) or after ``max_replicates`` rounds.
 
 This is the paired-t-test variant of F-Race (Birattari, Stützle, Paquete and Varrendorfer,
 GECCO 2002) that irace offers as its ``t-test`` elimination with Holm's correction
 (López-Ibáñez et al., Operations Research Perspectives 3, 2016), with seeds as the instances.
-The rule here is pure (no Ray): the sweep runner applies it between Tune rounds and
+A race may start with configurations that already have seeds (the elites of an earlier race
+of an Optuna search, irace's iterated racing): they run only the seeds they lack. The rule
+here is pure (no Ray): ``simtune.sweep.race`` runs its rounds on Tune and
 ``scripts/race_replay.py`` replays it on a recorded table.
 """
 
@@ -23,7 +28,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from simtune.stats import CONFIDENCE, holm_rejections, paired_p_value
+from simtune.stats import CONFIDENCE, holm_rejections, margin_p_value
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,8 @@ class Racing:
     min_replicates: int = 2  # seeds every configuration gets before the first test (>= 2)
     max_replicates: int = 10  # the race stops after this many rounds
     confidence: float = CONFIDENCE  # family-wise: Holm at alpha = 1 - confidence over the survivors
+    min_difference: float = 0.0  # δ, metric units: a survivor that cannot beat the leader by δ leaves
+    batch: int = 4  # Optuna only: new configurations proposed per race
 
 
 @dataclass(frozen=True)
@@ -41,7 +48,7 @@ class Elimination:
 
     config: str
     after: int  # seeds it had run (the round it left after)
-    reason: str  # "beaten" by the leader, or "failed"
+    reason: str  # "beaten" by the leader, "no gain of δ" over it, or "failed"
     leader: str | None = None
     difference: float | None = None  # leader minus it, mean over the shared seeds (selection metric units)
     p_value: float | None = None  # Holm-corrected comparison's raw paired-t p-value
@@ -70,7 +77,7 @@ def decide(table: Mapping[str, Sequence[float | None]], survivors: Sequence[str]
     left = [c for c in survivors if c not in failed]
     gone = [Elimination(c, n, "failed") for c in failed]
     if n >= racing.min_replicates and len(left) > 1:
-        beaten = _beaten(table, left, n, 1.0 - racing.confidence, mode)
+        beaten = _beaten(table, left, n, racing, mode)
         gone += beaten
         left = [c for c in left if c not in {e.config for e in beaten}]
     done = len(left) <= 1 or n >= racing.max_replicates
@@ -84,20 +91,21 @@ def leader(table: Mapping[str, Sequence[float | None]], configs: Sequence[str], 
     return max(configs, key=lambda c: sign * _mean(table[c][:n]))
 
 
-def _beaten(table: Mapping[str, Sequence[float | None]], configs: list[str], n: int, alpha: float,
+def _beaten(table: Mapping[str, Sequence[float | None]], configs: list[str], n: int, racing: Racing,
             mode: str) -> list[Elimination]:
     best = leader(table, configs, n, mode)
     others = [c for c in configs if c != best]
-    first = [float(v) for v in table[best][:n] if v is not None]
+    sign = 1.0 if mode == "max" else -1.0
+    first = [sign * float(v) for v in table[best][:n] if v is not None]
     p_values, diffs = [], []
     for c in others:
-        values = [float(v) for v in table[c][:n] if v is not None]
-        p = paired_p_value(first, values)
+        values = [sign * float(v) for v in table[c][:n] if v is not None]
+        p = margin_p_value(first, values, racing.min_difference)
         p_values.append(1.0 if p is None else p)
-        diffs.append((_mean(first) - _mean(values)) * (1.0 if mode == "max" else -1.0))
-    rejected = holm_rejections(p_values, alpha)
-    return [Elimination(c, n, "beaten", best, d, p) for c, d, p, r in zip(others, diffs, p_values, rejected)
-            if r and d > 0]
+        diffs.append(_mean(first) - _mean(values))
+    rejected = holm_rejections(p_values, 1.0 - racing.confidence)
+    reason = "beaten" if racing.min_difference == 0 else "no gain of δ"
+    return [Elimination(c, n, reason, best, d, p) for c, d, p, r in zip(others, diffs, p_values, rejected) if r]
 
 
 def _mean(values: Sequence[float | None]) -> float:
@@ -105,7 +113,44 @@ def _mean(values: Sequence[float | None]) -> float:
     return math.fsum(xs) / len(xs) if xs else -math.inf
 
 
-# ----------------------------------------------------------------------------- a race on a recorded table
+# ----------------------------------------------------------------------------- one race, round by round
+
+
+class Race:
+    """One race's state: each configuration's values by replicate, the survivors, the rounds decided.
+
+    ``carried`` configurations (an earlier race's elites) start with the values they have; every
+    round asks only the survivors that lack the round's replicate (``pending``).
+    """
+
+    def __init__(self, racing: Racing, mode: str, configs: Sequence[str],
+                 carried: Mapping[str, Sequence[float | None]] | None = None) -> None:
+        carried = carried or {}
+        self.racing, self.mode = racing, mode
+        self.table: dict[str, list[float | None]] = {c: list(carried.get(c, ())) for c in configs}
+        self.survivors = list(configs)
+        self.n = 0  # rounds decided
+        self.eliminated: list[Elimination] = []
+
+    def pending(self) -> list[str]:
+        """The survivors that need a value for replicate index ``n`` (the next round's seed)."""
+        return [c for c in self.survivors if len(self.table[c]) <= self.n]
+
+    def record(self, values: Mapping[str, float | None]) -> None:
+        """The next round's values of the pending configurations (None = failed or did not finish)."""
+        for c in self.pending():
+            self.table[c].append(values.get(c))
+
+    def decide(self) -> Round:
+        """Decide round ``n + 1`` (every survivor must have its value)."""
+        self.n += 1
+        step = decide(self.table, self.survivors, self.n, self.racing, self.mode)
+        self.survivors = list(step.survivors)
+        self.eliminated += step.eliminated
+        return step
+
+    def leader(self) -> str:
+        return leader(self.table, self.survivors, self.n, self.mode)
 
 
 @dataclass(frozen=True)
@@ -126,12 +171,10 @@ def replay(table: Mapping[str, Sequence[float]], racing: Racing, mode: str = "ma
     short = [c for c, values in table.items() if len(values) < racing.max_replicates]
     if short:
         raise ValueError(f"{short[0]}: {len(table[short[0]])} values, the race may need {racing.max_replicates}")
-    survivors, trials = list(table), 0
-    gone: list[Elimination] = []
-    for n in range(1, racing.max_replicates + 1):
-        trials += len(survivors)
-        step = decide(table, survivors, n, racing, mode)
-        survivors, gone = list(step.survivors), [*gone, *step.eliminated]
-        if step.finished:
-            return RaceOutcome(leader(table, survivors, n, mode), trials, n, tuple(gone))
-    raise AssertionError("unreachable: the race ends at max_replicates")
+    race, trials = Race(racing, mode, list(table)), 0
+    while True:
+        todo = race.pending()
+        trials += len(todo)
+        race.record({c: table[c][race.n] for c in todo})
+        if race.decide().finished:
+            return RaceOutcome(race.leader(), trials, race.n, tuple(race.eliminated))

@@ -113,6 +113,26 @@ def paired_p_value(a: Sequence[float], b: Sequence[float]) -> float | None:
     return float(2.0 * _scipy_stats.t.sf(abs(t), d.n - 1))
 
 
+def margin_p_value(a: Sequence[float], b: Sequence[float], margin: float = 0.0) -> float | None:
+    """p-value against "b is at least ``margin`` better than a", paired over seeds, on the two-sided scale.
+
+    The paired t statistic of mean(a_i - b_i) + margin, one-sided and doubled (capped at 1), so
+    that with ``margin`` 0 and a ahead on average it is ``paired_p_value``'s. A small value says
+    b cannot beat a by ``margin``: b is worse (margin 0) or not worth the difference (margin > 0).
+    Identical differences give 0 when mean + margin > 0, else 1. None with fewer than 2 pairs.
+    Raises:
+        ValueError: the sequences differ in length, are empty, or hold a NaN/inf.
+    """
+    diff = paired_difference(a, b)
+    if diff.half_width is None:
+        return None
+    d = spread([x - y for x, y in zip(a, b, strict=True)])
+    if not d.std:
+        return 0.0 if d.mean + margin > 0.0 else 1.0
+    t = (d.mean + margin) / (d.std / math.sqrt(d.n))
+    return min(1.0, float(2.0 * _scipy_stats.t.sf(t, d.n - 1)))
+
+
 def holm_rejections(p_values: Sequence[float], alpha: float = ALPHA) -> list[bool]:
     """Holm's step-down procedure: which hypotheses are rejected at family-wise error ``alpha``.
 

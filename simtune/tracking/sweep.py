@@ -17,7 +17,7 @@ run (``start_system_metrics``).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -220,9 +220,8 @@ def space_params(space: Any) -> dict[str, Any]:
                 "sweep.num_samples": space.num_samples, "sweep.metric": f"{space.metric} ({space.mode})"}
     racing = getattr(space, "racing", None)
     if racing is not None:  # racing replaces a fixed number of replicates
-        settings.update({"sweep.racing.min_replicates": racing.min_replicates,
-                         "sweep.racing.max_replicates": racing.max_replicates,
-                         "sweep.racing.confidence": racing.confidence})
+        settings.update({f"sweep.racing.{key}": value for key, value in asdict(racing).items()
+                         if key != "batch" or space.search.algorithm == "optuna"})
     else:
         settings["sweep.replicates"] = getattr(space, "replicates", 1)
     return {**swept, **fixed, **settings}
