@@ -19,6 +19,7 @@ import pytest
 from simtune import config
 from simtune.errors import EXIT_TRIALS_FAILED
 from simtune.rundir import RunDir
+from simtune.results.sweepdir import SweepDir
 from simtune.results.trials import load_trials, rank_trials, selection_rule
 from simtune.testing import write_tiny_space as write_space
 
@@ -203,10 +204,14 @@ def test_sweep_on_a_two_node_cluster(tmp_path: Path, tiny_bench: tuple[Path, Pat
     error = implicit.stderr.strip().splitlines()[-1]  # after Ray's own connection warnings
     assert implicit.returncode == 2 and error.startswith("simtune sweep: error:") and "--storage" in error
 
-    run_sweep(space, tmp_path / "shared", "cluster", "--address", two_node_cluster, env=CLUSTER_ENV)
+    # A race (two rounds of Tune experiments driven from one process) on the cluster.
+    raced = write_space(tmp_path / "race", tiny_bench, {"pseudo_label.quantile": {"grid": [0.3, 0.6]}},
+                        racing={"min_replicates": 2, "max_replicates": 2})
+    run_sweep(raced, tmp_path / "shared", "cluster", "--address", two_node_cluster, env=CLUSTER_ENV)
     summary = summary_of(tmp_path / "shared" / "cluster")
-    assert summary["counts"]["finished"] == 2
+    assert summary["counts"]["finished"] == 4 and [c["seeds"] for c in summary["configs"]] == [[0, 1], [0, 1]]
     assert all(t["iteration"] == FULL for t in summary["trials"])
+    assert len(SweepDir(tmp_path / "shared" / "cluster").rounds()) == 2
 
 
 @pytest.mark.ray_sweep
