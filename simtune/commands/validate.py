@@ -36,8 +36,10 @@ def run(args: argparse.Namespace) -> int:
         preflight.check(configs, inputs=not args.config_only, write_builtin=False)
         print(f"{args.file}: {len(configs) - 1} trial configs checked (combinations of grid/choice values and "
               f"range ends): runnable")
-        print(f"{args.file}: valid search space ({len(space.params)} parameters, {space.replicates} "
-              f"replicate(s) per configuration, base {space.base})")
+        seeds = (f"racing: {space.racing.min_replicates} to {space.racing.max_replicates} seeds" if space.racing
+                 else f"{space.replicates} replicate(s)")
+        print(f"{args.file}: valid search space ({len(space.params)} parameters, {seeds} per configuration, "
+              f"base {space.base})")
         return 0
     cfg = config.load(args.file, args.overrides)
     preflight.check([cfg], inputs=not args.config_only, write_builtin=False)
