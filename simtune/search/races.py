@@ -214,4 +214,5 @@ def _race_line(race: dict[str, Any], algorithm: str) -> str:
 def label(key: str | None) -> str:
     """``lambda_ci=0.1, bank_size=50`` for a configuration key (the last part of each swept key)."""
     values = json.loads(key) if key else {}
-    return ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in values.items())
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={v:.4g}" if isinstance(v, float) else f"{k.rsplit('.', 1)[-1]}={v}"
+                     for k, v in values.items())
