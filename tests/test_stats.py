@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from simtune import stats
-from simtune.stats import holm_rejections, paired_difference, paired_p_value
+from simtune.stats import holm_rejections, margin_p_value, paired_difference, paired_p_value
 
 
 def test_spread_is_mean_and_sample_std() -> None:
@@ -240,3 +240,15 @@ def test_surface_line_wording_and_two_configurations() -> None:
     assert tiny.p_value == pytest.approx(math.exp(-2.0)) and tiny.min_p == pytest.approx(math.exp(-2.0))
     assert "cannot reach p < 0.05 whatever the results" in stats.surface_line(tiny)
     assert stats.surface_test({"a": [1.0], "b": [2.0], "c": [3.0]}).beyond_noise is None
+
+
+def test_margin_p_value_is_the_paired_test_at_zero_and_shrinks_as_the_margin_grows() -> None:
+    """Against "b beats a by the margin or more": at margin 0 (a ahead) the two-sided paired
+    p-value; a larger margin is easier to rule out, so p falls."""
+    rng = np.random.default_rng(2)
+    a = list(30.0 + rng.normal(0.0, 1.0, 6))
+    b = [x - 0.3 + e for x, e in zip(a, rng.normal(0.0, 0.4, 6))]
+    assert margin_p_value(a, b) == pytest.approx(paired_p_value(a, b))
+    ps = [margin_p_value(a, b, m) for m in (0.0, 0.5, 1.0, 2.0)]
+    assert all(p is not None for p in ps) and ps == sorted(ps, reverse=True) and ps[-1] < 0.01
+    assert margin_p_value(a, a, 0.5) == 0.0 and margin_p_value(a, a) == 1.0  # identical: no gain possible
