@@ -1,4 +1,4 @@
-"""Replicates on Ray Tune: the searcher sees configuration means, ASHA races each seed separately.
+"""Replicates on Ray Tune: the searcher sees configuration means, ASHA keeps or stops whole configurations.
 
 These use Tune's real searcher and scheduler objects with a toy trainable (no pipeline), so
 they check simtune's Tune wiring in seconds; the end-to-end sweeps are in test_sweep.py.
@@ -6,6 +6,7 @@ they check simtune's Tune wiring in seconds; the end-to-end sweeps are in test_s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -51,30 +52,91 @@ def test_grid_and_random_hold_values_over_replicates() -> None:
     assert configs[0]["x"] != configs[4]["x"]
 
 
-@pytest.mark.slow
+def test_config_asha_with_one_replicate_decides_as_ray_asha() -> None:
+    """K = 1: the same STOP/CONTINUE as Ray's own ASHAScheduler on the same results, in random orders."""
+    import random
+
+    from ray.tune.schedulers import ASHAScheduler
+
+    class Named:  # all the schedulers read of a trial here
+        def __init__(self, trial_id: str) -> None:
+            self.trial_id, self.config, self.status, self.storage = trial_id, {"x": trial_id}, "PENDING", None
+
+    for case in range(100):
+        rng = random.Random(case)
+        rungs = {"max_t": rng.choice([8, 9, 16]), "grace_period": rng.choice([1, 2]),
+                 "reduction_factor": rng.choice([2, 3, 4])}
+        mode = rng.choice(["max", "min"])
+        ours = replicates.ConfigASHA(replicates=1, **rungs)
+        ray_asha = ASHAScheduler(time_attr="iteration", **rungs)
+        trials = [Named(f"t{i}") for i in range(12)]
+        for scheduler in (ours, ray_asha):
+            assert scheduler.set_search_properties("m", mode)
+            for trial in trials:
+                scheduler.on_trial_add(None, trial)
+        steps = dict.fromkeys(range(12), 0)
+        while steps:
+            i = rng.choice(list(steps))
+            steps[i] += 1
+            result = {"iteration": steps[i], "m": rng.random()}
+            decision = ours.on_trial_result(None, trials[i], result)
+            assert decision == ray_asha.on_trial_result(None, trials[i], result), (case, i, steps[i])
+            if decision == "STOP":
+                del steps[i]
+
+
 @pytest.mark.ray_sweep
-def test_paired_asha_compares_each_seed_only_with_the_same_seed(tmp_path: Path, ray_head: str) -> None:
+def test_config_asha_stops_a_configuration_as_a_whole_and_resumes(tmp_path: Path, ray_head: str) -> None:
+    import os
+    import signal
+
     import ray
     from ray import tune
 
-    def climb(config: dict[str, Any]) -> None:  # nested: Ray workers get it by value
-        """A toy trial: the metric rises with x; replicate 1's seed adds 5 everywhere."""
-        for step in range(1, 9):
-            tune.report({"m": config["x"] * step + 5.0 * config.get(TRIAL_INDEX, 0), "iteration": step})
+    from simtune.results.sweepdir import SweepDir
 
-    values = [0.6, 0.5, 0.4, 0.3, 0.2, 0.1]  # each proposed after a better one: ASHA cuts some
-    space = replicates.param_space({"x": tune.grid_search(values)}, 2, searcher=False)
+    def climb(config: dict[str, Any]) -> None:  # nested: Ray workers get it by value
+        """A toy trial: the metric is step x the configuration's value for its seed."""
+        per_seed = {"A": (1.0, 1.0), "B": (1.8, 0.0), "C": (1.1, 1.1), "D": (0.5, 0.5)}[config["c"]]
+        for step in range(1, 9):
+            tune.report({"m": per_seed[config[TRIAL_INDEX]] * step, "iteration": step})
+
+    class Interrupt(tune.Callback):  # type: ignore[misc]
+        """Ends the run as Ctrl-C would (Tune's SIGUSR1 handler) at D's first result, once."""
+
+        def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
+                            **info: Any) -> None:
+            flag = Path(trial.local_experiment_path) / "interrupted"  # travels with the experiment
+            if trial.config["c"] == "D" and not flag.exists():
+                flag.write_text("")
+                assert callable(signal.getsignal(signal.SIGUSR1)), "Tune installed no SIGUSR1 handler"
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+    # A is kept; B's seed 0 beats A's seed 0 at every rung, but B's mean over both seeds is below
+    # A's: B stops as a whole; C is above the median of A and B. D comes after the interruption.
+    space = replicates.param_space({"c": tune.grid_search(["A", "B", "C", "D"])}, 2, searcher=False)
+    asha = replicates.ConfigASHA(replicates=2, max_t=8, grace_period=2, reduction_factor=2)
+    experiment = tmp_path / "whole"
     ray.init(address=ray_head, logging_level="ERROR")  # the session's head: 2 CPUs
     try:
-        results = tune.Tuner(
-            climb, param_space=space,
-            tune_config=tune.TuneConfig(metric="m", mode="max", max_concurrent_trials=2, scheduler=replicates.paired_asha(
-                2, time_attr="iteration", max_t=8, grace_period=2, reduction_factor=2)),
-            run_config=tune.RunConfig(name="paired", storage_path=str(tmp_path), verbose=0)).fit()
+        tune.Tuner(climb, param_space=space,
+                   tune_config=tune.TuneConfig(metric="m", mode="max", max_concurrent_trials=2, scheduler=asha),
+                   run_config=tune.RunConfig(name="whole", storage_path=str(tmp_path), verbose=0,
+                                             callbacks=[Interrupt()])).fit()
+        before = json.loads(SweepDir(experiment).asha.read_text())["rule"]
+        # Tuner.restore brings the scheduler back as it was created, empty; it reloads asha.json.
+        results = tune.Tuner.restore(str(experiment), climb, resume_unfinished=True, resume_errored=False).fit()
     finally:
         ray.shutdown()
-    reached = {(r.config["x"], r.config[TRIAL_INDEX]): r.metrics["iteration"] for r in results}
-    # Seed 1's offset of +5 would let all its replicates beat all of seed 0's in one shared race;
-    # raced per seed, both seeds stop and keep the same configurations.
-    assert [reached[(x, 0)] for x in values] == [reached[(x, 1)] for x in values]
-    assert reached[(0.6, 0)] == 8 and min(reached.values()) < 8
+    saved = json.loads(SweepDir(experiment).asha.read_text())
+    stops = {json.loads(c)["c"]: s for c, s in saved["rule"]["stops"].items()}
+    assert before["stops"].keys() < saved["rule"]["stops"].keys()  # D was decided after the restore
+    # D's mean 1.0 is below the median of A, B and C recorded at rung 2 before the interruption;
+    # a scheduler that had not reloaded them would have found the rung empty and kept D.
+    assert stops == {"B": {"rung": 2, "reason": "cut", "values": {"0": 3.6, "1": 0.0}},
+                     "D": {"rung": 2, "reason": "cut", "values": {"0": 1.0, "1": 1.0}}}
+    reached = {(r.config["c"], r.config[TRIAL_INDEX]): r.metrics["iteration"] for r in results}
+    assert reached[("A", 0)] == reached[("A", 1)] == reached[("C", 0)] == reached[("C", 1)] == 8
+    # B and D were decided when their second seed reached rung 2, which stopped there; the first
+    # was stopped at its next report, unless it had run on to max_t meanwhile (a toy step is instant).
+    assert min(reached[("B", 0)], reached[("B", 1)]) == min(reached[("D", 0)], reached[("D", 1)]) == 2, reached

@@ -20,7 +20,7 @@ from simtune import config
 from simtune.errors import EXIT_TRIALS_FAILED
 from simtune.rundir import RunDir
 from simtune.results.sweepdir import SweepDir
-from simtune.results.trials import load_trials, rank_trials, selection_rule
+from simtune.results.trials import load_configs, load_trials, selection_rule
 from simtune.testing import write_tiny_space as write_space
 
 from conftest import CLUSTER_ENV, kill_group
@@ -93,28 +93,48 @@ def test_grid_sweep_end_to_end_shares_stage1(tmp_path: Path, tiny_bench: tuple[P
 
 
 @pytest.mark.ray_sweep
-def test_optuna_with_asha_stops_some_trials_early(tmp_path: Path, tiny_bench: tuple[Path, Path]) -> None:
-    params = {"seed": {"randint": [0, 1000]}, "stage1.lambda_ci": {"loguniform": [0.001, 0.1]}}
-    space = write_space(tmp_path, tiny_bench, params, num_samples=6,
-                        search={"algorithm": "optuna", "seed": 0},
-                        scheduler={"type": "asha", "grace_period": 2, "reduction_factor": 4, "max_t": FULL})
+def test_optuna_with_asha_and_replicates_stops_whole_configurations(tmp_path: Path,
+                                                                   tiny_bench: tuple[Path, Path]) -> None:
+    """TPE proposes three configurations, each run with the same two seeds; ASHA keeps or stops
+    each as a whole, and a stopped one is judged at its rung over both seeds."""
+    space = write_space(tmp_path, tiny_bench, {"stage1.lambda_ci": {"loguniform": [0.001, 0.1]}}, num_samples=3,
+                        replicates=2, search={"algorithm": "optuna", "seed": 0},
+                        scheduler={"type": "asha", "grace_period": 2, "reduction_factor": 2, "max_t": FULL})
     proc = run_sweep(space, tmp_path / "sweeps", "asha")
-    summary = summary_of(tmp_path / "sweeps" / "asha")
-    iterations = sorted(t["iteration"] for t in summary["trials"])
-    assert len(iterations) == 6 and summary["counts"]["failed"] == 0
-    assert iterations[0] < FULL, "ASHA stopped no trial"
-    assert iterations[-1] == FULL
-    assert summary["counts"]["stopped_early"] == sum(i < FULL for i in iterations)
-    assert summary["best"]["iteration"] == FULL  # fully trained trials rank first
-    assert "*" in proc.stdout or summary["counts"]["stopped_early"] > 0
-    # A trial ASHA stops at max_t is complete on disk, so report and retrain --best rank as the summary does.
-    for trial in summary["trials"]:
+    sweep_dir = tmp_path / "sweeps" / "asha"
+    summary = summary_of(sweep_dir)
+    trials = {t["trial_id"]: t for t in summary["trials"]}
+    assert len(trials) == 6 and summary["counts"]["failed"] == 0 and len(summary["configs"]) == 3
+    assert summary["counts"]["stopped_early"] == sum(t["iteration"] < FULL for t in trials.values())
+    stopped = [c for c in summary["configs"] if not c["trained_to_end"]]
+    assert stopped, "ASHA stopped no configuration"
+    for c in summary["configs"]:
+        replicas = [trials[t] for t in c["trial_ids"]]
+        assert c["n"] == 2 and sorted(t["replicate"] for t in replicas) == [0, 1]  # every seed, kept or stopped
+        if c["trained_to_end"]:
+            assert c["stopped_at"] is None and all(t["iteration"] == FULL for t in replicas)
+            continue
+        # The replicate that completed the rung stopped there; the mean is over both seeds' first
+        # results at or after the rung (Tune's own record), whatever the other seed reached later.
+        assert c["stopped_at"] in (2, 4) and min(t["iteration"] for t in replicas) == c["stopped_at"]
+        at_rung = [next(r["val/miou"] for r in tune_results(sweep_dir, t["trial_id"])
+                        if r["iteration"] >= c["stopped_at"]) for t in replicas]
+        assert c["mean"] == pytest.approx(sum(at_rung) / 2)
+    assert [c["rank"] for c in summary["configs"]] == [1, 2, 3] and summary["configs"][-1] in stopped
+    assert summary["best"]["iteration"] == FULL  # complete configurations rank first
+    assert summary["reproducibility"]["configs"] == 3 - len(stopped)  # the complete configurations
+    assert summary["reproducibility"]["stopped"] == len(stopped)
+    assert f"{len(stopped)} configuration(s) stopped early by the scheduler not counted" in proc.stdout
+    # A trial ASHA stops at max_t is complete on disk, and report / retrain --best, which rank from
+    # the run directories and asha.json, see the configurations as the summary does.
+    for trial in trials.values():
         if trial["iteration"] == FULL:
             run = RunDir(Path(trial["run_dir"]))
             assert run.finished() and run.model("stage2").is_file()
-    metric, mode = selection_rule(tmp_path / "sweeps" / "asha")
-    ranked = rank_trials(load_trials(tmp_path / "sweeps" / "asha"), metric, mode)
-    assert ranked[0].trial_id == summary["best"]["trial_id"]
+    metric, mode = selection_rule(sweep_dir)
+    configs = load_configs(sweep_dir, load_trials(sweep_dir), metric, mode)
+    assert [(list(c.trial_ids), c.stop and c.stop.iteration) for c in configs] == [
+        (c["trial_ids"], c["stopped_at"]) for c in summary["configs"]]
 
 
 @pytest.mark.ray_sweep

@@ -17,7 +17,8 @@ from simtune import config
 from simtune.cli import main
 from simtune.errors import SearchSpaceError
 from simtune.stats import Spread
-from simtune.results.ranking import Replicate, Standing, compare, group_configs, rank_configs, ranking_verdict
+from simtune.results.ranking import (Replicate, RungStop, Standing, compare, config_key, group_configs, rank_configs,
+                                     reproducibility, reproducibility_line, stopped_at_rungs)
 from simtune.search.parse import load_space, override_settings
 from test_sweep import run_sweep, summary_of, write_space
 
@@ -119,26 +120,40 @@ def test_replicates_setting_is_validated_and_overridden(tmp_path: Path, tiny_ben
 # ----------------------------------------------------------------------------- the rule on configurations
 
 
-def _replicate(trial_id: str, seed: int, value: float, *, completed: bool = True) -> Replicate:
-    return Replicate(trial_id, seed, Standing(value, completed, not completed), {"val/miou": value})
+def _replicate(trial_id: str, seed: int, value: float | None, *, completed: bool = True,
+               failed: bool = False) -> Replicate:
+    standing = Standing(value, completed and not failed, not completed and not failed)
+    return Replicate(trial_id, seed, standing, {} if value is None else {"val/miou": value})
 
 
-def test_configurations_count_full_length_replicates_once_per_seed() -> None:
+def test_configurations_are_judged_over_all_their_seeds() -> None:
+    """A configuration's mean is over every seed, never over the seeds its outcome spared."""
     items = [({"w": 10}, _replicate("a0", 0, 10.0)), ({"w": 10}, _replicate("a1", 1, 30.0, completed=False)),
              ({"w": 10}, _replicate("a2", 0, 99.0)),  # seed 0 again (a repeated proposal): not counted
              ({"w": 50}, _replicate("b0", 0, 12.0)), ({"w": 50}, _replicate("b1", 1, 14.0)),
-             ({"w": 90}, _replicate("c0", 0, 80.0, completed=False))]  # every replicate stopped early
-    configs = group_configs(items, lambda item: item[0], lambda item: item[1])
+             ({"w": 90}, _replicate("c0", 0, 80.0, completed=False)), ({"w": 90}, _replicate("c1", 1, 60.0)),
+             ({"w": 70}, _replicate("d0", 0, 50.0)), ({"w": 70}, _replicate("d1", 1, None, failed=True)),
+             ({"w": 60}, _replicate("f0", 0, 40.0)),  # its seed 1 never ran
+             ({"w": 30}, _replicate("e0", 0, 9.0, completed=False)), ({"w": 30}, _replicate("e1", 1, 1.0))]
+    configs = group_configs(items, lambda item: item[0], lambda item: item[1], seeds=2)
+    # w=30 was cut at rung 2 as a whole: judged by its mean there over both seeds.
+    configs = stopped_at_rungs(configs, {config_key({"w": 30}): RungStop(2, "val/miou", {0: 5.0, 1: 7.0})})
     ranked = rank_configs(configs, "val/miou")
-    assert [c.params["w"] for c in ranked] == [50, 10, 90]  # stopped configurations rank last
-    best, second, stopped = ranked
-    assert [r.trial_id for r in second.replicates] == ["a0"] and second.trial_ids == ("a0", "a1", "a2")
-    assert best.spread("val/miou") == Spread(n=2, mean=13.0, std=pytest.approx(math.sqrt(2.0)))
-    assert not stopped.completed and stopped.n == 1
-    diff = compare(best, second, "val/miou")  # paired over the one seed both counted
-    assert diff is not None and (diff.n, diff.mean, diff.half_width) == (1, 2.0, None)
-    assert ranking_verdict(ranked, "val/miou").line.startswith(
-        "Verdict: best leads runner-up by 2.00 mIoU in a single run each: noise unknown")
+    assert [c.params["w"] for c in ranked] == [50, 90, 10, 30]  # complete first, then stopped, by mean
+    best, stopped_90, stopped_10, cut = ranked
+    assert best.completed and best.spread("val/miou") == Spread(n=2, mean=13.0, std=pytest.approx(math.sqrt(2.0)))
+    assert [r.trial_id for r in stopped_10.replicates] == ["a0", "a1"] and stopped_10.trial_ids == ("a0", "a1", "a2")
+    assert stopped_10.spread("val/miou").mean == 20.0  # both seeds; seed 0 alone (complete) would say 10
+    assert not stopped_90.completed and stopped_90.stopped_early and stopped_90.n == 2
+    assert cut.by_seed("val/miou") == {0: 5.0, 1: 7.0} and cut.by_seed("report/miou") == {} and not cut.completed
+    unranked = {c.params["w"]: c for c in configs if c not in ranked}
+    assert sorted(unranked) == [60, 70] and all(c.n == 0 for c in unranked.values())  # a seed failed or is missing
+    diff = compare(best, stopped_10, "val/miou")  # paired over both seeds
+    assert diff is not None and (diff.n, diff.mean) == (2, -7.0)
+    # Split-half reproducibility counts only the configuration trained to the end, and says so.
+    assert reproducibility(ranked, "val/miou").n_configs == 1
+    assert reproducibility_line(ranked, "val/miou").endswith(
+        "; 3 configuration(s) stopped early by the scheduler not counted")
 
 
 def test_retrain_verdict_pairs_the_seeds_both_candidates_finished(tmp_path: Path) -> None:

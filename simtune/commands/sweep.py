@@ -141,7 +141,7 @@ def _config_table(summary: Summary) -> list[str]:
                      ", ".join(c.trial_ids)])
     lines = [text_table(rows, rule=False), "(mean ± std over each configuration's replicates, n of them)"]
     if racing:
-        spent = sum(c.n for c in summary.configs)
+        spent = sum(len(c.trial_ids) for c in summary.configs)  # failed trials cost too
         full = len(summary.configs) * summary.replicates
         lines.append(f"racing: {spent} of the {full} trials that {summary.replicates} seeds for every "
                      f"configuration would cost ({spent / full:.0%}); eliminated configurations rank after "

@@ -13,25 +13,34 @@ report`` and ``retrain --best`` all rank with ``rank``.
 
 **Configurations.** With replicates (``replicates: K``, see ``search.replicates``) the
 ranked items are configurations: the trials that share their swept values, one per seed.
-A configuration is judged by the mean of the selection metric over its counted replicates:
-those trained to the end, or, when none was, those a scheduler stopped early (then it ranks
-as stopped early). A seed run twice (a grid pass repeated, a searcher proposing a
-configuration again) counts once, with its earliest trial. Configurations are then ranked
-by ``rank`` exactly as trials are (``rank_configs``); without replicates every
+A configuration is judged by the mean of the selection metric over *all* its seeds, the
+same K for every configuration, never over the seeds that happened to survive. It is
+complete when every seed trained to the end; it ranks as stopped early when every seed
+ended, some stopped by the scheduler; and it is not ranked when a seed failed, has not
+ended, or is missing (a mean over the rest would be chosen by outcome). ASHA over
+configurations (``search.halving``) stops a configuration as a whole at a rung; such a
+configuration is judged by its mean at that rung over its K seeds, the number the rung
+compared (``RungStop``), not by where each replicate happened to end. A seed run twice (a
+grid pass repeated, a searcher proposing a configuration again) counts once, with its
+earliest trial that trained to the end, else its earliest stopped one. Configurations are
+then ranked by ``rank`` exactly as trials are (``rank_configs``); without replicates every
 configuration is one trial and the two rankings agree. Best and runner-up are compared
 seed by seed (``compare``) and the verdict line says whether the difference is beyond the
-noise (``simtune.stats``).
+noise (``simtune.stats``). The split-half reproducibility counts the configurations that
+were not stopped early, all of whose seeds trained to the end (``reproducibility``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from simtune.stats import PairedDifference, SplitHalf, Spread, paired_difference, split_half, spread, verdict
+from simtune.stats import (PairedDifference, SplitHalf, Spread, paired_difference, split_half, split_half_line, spread,
+                           verdict)
 
 SELECTION_METRIC = "val/miou"  # selection split (frankfurt); report/ is held out
 
@@ -74,25 +83,45 @@ class Replicate:
 
 
 @dataclass(frozen=True)
+class RungStop:
+    """A configuration that ASHA over configurations stopped as a whole at a rung."""
+
+    iteration: float  # the rung's milestone
+    metric: str  # what the rung compared (the sweep's selection metric)
+    values: dict[int, float]  # seed -> that metric at the rung, for every seed of the configuration
+
+
+@dataclass(frozen=True)
 class ConfigResult:
     """One configuration (a set of swept values) over its replicates.
 
-    ``replicates`` are the ones its statistics count, one per seed (the earliest trial of a seed
-    run twice): those trained to the end, or, when none was, those a scheduler stopped early
-    (then ``completed`` is False). ``trial_ids`` lists every trial of the configuration.
+    ``replicates`` are the ones its statistics count, one per seed (see the module docstring):
+    every seed's, or none when a seed failed, has not ended or is missing. ``completed``: all
+    of them trained to the end. ``stop``: the rung a scheduler stopped it at as a whole, whose
+    values then stand for the selection metric. ``trial_ids`` lists every trial of it.
     """
 
     params: dict[str, Any]
     replicates: tuple[Replicate, ...]
     trial_ids: tuple[str, ...]
     completed: bool
+    stop: RungStop | None = None
 
     @property
     def n(self) -> int:
         return len(self.replicates)
 
+    @property
+    def stopped_early(self) -> bool:
+        """A scheduler ended it (or one of its counted replicates) before the end."""
+        return self.stop is not None or any(r.standing.stopped_early and not r.standing.completed
+                                            for r in self.replicates)
+
     def by_seed(self, metric: str) -> dict[int, float]:
-        """Seed -> the metric at that replicate's last evaluation (replicates that have it)."""
+        """Seed -> the metric at that replicate's last evaluation, or at the rung that stopped the
+        configuration (only that rung's metric is known there)."""
+        if self.stop is not None:
+            return dict(self.stop.values) if metric == self.stop.metric else {}
         return {r.seed: r.final[metric] for r in self.replicates
                 if metric in r.final and math.isfinite(r.final[metric])}
 
@@ -112,25 +141,40 @@ def config_key(values: dict[str, Any]) -> str:
 
 
 def group_configs(items: Sequence[T], params: Callable[[T], dict[str, Any]],
-                  replicate: Callable[[T], Replicate]) -> list[ConfigResult]:
-    """``items`` (in trial-id order) grouped by their swept values, in order of first appearance."""
+                  replicate: Callable[[T], Replicate], seeds: int | None = None) -> list[ConfigResult]:
+    """``items`` (in trial-id order) grouped by their swept values, in order of first appearance.
+
+    ``seeds``: how many seeds each configuration has (K); a configuration with fewer is not
+    counted. None: the seeds its own trials have (a racing sweep's configurations differ).
+    """
     groups: dict[str, tuple[dict[str, Any], list[Replicate]]] = {}
     for item in items:
         values = params(item)
         groups.setdefault(config_key(values), (values, []))[1].append(replicate(item))
-    return [_config(values, reps) for values, reps in groups.values()]
+    return [_config(values, reps, seeds) for values, reps in groups.values()]
 
 
-def _config(params: dict[str, Any], replicates: list[Replicate]) -> ConfigResult:
-    usable = [r for r in replicates if (r.standing.completed or r.standing.stopped_early)
-              and r.standing.value is not None and math.isfinite(r.standing.value)]
-    completed = any(r.standing.completed for r in usable)
-    counted: dict[int, Replicate] = {}
-    for r in usable:
-        if r.standing.completed == completed:
-            counted.setdefault(r.seed, r)
-    return ConfigResult(dict(params), tuple(sorted(counted.values(), key=lambda r: r.seed)),
-                        tuple(r.trial_id for r in replicates), completed)
+def _config(params: dict[str, Any], replicates: list[Replicate], seeds: int | None) -> ConfigResult:
+    chosen: dict[int, Replicate | None] = {}
+    for seed in sorted({r.seed for r in replicates}):
+        usable = [r for r in replicates if r.seed == seed and _usable(r.standing)]
+        chosen[seed] = next((r for r in usable if r.standing.completed), usable[0] if usable else None)
+    counted = [r for r in chosen.values() if r is not None]
+    if len(counted) < len(chosen) or len(counted) < (seeds or 0):
+        counted = []  # a seed failed, has not ended, or is missing: no mean over the others
+    return ConfigResult(dict(params), tuple(counted), tuple(r.trial_id for r in replicates),
+                        bool(counted) and all(r.standing.completed for r in counted))
+
+
+def _usable(s: Standing) -> bool:
+    return (s.completed or s.stopped_early) and s.value is not None and math.isfinite(s.value)
+
+
+def stopped_at_rungs(configs: Sequence[ConfigResult], stops: dict[str, RungStop]) -> list[ConfigResult]:
+    """``configs`` with those in ``stops`` (config key -> rung) judged at the rung that stopped them:
+    not completed, whatever their replicates reached later. One with no counted seed stays so."""
+    return [dataclasses.replace(c, completed=False, stop=stop)
+            if c.replicates and (stop := stops.get(config_key(c.params))) is not None else c for c in configs]
 
 
 def rank_configs(configs: Sequence[ConfigResult], metric: str, mode: str = "max") -> list[ConfigResult]:
@@ -146,11 +190,20 @@ def compare(best: ConfigResult, other: ConfigResult, metric: str) -> PairedDiffe
 
 
 def reproducibility(configs: Sequence[ConfigResult], metric: str) -> SplitHalf:
-    """Split-half Spearman of the configuration ranking; replicate k = the k-th smallest seed seen."""
-    seeds = sorted({s for c in configs for s in c.by_seed(metric)})
+    """Split-half Spearman of the ranking of the configurations not stopped early (each trained to
+    the end on every seed); replicate k = the k-th smallest seed seen."""
+    counted = [c for c in configs if not c.stopped_early]
+    seeds = sorted({s for c in counted for s in c.by_seed(metric)})
     table = {config_key(c.params): [c.by_seed(metric).get(s) for s in seeds]
-             for c in configs}
+             for c in counted}
     return split_half(table)
+
+
+def reproducibility_line(configs: Sequence[ConfigResult], metric: str) -> str:
+    """The reproducibility line, saying how many configurations it left out as stopped early."""
+    line = split_half_line(reproducibility(configs, metric))
+    stopped = sum(c.stopped_early for c in configs)
+    return line + (f"; {stopped} configuration(s) stopped early by the scheduler not counted" if stopped else "")
 
 
 @dataclass(frozen=True)

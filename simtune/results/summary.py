@@ -39,17 +39,18 @@ class TrialSummary:
 class ConfigSummary:
     """One configuration over its counted replicates (``results.ranking.ConfigResult``)."""
 
-    rank: int | None  # 1 = best; None when no replicate could be ranked
+    rank: int | None  # 1 = best; None when it cannot be ranked (a seed failed, has not ended or is missing)
     params: dict[str, Any]
-    n: int
+    n: int  # seeds counted: all of them, or 0
     seeds: list[int]
-    mean: float | None  # of the selection metric
+    mean: float | None  # of the selection metric over those seeds (at ``stopped_at`` when stopped there)
     std: float | None
     trained_to_end: bool
     trial_ids: list[str]
     spreads: dict[str, Spread | None] = field(default_factory=dict)  # val/miou, report/miou
     eliminated_after: int | None = None  # racing: the seeds it had run when the race dropped it
     eliminated_reason: str | None = None  # racing: "beaten" by the leader, or "failed"
+    stopped_at: float | None = None  # ASHA: the rung (iteration) it was stopped at as a whole; mean is there
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class Reproducibility:
     low: float | None = None  # 95% bootstrap interval of ``spearman`` over seeds (K >= 4)
     high: float | None = None
     resamples: int = 0  # bootstrap resamples behind low/high (0: no interval)
+    stopped: int = 0  # ranked configurations left out as stopped early by the scheduler
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 A sweep folder (``<storage>/<name>/``) holds ``sweep.json``, ``space.yaml``,
 ``base_config.yaml``, ``runs/<trial_id>/`` (run directories, see ``simtune.rundir``),
-``stage0_cache/``, ``stage1_cache/``, ``summary.json`` and ``best_config.yaml``. Only this
-module spells those names.
+``stage0_cache/``, ``stage1_cache/``, ``summary.json``, ``best_config.yaml`` and, with ASHA,
+``asha.json``. Only this module spells those names.
 """
 
 from __future__ import annotations
@@ -52,6 +52,11 @@ class SweepDir(RunsFolder):
     def race(self) -> Path:
         """A racing sweep's decisions: the configurations, and per round who raced, who left and why."""
         return self.root / "race.json"
+
+    @property
+    def asha(self) -> Path:
+        """ASHA's rungs and decisions over configurations (``search.halving``), kept by the scheduler."""
+        return self.root / "asha.json"
 
     @property
     def race_rounds(self) -> Path:

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from simtune import config
-from simtune.results.ranking import (SELECTION_METRIC, ConfigResult, Replicate, Standing, config_key, group_configs,
-                                     rank, rank_configs)
+from simtune.results.ranking import (SELECTION_METRIC, ConfigResult, Replicate, RungStop, Standing, config_key,
+                                     group_configs, rank, rank_configs, stopped_at_rungs)
 from simtune.results.sweepdir import SweepDir, read_summary
 from simtune.rundir import RunDir, read_json
+from simtune.search.halving import recorded_cuts
 
 # ----------------------------------------------------------------------------- trials from run directories
 
@@ -82,6 +83,8 @@ def load_configs(sweep_dir: Path, trials: Sequence[TrialOutcome], metric: str, m
     configs = group_configs(
         trials, lambda t: {k: t.params.get(k) for k in keys},
         lambda t: Replicate(t.trial_id, int(t.params.get("seed", 0)), _trial_standing(t, metric), dict(t.final)))
+    configs = stopped_at_rungs(configs, rung_stops(sweep_dir, metric, {t.trial_id: int(t.params.get("seed", 0))
+                                                                        for t in trials}))
     return rank_configs(demote_eliminated(configs, eliminations(sweep_dir)), metric, mode)
 
 
@@ -99,3 +102,13 @@ def demote_eliminated(configs: Sequence[ConfigResult], left: dict[str, dict[str,
     """``configs`` with the ones a race eliminated (``left``, from ``eliminations``) marked not completed,
     so the ranking rule puts them after those still racing at the end."""
     return [dataclasses.replace(c, completed=False) if config_key(c.params) in left else c for c in configs]
+
+
+def rung_stops(sweep_dir: Path, metric: str, seeds: dict[str, int]) -> dict[str, RungStop]:
+    """Configuration key -> the rung ASHA stopped it at as a whole (``asha.json``), its values by
+    seed (``seeds``: trial id -> seed); {} for a sweep without ASHA."""
+    saved = read_json(SweepDir(sweep_dir).asha)
+    if not saved:
+        return {}
+    return {config: RungStop(rung, metric, {seeds[t]: v for t, v in values.items() if t in seeds})
+            for config, (rung, values) in recorded_cuts(saved).items()}

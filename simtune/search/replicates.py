@@ -18,11 +18,12 @@ How each search algorithm gets its replicates:
 
 Ray is not imported here: ``simtune.sweep.tuner`` turns these rules into Tune objects.
 
-With ASHA each replicate is a trial that a rung can stop. ``PairedASHA`` keeps one ASHA
-bracket per replicate index, so at every rung a replicate is compared only with the other
-configurations' replicates of the same seed. A configuration's replicates can end at
-different rungs; ``simtune.results.ranking`` then summarises it over its replicates that
-trained to the end (``n`` says how many).
+With ASHA (``scheduler.type: asha``) the unit a rung keeps or stops is the configuration, not
+the trial (``simtune.search.halving``, applied by ``simtune.sweep.tuner.ConfigASHA``): once all
+K replicates have reached a rung, the configuration's mean over its K seeds is compared with
+the means the configurations before it recorded there, and all its replicates go on or stop
+together. ``simtune.results.ranking`` then judges a configuration stopped at a rung by its
+mean there over its K seeds, and ranks it after the configurations trained to the end.
 """
 
 from __future__ import annotations

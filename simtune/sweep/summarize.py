@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from simtune.results.ranking import (SELECTION_METRIC, ConfigResult, Replicate, Standing, config_key, group_configs,
-                                     rank_configs, ranking_verdict, reproducibility)
+                                     rank_configs, ranking_verdict, reproducibility, reproducibility_line,
+                                     stopped_at_rungs)
 from simtune.results.summary import ConfigSummary, Counts, NoiseVerdict, Reproducibility, Summary, TrialSummary
 from simtune.results.sweepdir import SweepDir
-from simtune.results.trials import demote_eliminated, eliminations
+from simtune.results.trials import demote_eliminated, eliminations, rung_stops
 from simtune.search.replicates import replicate_index
 from simtune.search.space import SearchSpace
-from simtune.stats import split_half_line
 
 RESULT_NOISE = ("time_this_iter_s", "time_total_s", "timestamp", "training_iteration", "date", "pid",
                 "hostname", "node_ip", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name",
@@ -31,6 +31,7 @@ def summarize(space: SearchSpace, sweep_dir: Path) -> Summary:
 
     A racing sweep's trials come from all its rounds; a configuration the race eliminated ranks
     after those still racing at the end, as a trial stopped early ranks after finished ones.
+    With ASHA a configuration it stopped as a whole is judged at that rung (``asha.json``).
     """
     from ray import tune
 
@@ -41,7 +42,8 @@ def summarize(space: SearchSpace, sweep_dir: Path) -> Summary:
                     key=lambda t: t.trial_id)
     configs = group_configs(trials, lambda t: t.params, lambda t: Replicate(
         t.trial_id, t.seed, Standing(t.metrics.get(space.metric), t.status == "TERMINATED" and not t.stopped_early,
-                                     t.stopped_early), t.metrics))
+                                     t.stopped_early), t.metrics), seeds=None if space.racing else space.replicates)
+    configs = stopped_at_rungs(configs, rung_stops(sweep_dir, space.metric, {t.trial_id: t.seed for t in trials}))
     left = eliminations(sweep_dir)
     configs = demote_eliminated(configs, left)
     ranked = rank_configs(configs, space.metric, space.mode)
@@ -77,6 +79,7 @@ def _config_summary(c: ConfigResult, metric: str, place: int | None,
     return ConfigSummary(rank=place, params=c.params, n=c.n, seeds=[r.seed for r in c.replicates],
                          mean=None if sel is None else sel.mean, std=None if sel is None else sel.std,
                          trained_to_end=c.completed, trial_ids=list(c.trial_ids), spreads=spreads,
+                         stopped_at=None if c.stop is None else c.stop.iteration,
                          eliminated_after=gone["after"] if (gone := left.get(config_key(c.params))) else None,
                          eliminated_reason=gone["reason"] if gone else None)
 
@@ -90,9 +93,11 @@ def _verdict(ranked: list[ConfigResult], metric: str) -> NoiseVerdict:
 
 
 def _reproducibility(ranked: list[ConfigResult], metric: str) -> Reproducibility:
+    """Over the configurations trained to the end on every seed; the line says how many were stopped."""
     halves = reproducibility(ranked, metric)
-    return Reproducibility(split_half_line(halves), halves.rho, halves.n_configs, halves.half_size,
-                           halves.reliability, halves.low, halves.high, halves.resamples)
+    return Reproducibility(reproducibility_line(ranked, metric), halves.rho, halves.n_configs, halves.half_size,
+                           halves.reliability, halves.low, halves.high, halves.resamples,
+                           stopped=sum(c.stopped_early for c in ranked))
 
 
 def trial_summary(space: SearchSpace, sweep_dir: Path, trial: Any) -> TrialSummary:

@@ -3,22 +3,27 @@
 ``simtune.search`` says what a sweep searches, by name and rule; this module is where those
 names become Ray Tune objects (the only place besides the runner and the trainable that
 imports Ray). Replicates (``simtune.search.replicates``) reach Tune three ways: a replicate
-grid dimension (grid, random), a ``Repeater`` around a searcher (Optuna), and one ASHA bracket
-per replicate index (``paired_asha``).
+grid dimension (grid, random), a ``Repeater`` around a searcher (Optuna), and ``ConfigASHA``,
+the ASHA scheduler that keeps or stops a configuration's K replicates together, on their mean
+over the same seeds at each rung (``simtune.search.halving``).
 """
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.tune.schedulers import FIFOScheduler
 
+from simtune.results.ranking import config_key
+from simtune.results.sweepdir import SweepDir
+from simtune.rundir import read_json, write_json
 from simtune.search.algorithms import ALGORITHMS, SCHEDULERS
-from simtune.search.replicates import TRIAL_INDEX, replicate_index
+from simtune.search.halving import Action, ConfigHalving, record
+from simtune.search.replicates import TRIAL_INDEX, config_values, replicate_index
 from simtune.search.space import Param, SearchSpace
 from simtune.sweep.options import SweepOptions
 from simtune.sweep.trainable import TrialContext, run_trial
@@ -156,15 +161,12 @@ def _optuna_tpe(seed: int | None, points: list[dict[str, Any]] | None, max_concu
 
 
 def _fifo(max_t: int, grace_period: int, reduction_factor: float, replicates: int) -> Any:
-    from ray.tune.schedulers import FIFOScheduler
-
     return FIFOScheduler()
 
 
 def _asha(max_t: int, grace_period: int, reduction_factor: float, replicates: int) -> Any:
-    return paired_asha(replicates, time_attr="iteration", max_t=max_t, grace_period=grace_period,
-                       reduction_factor=reduction_factor)
-
+    return ConfigASHA(replicates=replicates, max_t=max_t, grace_period=grace_period,
+                      reduction_factor=reduction_factor)
 
 
 SEARCHERS: dict[str, Callable[[int | None, list[dict[str, Any]] | None, int | None, int], Any]] = {
@@ -200,27 +202,115 @@ def repeated(searcher: Any, replicates: int) -> Any:
     return Repeater(searcher, repeat=replicates, set_index=True)
 
 
-def paired_asha(replicates: int, **asha_args: Any) -> Any:
-    """An ASHA scheduler that races each replicate index separately (see the module docstring)."""
-    from ray.tune.schedulers import ASHAScheduler
+# ----------------------------------------------------------------------------- ASHA over configurations
 
-    class PairedASHA(ASHAScheduler):  # type: ignore[misc]
-        """ASHA with one bracket per replicate index: rungs compare seed k only with seed k."""
 
-        def __init__(self) -> None:
-            super().__init__(brackets=1, **asha_args)
-            self._by_replicate = [self._brackets[0], *(copy.deepcopy(self._brackets[0])
-                                                       for _ in range(replicates - 1))]
+class ConfigASHA(FIFOScheduler):  # type: ignore[misc]
+    """ASHA whose unit is the configuration: the rule of ``simtune.search.halving`` on Tune trials.
 
-        def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
-            super().on_trial_add(tune_controller, trial)  # checks metric and mode
-            index = replicate_index(trial.config or {}) % len(self._by_replicate)
-            self._trial_info[trial.trial_id] = self._by_replicate[index]
+    A trial is one replicate of one configuration (its swept values and ``TRIAL_INDEX``); each
+    result goes to the rule, whose answer is the trial's STOP or CONTINUE. A trial that errors
+    for good fails its configuration; one that Tune retries from its checkpoint is added again
+    at once (``on_trial_error`` then ``on_trial_add``), so a failure counts only when the next
+    call is not that re-add. Used for K = 1 as well (there it decides as Ray's ``ASHAScheduler``),
+    so every ASHA sweep has one rule and one record.
 
-        def debug_string(self) -> str:
-            brackets = "\n".join(f"seed offset {k}: {b.debug_str()}" for k, b in enumerate(self._by_replicate))
-            return f"Using AsyncHyperBand per replicate: num_stopped={self._num_stopped}\n{brackets}"
+    The record: Tune pickles a scheduler once, when the tuner is made, and saves none of its
+    state with the experiment, so ``Tuner.restore`` (``--resume``) brings back an empty one.
+    After every result the rule's state is therefore written to ``asha.json`` in the driver's
+    staging copy of the experiment folder, which Tune uploads to the sweep folder with every
+    experiment checkpoint and downloads before a restore; a restored scheduler reloads it when
+    the first trial added to it is one the record knows (a new experiment's trials are not).
+    The summary reads the rungs the configurations were stopped at from the same file.
+    """
 
-    if replicates == 1:
-        return ASHAScheduler(**asha_args)
-    return PairedASHA()
+    def __init__(self, *, replicates: int, max_t: int, grace_period: int, reduction_factor: float,
+                 time_attr: str = "iteration") -> None:
+        super().__init__()
+        self._rule_args: dict[str, Any] = {"replicates": replicates, "max_t": max_t, "grace_period": grace_period,
+                                           "reduction_factor": reduction_factor}
+        self._time_attr = time_attr
+        self._mode: str | None = None
+        self._rule: ConfigHalving | None = None
+        self._record: Path | None = None
+        self._trials: dict[str, tuple[str, int]] = {}  # trial id -> (configuration, replicate index)
+        self._errored: set[str] = set()  # errored trials not yet known to be final
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        if (self._metric and metric) or (self._mode and mode):
+            return False
+        self._metric, self._mode = metric or self._metric, mode or self._mode
+        return True
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        if not self._metric or self._mode not in ("max", "min"):
+            raise ValueError(f"ConfigASHA needs a metric and a mode ('max' or 'min'), but got metric="
+                             f"{self._metric!r}, mode={self._mode!r}; pass them to tune.TuneConfig")
+        self._errored.discard(trial.trial_id)  # added again: Tune retries it
+        if trial.status == "ERROR":  # restored as failed: its configuration failed
+            self._errored.add(trial.trial_id)
+        self._trials[trial.trial_id] = (config_key(config_values(trial.config)), replicate_index(trial.config))
+        if self._rule is None:
+            self._rule = self._restored(trial) or ConfigHalving(mode=self._mode, **self._rule_args)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        self._fail_errored()
+        return str(self.STOP if self._report(trial, result) == "stop" else self.CONTINUE)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
+        self._fail_errored()
+        self._report(trial, result)
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        self._errored.add(trial.trial_id)
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        self._fail_errored()
+        return super().choose_trial_to_run(tune_controller)
+
+    def debug_string(self) -> str:
+        stops = self._rule.stops.values() if self._rule else []
+        return (f"Using ASHA over configurations of {self._rule_args['replicates']} replicate(s): "
+                f"{sum(s.reason == 'cut' for s in stops)} stopped at a rung, "
+                f"{sum(s.reason == 'failed' for s in stops)} failed")
+
+    @property
+    def rule(self) -> ConfigHalving:
+        assert self._rule is not None, "no trial was added"
+        return self._rule
+
+    def _report(self, trial: Any, result: dict[str, Any]) -> Action:
+        configuration, replicate = self._trials[trial.trial_id]
+        value, time = result.get(str(self._metric)), result.get(self._time_attr)
+        if not isinstance(value, (int, float)) or not isinstance(time, (int, float)):
+            return "stop" if self.rule.stop(configuration) else "continue"
+        action = self.rule.report(configuration, replicate, float(time), float(value))
+        self._save()
+        return action
+
+    def _fail_errored(self) -> None:
+        if not self._errored:
+            return
+        for trial_id in sorted(self._errored):
+            self.rule.fail(self._trials[trial_id][0])
+        self._errored.clear()
+        self._save()
+
+    def _restored(self, trial: Any) -> ConfigHalving | None:
+        """The rule as the record left it, when ``trial`` is one of the record's (a restored experiment)."""
+        folder = _experiment_folder(trial)
+        self._record = None if folder is None else SweepDir(folder).asha
+        saved = (read_json(self._record) if self._record else None) or {}
+        return ConfigHalving.from_json(saved["rule"]) if trial.trial_id in saved.get("trials", {}) else None
+
+    def _save(self) -> None:
+        if self._record is not None:
+            write_json(self._record, record(self.rule, self._trials))
+
+
+def _experiment_folder(trial: Any) -> Path | None:
+    """Where the driver stages the trial's experiment folder. Tune uploads that folder to the
+    storage with each experiment checkpoint (overwriting what is there) and downloads it
+    before a restore, so a record kept there travels with Tune's own experiment state."""
+    staging = getattr(trial, "local_experiment_path", None) if getattr(trial, "storage", None) else None
+    return None if staging is None else Path(staging)

@@ -31,9 +31,9 @@ from simtune.errors import ConfigError, SimtuneError
 from simtune.labels import CLASS_NAMES
 from simtune.rundir import RunDir
 from simtune.selection import trust
-from simtune.stats import (NOISE_HINT, Spread, SurfaceTest, format_spread, split_half_line, spread, surface_line,
+from simtune.stats import (NOISE_HINT, Spread, SurfaceTest, format_spread, spread, surface_line,
                            surface_test)
-from simtune.results.ranking import SELECTION_METRIC, ConfigResult, ranking_verdict, reproducibility
+from simtune.results.ranking import SELECTION_METRIC, ConfigResult, ranking_verdict, reproducibility_line
 from simtune.results.trials import TrialOutcome, load_configs, load_trials, selection_rule
 from simtune import figures
 from simtune.tracking import naming
@@ -232,7 +232,7 @@ def _table_name(effect: Effect) -> str:
 def _noise_line(configs: Sequence[ConfigResult], metric: str) -> str:
     if max(c.n for c in configs) < 2:
         return f"Noise unknown: every configuration ran with a single seed; {NOISE_HINT}."
-    return split_half_line(reproducibility(configs, metric))
+    return reproducibility_line(configs, metric)
 
 
 def _bars_note(effect: Effect) -> str:
@@ -359,11 +359,15 @@ def _configs_table(configs: Sequence[ConfigResult], swept: Sequence[str], metric
     head = ["rank", *swept, *(f"{_label(m)} mean ± std" for m in scores), "n", "seeds", "trials"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for place, c in enumerate(configs, 1):
-        cells = [f"{place}{'' if c.completed else ' (stopped early)'}", *(str(c.params.get(k)) for k in swept),
+        cells = [f"{place}{'' if c.completed else _stopped(c)}", *(str(c.params.get(k)) for k in swept),
                  *(_spread(c, m, with_n=False) for m in scores), str(c.n),
                  ", ".join(str(r.seed) for r in c.replicates), ", ".join(c.trial_ids)]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def _stopped(c: ConfigResult) -> str:
+    return " (stopped early)" if c.stop is None else f" (stopped at iteration {c.stop.iteration:g}, mean there)"
 
 
 def _spread(c: ConfigResult, metric: str, *, with_n: bool = True) -> str:
