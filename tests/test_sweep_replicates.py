@@ -18,7 +18,8 @@ from simtune.cli import main
 from simtune.errors import SearchSpaceError
 from simtune.stats import Spread
 from simtune.results.ranking import (Replicate, RungStop, Standing, compare, config_key, group_configs, rank_configs,
-                                     reproducibility, reproducibility_line, stopped_at_rungs)
+                                     ranking_verdict, reproducibility, reproducibility_line,
+                                     stopped_at_rungs)
 from simtune.search.parse import load_space, override_settings
 from test_sweep import run_sweep, summary_of, write_space
 
@@ -148,6 +149,10 @@ def test_configurations_are_judged_over_all_their_seeds() -> None:
     assert cut.by_seed("val/miou") == {0: 5.0, 1: 7.0} and cut.by_seed("report/miou") == {} and not cut.completed
     unranked = {c.params["w"]: c for c in configs if c not in ranked}
     assert sorted(unranked) == [60, 70] and all(c.n == 0 for c in unranked.values())  # a seed failed or is missing
+    # The best is the only complete one: no paired verdict against a runner-up stopped earlier.
+    assert ranking_verdict(ranked, "val/miou").line == ("Verdict: only the best trained to the end; the runner-up "
+                                                        "was stopped early, so they are not compared at equal length")
+    assert "stopped early at iteration 2," in ranking_verdict([best, cut], "val/miou").line
     diff = compare(best, stopped_10, "val/miou")  # paired over both seeds
     assert diff is not None and (diff.n, diff.mean) == (2, -7.0)
     # Split-half reproducibility counts only the configuration trained to the end, and says so.

@@ -131,13 +131,15 @@ def _config_table(summary: Summary) -> list[str]:
     params = list(ranked[0].params) if ranked else []
     scores = list(dict.fromkeys([metric, ORACLE, "report/miou"]))
     racing = SweepDir(Path(summary.sweep_dir)).race.is_file()
+    rungs = any(c.stopped_at is not None for c in ranked[:TOP])
     rows = [["rank", *params, *(f"{m} (oracle)" if m == ORACLE and m != metric else m for m in scores), "n",
-             *(["race"] if racing else []), "trials"]]
+             *(["race"] if racing else []), *(["stopped at"] if rungs else []), "trials"]]
     for c in ranked[:TOP]:
         cells = [format_spread(_selection_spread(c) if m == metric else c.spreads.get(m)) for m in scores]
         race = [_race_cell(c)] if racing else []
+        stopped = [f"{c.stopped_at:g}" if c.stopped_at is not None else ""] if rungs else []
         mark = "" if c.trained_to_end or c.eliminated_after is not None else "*"
-        rows.append([str(c.rank) + mark, *(_num(c.params[p]) for p in params), *cells, str(c.n), *race,
+        rows.append([str(c.rank) + mark, *(_num(c.params[p]) for p in params), *cells, str(c.n), *race, *stopped,
                      ", ".join(c.trial_ids)])
     lines = [text_table(rows, rule=False), "(mean ± std over each configuration's replicates, n of them)"]
     if racing:

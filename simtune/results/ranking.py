@@ -218,7 +218,12 @@ def ranking_verdict(ranked: Sequence[ConfigResult], metric: str) -> Verdict:
     """The verdict line on a configuration ranking (best first), paired over shared seeds."""
     if len(ranked) < 2:
         return Verdict(f"Verdict: {len(ranked)} configuration(s) ranked; no runner-up to compare", None)
-    diff = compare(ranked[0], ranked[1], metric)
+    runner_up = ranked[1]
+    if runner_up.stopped_early and not ranked[0].stopped_early:  # ranked after every complete one
+        where = f" at iteration {runner_up.stop.iteration:g}" if runner_up.stop is not None else ""
+        return Verdict(f"Verdict: only the best trained to the end; the runner-up was stopped early{where}, so "
+                       f"they are not compared at equal length", None)
+    diff = compare(ranked[0], runner_up, metric)
     if diff is None:
         return Verdict("Verdict: best and runner-up share no seed; they cannot be compared paired", None)
     return Verdict(verdict(diff, unit=metric_unit(metric)), diff)
