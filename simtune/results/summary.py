@@ -52,6 +52,15 @@ class ConfigSummary:
     eliminated_reason: str | None = None  # racing: "beaten" by the leader, or "failed"
     stopped_at: float | None = None  # ASHA: the rung (iteration) it was stopped at as a whole; mean is there
 
+    @property
+    def outcome(self) -> str:
+        """How it ended: left a race (why, after how many seeds), stopped at a rung, or trained to the end."""
+        if self.eliminated_after is not None:
+            return f"left the race after {self.eliminated_after} seed(s): {self.eliminated_reason}"
+        if self.stopped_at is not None:
+            return f"stopped by ASHA at iteration {self.stopped_at:g} (mean over its seeds there)"
+        return "trained to the end on every seed" if self.trained_to_end else "not trained to the end"
+
 
 @dataclass(frozen=True)
 class Counts:

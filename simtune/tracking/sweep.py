@@ -189,7 +189,7 @@ class SweepTracker:
         lines = [f"mean over {c.n} seeds ({', '.join(map(str, c.seeds))}) of its trials' last evaluations: "
                  f"`{naming.mean_key(naming.CONFIG, self.metric)}`, `{naming.seeds_key(naming.CONFIG)}` = n",
                  *naming.config_diff(c.params, self.base_params),
-                 f"rank {c.rank} of the sweep" if c.rank is not None else "not ranked"]
+                 f"rank {c.rank} of the sweep" if c.rank is not None else "not ranked", c.outcome]
         return naming.description(f"Configuration {naming.config_label(c.params) or 'the base config'} "
                                   f"of sweep {self.sweep_name}", lines,
                                   [naming.run_link(self.experiment_id, self.parent_run_id,
