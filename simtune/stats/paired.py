@@ -87,12 +87,17 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedDifferenc
     Raises:
         ValueError: the sequences differ in length, are empty, or hold a NaN/inf.
     """
-    if len(a) != len(b):
-        raise ValueError(f"paired values need equal lengths, but got {len(a)} and {len(b)}")
-    d = spread([x - y for x, y in zip(_finite(a, "a"), _finite(b, "b"), strict=True)])
+    d = _differences(a, b)
     if d.std is None:
         return PairedDifference(n=d.n, mean=d.mean, half_width=None)
     return PairedDifference(n=d.n, mean=d.mean, half_width=t_quantile(d.n - 1) * d.std / math.sqrt(d.n))
+
+
+def _differences(a: Sequence[float], b: Sequence[float]) -> Spread:
+    """The spread of the pairwise differences a_i - b_i (std None with one pair)."""
+    if len(a) != len(b):
+        raise ValueError(f"paired values need equal lengths, but got {len(a)} and {len(b)}")
+    return spread([x - y for x, y in zip(_finite(a, "a"), _finite(b, "b"), strict=True)])
 
 
 def paired_p_value(a: Sequence[float], b: Sequence[float]) -> float | None:
@@ -103,14 +108,7 @@ def paired_p_value(a: Sequence[float], b: Sequence[float]) -> float | None:
     Raises:
         ValueError: the sequences differ in length, are empty, or hold a NaN/inf.
     """
-    diff = paired_difference(a, b)
-    if diff.half_width is None:
-        return None
-    d = spread([x - y for x, y in zip(a, b, strict=True)])
-    if not d.std:
-        return 0.0 if d.mean != 0.0 else 1.0
-    t = d.mean / (d.std / math.sqrt(d.n))
-    return float(2.0 * _scipy_stats.t.sf(abs(t), d.n - 1))
+    return _p_value(a, b, shift=0.0, two_sided=True)
 
 
 def margin_p_value(a: Sequence[float], b: Sequence[float], margin: float = 0.0) -> float | None:
@@ -123,14 +121,19 @@ def margin_p_value(a: Sequence[float], b: Sequence[float], margin: float = 0.0) 
     Raises:
         ValueError: the sequences differ in length, are empty, or hold a NaN/inf.
     """
-    diff = paired_difference(a, b)
-    if diff.half_width is None:
+    return _p_value(a, b, shift=margin, two_sided=False)
+
+
+def _p_value(a: Sequence[float], b: Sequence[float], *, shift: float, two_sided: bool) -> float | None:
+    """The paired t-test's p-value for mean(a_i - b_i) + shift, two-sided or one-sided (upper) doubled."""
+    d = _differences(a, b)
+    if d.std is None:
         return None
-    d = spread([x - y for x, y in zip(a, b, strict=True)])
-    if not d.std:
-        return 0.0 if d.mean + margin > 0.0 else 1.0
-    t = (d.mean + margin) / (d.std / math.sqrt(d.n))
-    return min(1.0, float(2.0 * _scipy_stats.t.sf(t, d.n - 1)))
+    mean = d.mean + shift
+    if not d.std:  # every difference the same
+        return 0.0 if (mean != 0.0 if two_sided else mean > 0.0) else 1.0
+    t = mean / (d.std / math.sqrt(d.n))
+    return min(1.0, float(2.0 * _scipy_stats.t.sf(abs(t) if two_sided else t, d.n - 1)))
 
 
 def holm_rejections(p_values: Sequence[float], alpha: float = ALPHA) -> list[bool]:
