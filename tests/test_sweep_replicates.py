@@ -55,7 +55,7 @@ def test_grid_with_two_replicates_end_to_end(tmp_path: Path, tiny_bench: tuple[P
     assert verdict["n"] == 2 and verdict["line"].startswith("Verdict: best ")
     assert verdict["line"].endswith("within noise") == (verdict["beyond_noise"] is False)
     assert verdict["line"] in proc.stdout and "Ranking reproducibility: " in proc.stdout
-    assert main(["report", "--storage", str(tmp_path / "sweeps"), "--sweep", "rep"]) == 0
+    assert main(["report", "--storage", str(tmp_path / "sweeps"), "--name", "rep"]) == 0  # --name, as simtune sweep
     text = (sweep_dir / "report" / "summary.md").read_text()
     assert verdict["line"] in text and summary["reproducibility"]["line"] in text
     assert summary["reproducibility"]["half_size"] == 1 and summary["reproducibility"]["configs"] == 2

@@ -8,7 +8,8 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser("report", help="figures and a markdown summary of a finished sweep")
-    parser.add_argument("--sweep", default=None, help="sweep name (default: the most recent sweep in --storage)")
+    parser.add_argument("--sweep", "--name", dest="sweep", default=None,
+                        help="sweep name, as simtune sweep --name (default: the most recent sweep in --storage)")
     parser.add_argument("--storage", type=Path, default=Path("sweeps"), help="folder of sweeps (default ./sweeps)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default <storage>/<sweep>/report)")
     parser.add_argument("--tracking-uri", default=None,

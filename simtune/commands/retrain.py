@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                     "sweep's own estimate.")
     parser.add_argument("--best", action="store_true", required=True,
                         help="retrain the best trial (by its last evaluation of the selection metric)")
-    parser.add_argument("--sweep", default=None, help="sweep name (default: the most recent sweep in --storage)")
+    parser.add_argument("--sweep", "--name", dest="sweep", default=None,
+                        help="sweep name, as simtune sweep --name (default: the most recent sweep in --storage)")
     parser.add_argument("--storage", type=Path, default=Path("sweeps"), help="folder of sweeps (default ./sweeps)")
     parser.add_argument("--seeds", type=int, default=3,
                         help="fresh seeds to train: one past the sweep's largest seed, and on (default 3)")
