@@ -127,7 +127,12 @@ def test_a_resumed_optuna_race_reraces_the_recorded_proposals(tmp_path: Path) ->
         run_races(space, ToyTrials(fail_after=5), save=lambda r: saved.append(json.loads(json.dumps(r))),
                   say=lambda line: None)
     interrupted = saved[-1]
-    record = run_races(space, ToyTrials(), save=lambda r: None, earlier=interrupted["races"], say=lambda line: None)
+    assert len(interrupted["races"]) == 2  # killed in the second race
+    with pytest.raises(KeyboardInterrupt):  # killed again, in the first race of the resumed driver
+        run_races(space, ToyTrials(fail_after=1), save=lambda r: saved.append(json.loads(json.dumps(r))),
+                  earlier=interrupted["races"], say=lambda line: None)
+    assert saved[-1]["races"] == interrupted["races"]  # the second race's proposals are still on record
+    record = run_races(space, ToyTrials(), save=lambda r: None, earlier=saved[-1]["races"], say=lambda line: None)
     for old, new in zip(interrupted["races"], record["races"]):
         assert old["proposed"] == new["proposed"]
     assert len(record["configurations"]) == 5 and record["rounds"][-1]["finished"]

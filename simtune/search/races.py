@@ -148,11 +148,15 @@ def run_races(space: SearchSpace, run_round: RunRound, save: Callable[[dict[str,
     Args:
         run_round: trains the given configurations with one replicate index (round numbers
             count over all races, from 1); returns each one's selection metric.
-        save: called with the record (``race.json``) after every change.
+        save: called with the record (``race.json``) after every change; races of ``earlier`` not
+            raced again yet stay in it, so a driver killed twice still resumes on them.
         earlier: the ``races`` of an interrupted driver's record: their proposals are raced again.
         say: one line per round and per race after the first.
     """
     assert space.racing is not None
+    def save_record(record: dict[str, Any]) -> None:  # recorded proposals stay until raced again (a second kill)
+        save({**record, "races": [*record["races"], *earlier[len(record["races"]):]]})
+
     proposals = proposals_for(space)
     record: dict[str, Any] = {"racing": asdict(space.racing), "metric": space.metric, "mode": space.mode,
                               "algorithm": space.search.algorithm, "configurations": [], "races": [],
@@ -161,11 +165,11 @@ def run_races(space: SearchSpace, run_round: RunRound, save: Callable[[dict[str,
     while new := proposals.propose(_recorded(earlier, len(record["races"]))):
         record["configurations"] += new
         record["races"].append({"race": len(record["races"]) + 1, "proposed": new, "carried": list(elites)})
-        save(record)
+        save_record(record)
         if len(record["races"]) > 1:
             say(_race_line(record["races"][-1], space.search.algorithm))
         race = Race(space.racing, space.mode, [*elites, *map(config_key, new)], carried=elites)
-        _race_rounds(race, run_round, record, save, say)
+        _race_rounds(race, run_round, record, save_record, say)
         for key, values in race.table.items():
             proposals.tell(key, values)
         elites = {c: race.table[c] for c in race.survivors}
