@@ -73,7 +73,8 @@ def test_an_indifference_zone_stops_paying_for_differences_too_small_to_matter()
     assert plain.rounds == 10 and zoned.rounds < 10 and zoned.trials < plain.trials / 2
     assert {e.reason for e in zoned.eliminated} == {"no gain of δ"} and zoned.winner in table
     big = paired_table({"a": 30.0, "bad": 25.0}, seeds=4, noise=0.1)
-    assert decide(big, ["a", "bad"], 2, Racing(min_difference=1.0)).eliminated[0].difference > 4
+    (gone,) = decide(big, ["a", "bad"], 2, Racing(min_difference=1.0)).eliminated
+    assert gone.difference > 4 and gone.reason == "beaten"  # a lead beyond noise is said as such
 
 
 # ----------------------------------------------------------------------------- races over Optuna's proposals

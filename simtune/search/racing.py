@@ -48,10 +48,10 @@ class Elimination:
 
     config: str
     after: int  # seeds it had run (the round it left after)
-    reason: str  # "beaten" by the leader, "no gain of δ" over it, or "failed"
+    reason: str  # "beaten" by the leader (beyond noise), "no gain of δ" over it (indifference zone), or "failed"
     leader: str | None = None
     difference: float | None = None  # leader minus it, mean over the shared seeds (selection metric units)
-    p_value: float | None = None  # Holm-corrected comparison's raw paired-t p-value
+    p_value: float | None = None  # raw p-value of the test that eliminated it (Holm-corrected over the survivors)
 
 
 @dataclass(frozen=True)
@@ -93,19 +93,24 @@ def leader(table: Mapping[str, Sequence[float | None]], configs: Sequence[str], 
 
 def _beaten(table: Mapping[str, Sequence[float | None]], configs: list[str], n: int, racing: Racing,
             mode: str) -> list[Elimination]:
+    """The survivors the leader eliminates: "beaten" when its lead is beyond noise (margin 0, Holm),
+    "no gain of δ" when only the indifference zone rules the survivor out."""
     best = leader(table, configs, n, mode)
     others = [c for c in configs if c != best]
     sign = 1.0 if mode == "max" else -1.0
     first = [sign * float(v) for v in table[best][:n] if v is not None]
-    p_values, diffs = [], []
-    for c in others:
-        values = [sign * float(v) for v in table[c][:n] if v is not None]
-        p = margin_p_value(first, values, racing.min_difference)
-        p_values.append(1.0 if p is None else p)
-        diffs.append(_mean(first) - _mean(values))
-    rejected = holm_rejections(p_values, 1.0 - racing.confidence)
-    reason = "beaten" if racing.min_difference == 0 else "no gain of δ"
-    return [Elimination(c, n, reason, best, d, p) for c, d, p, r in zip(others, diffs, p_values, rejected) if r]
+    seconds = [[sign * float(v) for v in table[c][:n] if v is not None] for c in others]
+    alpha = 1.0 - racing.confidence
+    plain = [_p(first, values, 0.0) for values in seconds]
+    zoned = [_p(first, values, racing.min_difference) for values in seconds]
+    beaten, out = holm_rejections(plain, alpha), holm_rejections(zoned, alpha)
+    return [Elimination(c, n, "beaten" if b else "no gain of δ", best, _mean(first) - _mean(values), p if b else q)
+            for c, values, p, q, b, r in zip(others, seconds, plain, zoned, beaten, out) if b or r]
+
+
+def _p(first: list[float], values: list[float], margin: float) -> float:
+    p = margin_p_value(first, values, margin)
+    return 1.0 if p is None else p
 
 
 def _mean(values: Sequence[float | None]) -> float:
