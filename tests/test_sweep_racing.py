@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -69,7 +70,9 @@ def test_racing_settings_are_validated_before_anything_runs(tmp_path: Path, tiny
 def test_killed_optuna_racing_driver_resumes_without_rerunning_finished_trials(
         tmp_path: Path, tiny_bench: tuple[Path, Path]) -> None:
     """Optuna proposes two configurations for the first race and one for the second, which the
-    survivors of the first join with the seeds they have; the driver is killed in the first race."""
+    survivors of the first join with the seeds they have; the driver is killed in the first race.
+    The next round's folder holds only a tuner file, as when a driver is killed between making a
+    round's Tuner and Tune's first save: that round is started afresh."""
     space = write_space(tmp_path, tiny_bench, {"stage1.lambda_ci": {"choice": [0.01, 0.02, 0.03]}},
                         max_concurrent=1, search={"algorithm": "optuna", "seed": 0}, num_samples=3,
                         racing={"min_replicates": 2, "max_replicates": 2, "batch": 2})
@@ -83,6 +86,10 @@ def test_killed_optuna_racing_driver_resumes_without_rerunning_finished_trials(
     finally:
         time.sleep(2)
         kill_group(driver)
+    folder = SweepDir(sweep_dir)
+    unstarted = folder.race_round(next(n for n in range(1, 10) if not folder.race_round(n).exists()))
+    unstarted.mkdir()
+    shutil.copy2(folder.race_round(1) / "tuner.pkl", unstarted)
     run_sweep(space, storage, "killed", "--resume")
     summary = summary_of(sweep_dir)
     assert summary["counts"]["failed"] == 0 and summary["counts"]["finished"] == summary["counts"]["total"]

@@ -32,7 +32,7 @@ from simtune.sweep.trainable import TrialContext, run_trial
 def build_tuner(space: SearchSpace, options: SweepOptions, callbacks: list[Any]) -> Any:
     """The ``tune.Tuner`` of a sweep (restored from the sweep folder with ``options.resume``)."""
     trainable = _trainable(space, options)
-    if options.resume:  # the callbacks come back from Tune's saved experiment (see mlflow_callback)
+    if options.resume and tune_started(options.sweep_dir):  # callbacks come back too (see mlflow_callback)
         return tune.Tuner.restore(str(options.sweep_dir), trainable, resume_unfinished=True, resume_errored=False)
     searcher = ALGORITHMS[space.search.algorithm].searcher
     return tune.Tuner(
@@ -53,13 +53,13 @@ def build_round_tuner(space: SearchSpace, options: SweepOptions, callbacks: list
                       configurations: list[dict[str, Any]], replicate: int) -> Any:
     """The ``tune.Tuner`` of one racing round: each of ``configurations`` once, with seed index ``replicate``.
 
-    Restored (unfinished trials continue, finished ones are kept) when ``round_dir`` already holds
-    that round, as after a killed driver.
+    Restored (unfinished trials continue, finished ones are kept) when Tune had started that round
+    in ``round_dir``, as after a killed driver; built afresh when it had not.
     """
     from ray.tune.search import BasicVariantGenerator
 
     trainable = _trainable(space, options)
-    if tune.Tuner.can_restore(str(round_dir)):
+    if tune_started(round_dir):
         return tune.Tuner.restore(str(round_dir), trainable, resume_unfinished=True, resume_errored=False)
     points = [{**values, TRIAL_INDEX: replicate} for values in configurations]
     domains = {key: tune.choice(sorted({c[key] for c in configurations}, key=str)) for key in space.params}
@@ -71,6 +71,16 @@ def build_round_tuner(space: SearchSpace, options: SweepOptions, callbacks: list
             reuse_actors=True),  # rounds run FIFO: no trial is stopped mid-run
         run_config=_run_config(space, round_dir.name, round_dir.parent, callbacks),
     )
+
+
+def tune_started(experiment_dir: Path) -> bool:
+    """Whether Tune saved the state of an experiment run in ``experiment_dir`` (what a restore needs).
+
+    ``Tuner.can_restore`` only looks for the tuner file, which a ``Tuner`` writes before its run
+    starts; a driver killed between the two leaves a folder that cannot be restored (Tune's
+    restored searcher fails on it), and the experiment is simply started again.
+    """
+    return any(experiment_dir.glob("experiment_state-*.json"))
 
 
 def _reuse_actors(space: SearchSpace) -> bool:
