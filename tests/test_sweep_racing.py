@@ -15,6 +15,7 @@ from simtune.cli import main
 from simtune.errors import EXIT_TRIALS_FAILED, EXIT_USER_ERROR
 from simtune.results.sweepdir import SweepDir
 from simtune.rundir import RunDir
+from simtune.sweep.tuner import tune_started
 from simtune.testing import write_tiny_space as write_space
 
 from conftest import kill_group
@@ -70,8 +71,8 @@ def test_racing_settings_are_validated_before_anything_runs(tmp_path: Path, tiny
 def test_killed_optuna_racing_driver_resumes_without_rerunning_finished_trials(
         tmp_path: Path, tiny_bench: tuple[Path, Path]) -> None:
     """Optuna proposes two configurations for the first race and one for the second, which the
-    survivors of the first join with the seeds they have; the driver is killed in the first race.
-    The next round's folder holds only a tuner file, as when a driver is killed between making a
+    survivors of the first join with the seeds they have; the driver is killed once round 2 is under
+    way. The next round's folder holds only a tuner file, as when a driver is killed between making a
     round's Tuner and Tune's first save: that round is started afresh."""
     space = write_space(tmp_path, tiny_bench, {"stage1.lambda_ci": {"choice": [0.01, 0.02, 0.03]}},
                         max_concurrent=1, search={"algorithm": "optuna", "seed": 0}, num_samples=3,
@@ -80,12 +81,14 @@ def test_killed_optuna_racing_driver_resumes_without_rerunning_finished_trials(
     driver = subprocess.Popen(sweep_command(space, storage, "killed"), cwd=tmp_path, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        finished = _wait_for_round_two(sweep_dir, driver)
+        _wait_for_round_two(sweep_dir, driver)
         driver.kill()  # kill -9 of the driver only
         driver.wait(timeout=30)
     finally:
         time.sleep(2)
         kill_group(driver)
+    finished = _saved_as_finished(sweep_dir)
+    assert len(finished) >= 2  # round 1 at least
     folder = SweepDir(sweep_dir)
     unstarted = folder.race_round(next(n for n in range(1, 10) if not folder.race_round(n).exists()))
     unstarted.mkdir()
@@ -106,19 +109,22 @@ def test_killed_optuna_racing_driver_resumes_without_rerunning_finished_trials(
     assert len(trained) == len(set(trained)) == summary["counts"]["total"]  # no seed of a configuration twice
 
 
-def _wait_for_round_two(sweep_dir: Path, driver: subprocess.Popen[Any], timeout: float = 300) -> list[str]:
-    """Wait until a trial of round 2 finished and the next one reported (Tune has saved the first as
-    done); returns the finished trials."""
+def _wait_for_round_two(sweep_dir: Path, driver: subprocess.Popen[Any], timeout: float = 300) -> None:
+    """Wait until round 2 is under way: three of the six trials have finished."""
     deadline = time.monotonic() + timeout
-    folder = SweepDir(sweep_dir)
+    runs = SweepDir(sweep_dir).runs
     while time.monotonic() < deadline:
         assert driver.poll() is None, "the sweep ended before it could be killed"
-        round_two = folder.race_round(2)
-        done = [p.name for p in folder.runs.glob("*") if RunDir(p).finished()] if folder.runs.is_dir() else []
-        reported = [p for p in round_two.glob("trial_*/result.json") if p.read_text().strip()] \
-            if round_two.is_dir() else []
-        if len(done) >= 3 and any(p.parent.name.removeprefix("trial_") not in done for p in reported):
-            time.sleep(1)
-            return done
+        if runs.is_dir() and sum(RunDir(p).finished() for p in runs.glob("*")) >= 3:
+            return
         time.sleep(0.5)
     raise AssertionError("round 2 did not get going in time")
+
+
+def _saved_as_finished(sweep_dir: Path) -> list[str]:
+    """The trials Tune's saved experiment states list as terminated: what a resume must not run again."""
+    from ray import tune
+
+    rounds = sorted(SweepDir(sweep_dir).race_rounds.glob("round*"))
+    return [trial.trial_id for path in rounds if tune_started(path)
+            for trial in tune.ExperimentAnalysis(str(path)).trials if trial.status == "TERMINATED"]
