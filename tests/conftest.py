@@ -7,13 +7,16 @@ of starting a Ray of its own; tests that drive Tune in-process join it too (``ra
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +51,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # ----------------------------------------------------------------------------- Ray clusters on 127.0.0.1
 
 RAY = Path(sys.executable).with_name("ray")
-# Ray's token authentication: every node, `ray status` and the driver use ~/.ray/auth_token.
-CLUSTER_ENV = {**os.environ, "RAY_AUTH_MODE": "token"}
 
 
 def free_port() -> int:
@@ -66,76 +67,119 @@ def kill_group(process: subprocess.Popen[Any], sig: int = signal.SIGKILL) -> Non
         pass
 
 
-def start_node(args: list[str], env: dict[str, str]) -> subprocess.Popen[Any]:
-    """``ray start ... --block`` as the leader of a new process group (so it can be stopped alone)."""
-    return subprocess.Popen([str(RAY), "start", "--block", *args], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+@dataclass
+class Cluster:
+    """Ray nodes on 127.0.0.1 started by a test; ``env`` is what every process that joins needs.
+
+    Each node's ``ray start`` output goes to ``<folder>/node<i>.log``, so a node that does not
+    come up is reported with Ray's own message.
+    """
+
+    address: str
+    env: dict[str, str]
+    folder: Path
+    nodes: list[subprocess.Popen[Any]] = field(default_factory=list)
+
+    def start_node(self, *args: str) -> subprocess.Popen[Any]:
+        """``ray start ... --block`` as the leader of a new process group (so it can be killed alone)."""
+        log = self.folder / f"node{len(self.nodes)}.log"
+        with open(log, "w") as handle:
+            node = subprocess.Popen([str(RAY), "start", "--block", *args], start_new_session=True,
+                                    stdout=handle, stderr=subprocess.STDOUT, env=self.env)
+        self.nodes.append(node)
+        return node
+
+    def wait_for_nodes(self, count: int, timeout: float = 90) -> None:
+        """Until ``ray status`` lists ``count`` active nodes; else fail with what Ray printed."""
+        deadline = time.monotonic() + timeout
+        status = None
+        while time.monotonic() < deadline:
+            status = subprocess.run([str(RAY), "status", f"--address={self.address}"], capture_output=True,
+                                    text=True, timeout=60, env=self.env)
+            if status.returncode == 0 and status.stdout.split("Pending:")[0].count("node_") >= count:
+                return
+            if any(node.poll() is not None for node in self.nodes):
+                break  # a node exited: waiting longer will not help
+            time.sleep(1)
+        said = "" if status is None else (status.stderr or status.stdout).strip()[-1500:]
+        raise AssertionError(f"Ray cluster at {self.address} did not reach {count} nodes.\n"
+                             f"ray status said:\n{said}\n{self.node_output()}")
+
+    def node_output(self) -> str:
+        """The end of each node's ``ray start`` output."""
+        parts = []
+        for i, node in enumerate(self.nodes):
+            text = (self.folder / f"node{i}.log").read_text(errors="replace").strip()
+            state = "running" if node.poll() is None else f"exited with {node.returncode}"
+            parts.append(f"node {i} ({state}):\n{text[-2000:]}")
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            kill_group(node, signal.SIGTERM)
+        time.sleep(3)
+        for node in self.nodes:
+            kill_group(node)
+            node.wait(timeout=30)
 
 
-def stop_nodes(nodes: list[subprocess.Popen[Any]]) -> None:
-    for node in reversed(nodes):
-        kill_group(node, signal.SIGTERM)
-    time.sleep(3)
-    for node in nodes:
-        kill_group(node)
-        node.wait(timeout=30)
-
-
-def wait_for_nodes(address: str, count: int, env: dict[str, str], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = subprocess.run([str(RAY), "status", f"--address={address}"], capture_output=True, text=True,
-                                timeout=60, env=env)
-        active = status.stdout.split("Pending:")[0] if status.returncode == 0 else ""
-        if active.count("node_") >= count:
-            return
-        time.sleep(1)
-    raise AssertionError(f"Ray cluster at {address} did not reach {count} nodes")
+def token_env(folder: Path) -> dict[str, str]:
+    """Token authentication with a token of this cluster's own, in ``folder`` (never ``~/.ray``)."""
+    token = folder / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    inherited = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
+    return {**inherited, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
 
 
 def _temp_dir(port: int) -> Path:
     return Path(os.environ.get("TMPDIR", "/tmp")) / f"rt{port}"  # short: Ray's socket paths are limited
 
 
+@contextlib.contextmanager
+def local_cluster(folder: Path, env: dict[str, str], head: tuple[str, ...] = ("--num-cpus=2",),
+                  workers: tuple[tuple[str, ...], ...] = ()) -> Iterator[Cluster]:
+    """A head (and worker nodes) on 127.0.0.1 with the given ``ray start`` resources."""
+    port = free_port()
+    cluster = Cluster(f"127.0.0.1:{port}", env, folder)
+    try:
+        cluster.start_node("--head", f"--port={port}", "--include-dashboard=false",
+                           f"--temp-dir={_temp_dir(port)}", *head)
+        cluster.wait_for_nodes(1)
+        for worker in workers:
+            cluster.start_node(f"--address={cluster.address}", *worker)
+            cluster.wait_for_nodes(len(cluster.nodes))
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture(scope="session")
-def ray_head() -> Iterator[str]:
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One local Ray head (2 CPUs) for every sweep of the session; ``RAY_ADDRESS`` points at it.
 
     Started with token authentication off (``RAY_AUTH_MODE=disabled``), the mode every driver
     and every in-process ``ray.init`` of the session uses by default, so they can all join it.
     """
-    port = free_port()
-    address = f"127.0.0.1:{port}"
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "disabled"}
-    node = start_node(["--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-                       f"--temp-dir={_temp_dir(port)}"], env)
     before = os.environ.get("RAY_ADDRESS")
-    try:
-        wait_for_nodes(address, 1, env)
-        os.environ["RAY_ADDRESS"] = address
-        yield address
-    finally:
-        if before is None:
-            os.environ.pop("RAY_ADDRESS", None)
-        else:
-            os.environ["RAY_ADDRESS"] = before
-        stop_nodes([node])
+    with local_cluster(tmp_path_factory.mktemp("ray_head"), env) as cluster:
+        os.environ["RAY_ADDRESS"] = cluster.address
+        try:
+            yield cluster.address
+        finally:
+            if before is None:
+                os.environ.pop("RAY_ADDRESS", None)
+            else:
+                os.environ["RAY_ADDRESS"] = before
 
 
 @pytest.fixture
-def two_node_cluster() -> Iterator[str]:
-    """A head and a worker node on 127.0.0.1, one CPU each, with token auth; yields the address."""
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    nodes = [start_node(["--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-                         f"--temp-dir={_temp_dir(port)}"], CLUSTER_ENV)]
-    try:
-        wait_for_nodes(address, 1, CLUSTER_ENV)
-        nodes.append(start_node([f"--address={address}", "--num-cpus=1"], CLUSTER_ENV))
-        wait_for_nodes(address, 2, CLUSTER_ENV)
-        yield address
-    finally:
-        stop_nodes(nodes)
+def two_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A head and a worker node on 127.0.0.1, one CPU each, with token auth (a token of its own)."""
+    folder = tmp_path_factory.mktemp("cluster")
+    with local_cluster(folder, token_env(folder), head=("--num-cpus=1",), workers=(("--num-cpus=1",),)) as cluster:
+        yield cluster
 
 
 @pytest.fixture(autouse=True)

@@ -23,7 +23,7 @@ from simtune.results.sweepdir import SweepDir
 from simtune.results.trials import load_configs, load_trials, selection_rule
 from simtune.testing import write_tiny_space as write_space
 
-from conftest import CLUSTER_ENV, kill_group
+from conftest import Cluster, kill_group
 
 FULL = 6  # iterations of a complete tiny trial (4 + 2)
 
@@ -216,18 +216,20 @@ def _wait_for_second_trial(sweep_dir: Path, driver: subprocess.Popen[Any], timeo
 
 
 @pytest.mark.slow
-def test_sweep_on_a_two_node_cluster(tmp_path: Path, tiny_bench: tuple[Path, Path], two_node_cluster: str) -> None:
+def test_sweep_on_a_two_node_cluster(tmp_path: Path, tiny_bench: tuple[Path, Path],
+                                     two_node_cluster: Cluster) -> None:
+    cluster = two_node_cluster
     space = write_space(tmp_path, tiny_bench, {"pseudo_label.quantile": {"grid": [0.3, 0.6]}})
     implicit = subprocess.run([sys.executable, "-m", "simtune.cli", "sweep", str(space), "--address",
-                               two_node_cluster, "--name", "nostorage"], capture_output=True, text=True,
-                              timeout=180, cwd=tmp_path, env=CLUSTER_ENV)
+                               cluster.address, "--name", "nostorage"], capture_output=True, text=True,
+                              timeout=180, cwd=tmp_path, env=cluster.env)
     error = implicit.stderr.strip().splitlines()[-1]  # after Ray's own connection warnings
     assert implicit.returncode == 2 and error.startswith("simtune sweep: error:") and "--storage" in error
 
     # A race (two rounds of Tune experiments driven from one process) on the cluster.
     raced = write_space(tmp_path / "race", tiny_bench, {"pseudo_label.quantile": {"grid": [0.3, 0.6]}},
                         racing={"min_replicates": 2, "max_replicates": 2})
-    run_sweep(raced, tmp_path / "shared", "cluster", "--address", two_node_cluster, env=CLUSTER_ENV)
+    run_sweep(raced, tmp_path / "shared", "cluster", "--address", cluster.address, env=cluster.env)
     summary = summary_of(tmp_path / "shared" / "cluster")
     assert summary["counts"]["finished"] == 4 and [c["seeds"] for c in summary["configs"]] == [[0, 1], [0, 1]]
     assert all(t["iteration"] == FULL for t in summary["trials"])
