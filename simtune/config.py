@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,6 +71,8 @@ def as_number(raw: Any) -> Any:
 def _coerce(hint: Any, raw: Any, *, path: str, source: str) -> Any:
     """Check ``raw`` against a field's type hint; ints are accepted where floats are."""
     origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        return _coerce_union(hint, raw, path=path, source=source)
     if origin is Literal:
         choices = typing.get_args(hint)
         if raw not in choices:
@@ -95,6 +98,23 @@ def _coerce(hint: Any, raw: Any, *, path: str, source: str) -> Any:
             raise ConfigError(f"{source}: '{path}' must be a string, got {raw!r}")
         return raw
     raise TypeError(f"unsupported config type {hint!r} at {path}")  # a schema bug, not user input
+
+
+def _coerce_union(hint: Any, raw: Any, *, path: str, source: str) -> Any:
+    """The first member of ``int | Literal["auto"]`` (and the like) that accepts ``raw``."""
+    for member in typing.get_args(hint):
+        try:
+            return _coerce(member, raw, path=path, source=source)
+        except ConfigError:
+            continue
+    names = " or ".join(_type_name(m) for m in typing.get_args(hint))
+    raise ConfigError(f"{source}: '{path}' must be {names}, got {raw!r}")
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return " or ".join(repr(choice) for choice in typing.get_args(hint))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
 
 
 def _coerce_tuple(hint: Any, raw: Any, *, path: str, source: str) -> tuple[Any, ...]:

@@ -272,4 +272,4 @@ def _batch_tensors(batch: dict[str, Any], device: torch.device) -> tuple[torch.T
     image, label = batch["image"], batch["label"]
     if image.dim() == 3:  # an unbatched dataset item
         image, label = image.unsqueeze(0), label.unsqueeze(0)
-    return image.to(device), label.to(device)
+    return image.to(device, non_blocking=True), label.to(device, non_blocking=True).long()

@@ -5,8 +5,8 @@ about to run (a sweep: the base config and one config per grid/choice value and 
 end). It refuses, with one line each, what the pipeline would refuse at run time:
 
 - combinations of values that cannot train (``check_combinations``);
-- dataset roots and layouts (a cheap scan: every file listed, two label files opened per
-  dataset) and weights files;
+- dataset roots and layouts (every file listed; every image and label decoded and its label
+  ids checked, once per file list: ``data.check``) and weights files;
 
 The built-in benchmark is an embedded default: a run that points at its default location
 (``builtin_benchmark_root()``) while it is missing gets it written there, with one line
@@ -23,7 +23,6 @@ from simtune.data.build import datasets_from_config
 from simtune.errors import ConfigError
 from simtune.schema import Config
 
-FILES_OPENED = 2  # label files per dataset that the scan opens (all are listed)
 BUILTIN_SIZES: dict[str, Any] = {}  # generator arguments of the embedded benchmark (its defaults)
 
 Say = Callable[[str], None]
@@ -75,7 +74,7 @@ def check(configs: Iterable[Config], *, inputs: bool = True, write_builtin: bool
             seen_data.add(key)
             if _builtin_missing(cfg, write_builtin=write_builtin, say=say):
                 continue
-            datasets_from_config(cfg, check_files=FILES_OPENED)
+            datasets_from_config(cfg, say=say)
 
 
 def check_weights_file(path: Path) -> None:

@@ -43,7 +43,8 @@ class DataConfig:
         "unlabelled target domain; evaluated on its val split",
     )
     val_split: str = _f("val", "target split that is evaluated (split by city into selection/report)")
-    num_workers: int = _f(0, "data-loader worker processes (0 = load in the training process)")
+    num_workers: int | Literal["auto"] = _f(
+        "auto", "data-loader worker processes; auto = the trial's CPUs (Ray's, else this machine's) minus one")
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,8 @@ class RuntimeConfig:
     channels_last: bool = _f(True, "channels_last memory format on CUDA (ignored on CPU)")
     checkpoint_every: int = _f(1000, "write a resumable checkpoint every this many iterations")
     threads: int = _f(0, "torch CPU threads (0 = torch default)")
+    cudnn_benchmark: bool = _f(True, "cuDNN picks the fastest kernels for the (fixed) input sizes; CUDA only")
+    deterministic: bool = _f(False, "deterministic CUDA kernels (slower): a paired seed repeats exactly on one GPU")
 
 
 @dataclass(frozen=True)

@@ -250,7 +250,7 @@ def test_two_predictions_for_one_image(val_tree: Path, tmp_path: Path) -> None:
 
 def _one_hot_logits(label: torch.Tensor) -> torch.Tensor:
     """(B, K, H, W) logits whose argmax is ``label`` (ignore -> class 0)."""
-    label = torch.where(label == IGNORE, torch.zeros_like(label), label)
+    label = torch.where(label == IGNORE, torch.zeros_like(label), label).long()
     return F.one_hot(label, NUM_CLASSES).permute(0, 3, 1, 2).float()
 
 

@@ -174,9 +174,10 @@ def test_defaults_and_command_line_settings(write_space) -> None:  # type: ignor
     space = load_space(write_space({"scheduler": {"type": "asha"}, "params": {"seed": {"grid": [0, 1]}}}))
     assert (space.num_samples, space.max_failures, space.mode) == (1, 2, "max")
     assert (space.scheduler.grace_period, space.scheduler.max_t) == (10, 60)  # eval.every, both stages
-    changed = override_settings(space, num_samples=3, gpus=0.25, max_concurrent=4)
+    assert (space.resources.cpus, space.resources.gpus, space.max_concurrent) == ("auto", "auto", "auto")
+    changed = override_settings(space, num_samples=3, gpus=0.25, cpus=2, max_concurrent=4)
     assert (changed.num_samples, changed.resources.gpus, changed.resources.cpus, changed.max_concurrent) == \
-        (3, 0.25, 1.0, 4)
+        (3, 0.25, 2.0, 4)
     with pytest.raises(SearchSpaceError, match="must be a number > 0"):
         override_settings(space, cpus=0)
 

@@ -40,9 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--search-seed", type=int, help="seed of the search algorithm (replaces search.seed)")
     parser.add_argument("--replicates", type=int, help="seeds per configuration, base seed + 0 .. K-1, the same for "
                         "every configuration (replaces the space's replicates)")
-    parser.add_argument("--cpus-per-trial", type=float, help="CPUs one trial reserves")
-    parser.add_argument("--gpus-per-trial", type=float, help="GPUs one trial reserves; fractions share a GPU")
-    parser.add_argument("--max-concurrent", type=int, help="most trials running at once")
+    parser.add_argument("--cpus-per-trial", type=_number_or_auto, help="CPUs one trial reserves, or auto "
+                        "(GPU trials: an even share of their node's CPUs; CPU trials: 1)")
+    parser.add_argument("--gpus-per-trial", type=_number_or_auto, help="GPUs one trial reserves (fractions share "
+                        "a GPU), or auto (1 where the cluster has GPUs, else 0)")
+    parser.add_argument("--max-concurrent", type=_int_or_auto, help="most trials running at once, or auto (as many "
+                        "as the cluster holds)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value of the base experiment (repeatable)")
     parser.add_argument("--no-stage1-cache", action="store_true",
@@ -168,3 +171,11 @@ def _num(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return "-" if value is None else str(value)
+
+
+def _number_or_auto(text: str) -> float | str:
+    return text if text == "auto" else float(text)
+
+
+def _int_or_auto(text: str) -> int | str:
+    return text if text == "auto" else int(text)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from simtune.data.check import Say, ensure_checked
 from simtune.data.datasets import Sample, SegmentationDataset, check_samples, list_samples, split_samples
 from simtune.errors import ConfigError
 from simtune.schema import Config, DomainConfig
@@ -41,11 +42,12 @@ class DataSets:
     val: dict[str, SegmentationDataset]  # "selection" / "report", labels at full resolution
 
 
-def datasets_from_config(cfg: Config, *, check_files: int | None = None) -> DataSets:
+def datasets_from_config(cfg: Config, *, check_files: int | None = None, say: Say | None = None) -> DataSets:
     """All datasets of a run, with their layouts and label ids checked before any compute.
 
-    Args:
-        check_files: label files per dataset opened by the up-front check (None = all).
+    Every file is listed. With ``check_files`` None every image and label is decoded and
+    checked, once per file list (``data.check.ensure_checked``: a recorded pass is reused);
+    otherwise only the first ``check_files`` of each dataset are opened.
     Raises:
         ConfigError / DataError: a root not set or missing, a broken layout, bad label ids.
     """
@@ -53,18 +55,18 @@ def datasets_from_config(cfg: Config, *, check_files: int | None = None) -> Data
     src_samples = domain_samples(src)
     trg_samples = domain_samples(trg, with_labels=cfg.mode == "target_only")
     val_samples = domain_samples(trg, split=cfg.data.val_split)
-    check_samples(src.dataset, src_samples, max_files=check_files)
-    check_samples(trg.dataset, val_samples, max_files=check_files)
+    for dataset, samples in ((src.dataset, src_samples), (trg.dataset, val_samples), (trg.dataset, trg_samples)):
+        if check_files is None:
+            ensure_checked(dataset, samples, say=say)
+        else:
+            check_samples(dataset, samples, max_files=check_files)
     val = {}
     for part in VAL_PARTS:
         chosen = split_samples(val_samples, part)
         if cfg.eval.max_images:
             chosen = chosen[: cfg.eval.max_images]
         val[part] = SegmentationDataset(trg.dataset, chosen, size=trg.size, label_size="original")
-    labelled = None
-    if cfg.mode == "target_only":
-        check_samples(trg.dataset, trg_samples, max_files=check_files)
-        labelled = SegmentationDataset(trg.dataset, trg_samples, size=trg.size)
+    labelled = SegmentationDataset(trg.dataset, trg_samples, size=trg.size) if cfg.mode == "target_only" else None
     return DataSets(
         source=SegmentationDataset(src.dataset, src_samples, size=src.size),
         target=SegmentationDataset(trg.dataset, trg_samples, size=trg.size),

@@ -239,7 +239,8 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
 
     Items are dicts:
         image: (3, H, W) float32, BGR minus ``MEAN_BGR``.
-        label: (H, W) int64 train ids, 255 = ignore; absent for unlabelled samples.
+        label: (H, W) uint8 train ids, 255 = ignore; absent for unlabelled samples
+            (``data.loaders.to_device`` widens it to int64 on the device).
         name, city: from the ``Sample``.
     """
 
@@ -280,7 +281,7 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
         if sample.label_path is not None:
             height, width = rgb.shape[:2]
             train_ids = self._train_ids(sample.label_path, (width, height))
-            item["label"] = torch.from_numpy(train_ids.astype(np.int64))
+            item["label"] = torch.tensor(train_ids, dtype=torch.uint8)
         return item
 
     def _train_ids(self, path: Path, image_size: tuple[int, int]) -> np.ndarray:

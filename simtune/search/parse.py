@@ -19,6 +19,7 @@ from simtune.labels import CLASS_NAMES
 from simtune.selection import PREFIX as SELECT_PREFIX
 from simtune.selection import SELECT_METRICS
 from simtune.search.racing import Racing
+from simtune.search.resources import AUTO
 from simtune.search.space import (STAGE2_ONLY, TOP_LEVEL_KEYS, Param, Resources, Scheduler, Search, SearchSpace,
                                   range_samples)
 
@@ -50,7 +51,7 @@ def load_space(path: Path, overrides: Sequence[str] = ()) -> SearchSpace:
         search=dataclasses.replace(search, points_to_evaluate=_points(path, search_raw, params)),
         num_samples=_int(path, "num_samples", data.get("num_samples", ALGORITHMS[search.algorithm].default_num_samples), 1),
         resources=_resources(path, data.get("resources", {})),
-        max_concurrent=_optional_int(path, "max_concurrent", data.get("max_concurrent"), 1),
+        max_concurrent=_max_concurrent(path, "max_concurrent", data.get("max_concurrent", AUTO)),
         max_failures=_int(path, "max_failures", data.get("max_failures", 2), -1),
         replicates=_replicates(path, "replicates", data.get("replicates", 1), params),
         racing=_racing(path, data),
@@ -174,12 +175,17 @@ def _scheduler(space: SearchSpace, raw: Any) -> Scheduler:
 def _resources(path: Path, raw: Any) -> Resources:
     raw = _mapping(path, "resources", raw)
     _check_keys(path, "resources.", raw, ("cpus", "gpus"))
-    cpus, gpus = raw.get("cpus", 1), raw.get("gpus", 0)
-    if not _is_number(cpus) or cpus <= 0:
-        raise SearchSpaceError(f"{path}: 'resources.cpus' must be a number > 0, got {cpus!r}")
-    if not _is_number(gpus) or gpus < 0:
-        raise SearchSpaceError(f"{path}: 'resources.gpus' must be a number >= 0, got {gpus!r}")
-    return Resources(cpus=float(cpus), gpus=float(gpus))
+    cpus, gpus = raw.get("cpus", AUTO), raw.get("gpus", AUTO)
+    if cpus != AUTO and (not _is_number(cpus) or cpus <= 0):
+        raise SearchSpaceError(f"{path}: 'resources.cpus' must be a number > 0 or 'auto', got {cpus!r}")
+    if gpus != AUTO and (not _is_number(gpus) or gpus < 0):
+        raise SearchSpaceError(f"{path}: 'resources.gpus' must be a number >= 0 or 'auto', got {gpus!r}")
+    return Resources(cpus=cpus if cpus == AUTO else float(cpus), gpus=gpus if gpus == AUTO else float(gpus))
+
+
+def _max_concurrent(path: Path, key: str, value: Any) -> int | str:
+    """An integer >= 1, or ``auto``: as many trials as the cluster holds (``search.resources``)."""
+    return value if value == AUTO else _int(path, key, value, 1)
 
 
 def _replicates(path: Path, key: str, value: Any, params: Mapping[str, Param]) -> int:
@@ -333,8 +339,8 @@ def _leaf(nested: dict[str, Any], path: str) -> Any:
     return node
 
 
-def override_settings(space: SearchSpace, *, num_samples: int | None = None, cpus: float | None = None,
-                      gpus: float | None = None, max_concurrent: int | None = None,
+def override_settings(space: SearchSpace, *, num_samples: int | None = None, cpus: float | str | None = None,
+                      gpus: float | str | None = None, max_concurrent: int | str | None = None,
                       search_seed: int | None = None, replicates: int | None = None) -> SearchSpace:
     """The space with command-line settings replacing the file's (None keeps the file's value)."""
     where = Path("command line")
@@ -352,7 +358,7 @@ def override_settings(space: SearchSpace, *, num_samples: int | None = None, cpu
         space, resources=resources,
         num_samples=space.num_samples if num_samples is None else _int(where, "--num-samples", num_samples, 1),
         max_concurrent=space.max_concurrent if max_concurrent is None
-        else _int(where, "--max-concurrent", max_concurrent, 1),
+        else _max_concurrent(where, "--max-concurrent", max_concurrent),
         replicates=space.replicates if replicates is None
         else _replicates(where, "--replicates", replicates, space.params),
     )

@@ -11,8 +11,8 @@ problem is one ``SearchSpaceError`` line that names the file and the key. Layout
     scheduler: {type: asha, grace_period: 300, reduction_factor: 2, max_t: 900}
     num_samples: 16
     replicates: 3                         # seeds per configuration: base seed + 0, 1, 2 (default 1)
-    resources: {cpus: 1, gpus: 0}
-    max_concurrent: 2
+    resources: {cpus: auto, gpus: auto}  # 1 GPU + its node's CPU share per trial where there are GPUs
+    max_concurrent: auto                  # auto: as many trials as the cluster holds (search.resources)
     max_failures: 2
     params:
       stage1.lambda_ci: {loguniform: [0.001, 0.1]}
@@ -75,8 +75,8 @@ class Scheduler:
 class Resources:
     """What one trial reserves on a Ray node; fractional GPUs share a device."""
 
-    cpus: float = 1.0
-    gpus: float = 0.0
+    cpus: float | str = "auto"  # a number, or "auto" (search.resources.fit: a GPU trial's share of its node)
+    gpus: float | str = "auto"  # a number, or "auto" (search.resources.fit: 1 where the cluster has GPUs)
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class SearchSpace:
     scheduler: Scheduler = field(default_factory=Scheduler)
     num_samples: int = 1
     resources: Resources = field(default_factory=Resources)
-    max_concurrent: int | None = None
+    max_concurrent: int | str = "auto"  # an integer, or "auto" (as many as the cluster holds)
     max_failures: int = 2
     replicates: int = 1  # K: every configuration trains with seeds base + 0 .. K-1 (simtune.search.replicates)
     racing: Racing | None = None  # seeds only for contenders (simtune.search.racing); replaces replicates

@@ -1,13 +1,17 @@
-"""Joining or starting Ray, and checking that every node of a cluster sees the sweep storage."""
+"""Joining or starting Ray, fitting trials to its nodes, checking that every node sees the sweep storage."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from simtune.errors import ConfigError
+from simtune.search.resources import Node, fit
+from simtune.search.space import Resources, SearchSpace
 from simtune.testing import FAULT_ENV
 
 
@@ -58,3 +62,24 @@ def check_shared_storage(storage: Path, *, explicit: bool) -> None:
 def sees_marker(path: str) -> bool:
     marker = Path(path)
     return marker.is_file() and marker.read_text() == marker.name
+
+
+def cluster_nodes() -> list[Node]:
+    """CPUs and GPUs of every alive node, as Ray declares them (``ray start --num-gpus`` included)."""
+    import ray
+
+    return [Node(cpus=float(n["Resources"].get("CPU", 0)), gpus=float(n["Resources"].get("GPU", 0)))
+            for n in ray.nodes() if n.get("Alive")]
+
+
+def fit_to_cluster(space: SearchSpace, say: Callable[[str], None]) -> SearchSpace:
+    """The space with ``auto`` GPUs and concurrency made numbers for the joined cluster; says them.
+
+    Raises:
+        ConfigError: trials that cannot run there as asked (``search.resources.fit``).
+    """
+    nodes = cluster_nodes()
+    fitted = fit(space.resources.cpus, space.resources.gpus, space.max_concurrent, nodes, space.trial_configs())
+    say(f"trials: {fitted.describe(nodes)}")
+    return dataclasses.replace(space, resources=Resources(cpus=fitted.cpus, gpus=fitted.gpus),
+                               max_concurrent=fitted.max_concurrent)

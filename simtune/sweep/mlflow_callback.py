@@ -49,7 +49,8 @@ from simtune.tracking.sweep import SweepTracker
 from simtune.tracking.artifacts import PREDICTION_SAMPLES, log_checkpoint, log_trial_artifacts
 from simtune.tracking.datasets import log_data_inputs
 from simtune.tracking.store import (TAG_FAILURE, TAG_PARENT, TAG_REPLICATE, TAG_ROLE, TAG_RUN_DIR, TAG_STOPPED,
-                                    TAG_SWEEP, TAG_TRIAL, log_history, log_metrics, log_params, one_line, search)
+                                    TAG_PLACEMENT, TAG_SWEEP, TAG_TRIAL, log_history, log_metrics, log_params,
+                                    one_line, search)
 
 log = logging.getLogger(__name__)
 
@@ -206,12 +207,22 @@ class MlflowTrialLogger(tune.Callback):
         run_dir = run.root
         if status == "FINISHED":  # a trial ASHA stopped also completes, without its results.json
             self.client.set_tag(child.run_id, TAG_STOPPED, str(not run.finished()).lower())
+        for key, value in placement_tags((read_json(run.run_file) or {}).get("placement") or {}).items():
+            self.client.set_tag(child.run_id, key, value)
         log_history(self.client, child.run_id, run.records(), child.logged)
         log_trial_artifacts(self.client, child.run_id, run_dir, samples=self.samples)
         if self.checkpoint_policy == "all" and status == "FINISHED":
             log_checkpoint(self.client, child.run_id, run_dir)
         self.client.set_terminated(child.run_id, status)
         self._children.pop(str(trial.trial_id), None)
+
+
+def placement_tags(placement: dict[str, Any]) -> dict[str, str]:
+    """Tags of a trial's placement (``run.json``'s ``placement``): ``simtune.placement.gpu_ids`` = ``0, 1``."""
+    def text(value: Any) -> str:
+        return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+    return {f"{TAG_PLACEMENT}{key}": text(value) for key, value in placement.items() if key != "start"}
 
 
 def result_metrics(result: dict[str, Any]) -> dict[str, float]:

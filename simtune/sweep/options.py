@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from simtune.tracking.store import default_tracking_uri, normalise_uri
+
 
 @dataclass(frozen=True)
 class SweepOptions:
@@ -22,3 +24,8 @@ class SweepOptions:
     @property
     def sweep_dir(self) -> Path:
         return self.storage / self.name
+
+    @property
+    def tracking_store(self) -> str:
+        """The MLflow store: ``tracking_uri``, else ``default_tracking_uri`` of the folder of sweeps."""
+        return normalise_uri(self.tracking_uri) if self.tracking_uri else default_tracking_uri(self.storage)

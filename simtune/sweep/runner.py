@@ -30,13 +30,14 @@ from simtune.results.summary import Summary, write_summary
 from simtune.results.sweepdir import SweepDir
 from simtune.rundir import write_config, write_json
 from simtune.search.space import SearchSpace
-from simtune.sweep.cluster import check_shared_storage, init_ray
+from simtune.sweep.cluster import check_shared_storage, fit_to_cluster, init_ray
 from simtune.sweep.lock import SweepLock
 from simtune.sweep.mlflow_callback import trial_loggers
 from simtune.sweep.options import SweepOptions
 from simtune.sweep.race import run_race
 from simtune.sweep.summarize import summarize
 from simtune.sweep.tuner import build_tuner
+from simtune.tracking.store import check_store
 from simtune.tracking.sweep import SweepTracker
 
 
@@ -51,6 +52,8 @@ def run_sweep(space: SearchSpace, options: SweepOptions, overrides: list[str]) -
             another sweep of this name is running.
         ConfigError: the sweep exists without ``resume`` (or is missing with it), or differs from
             the one being resumed, or the storage is not shared by every node of the cluster.
+        ConfigError: the cluster cannot run the trials as asked (``search.resources.fit``): checked
+            once Ray is joined, before the sweep folder or its MLflow run is written.
         TrackingError: the tracking store cannot be reached (raised before Ray starts).
     """
     preflight.check(space.trial_configs(), say=_note)
@@ -59,8 +62,8 @@ def run_sweep(space: SearchSpace, options: SweepOptions, overrides: list[str]) -
         if taken_over:
             _note(taken_over)
         record = _check_sweep_dir(space, options, overrides)
-        tracker = _open_tracker(space, options)
-        summary = _run_on_ray(space, options, record, tracker)
+        check_store(options.tracking_store)  # reached before Ray starts; the parent run is made after
+        summary, tracker = _run_on_ray(space, options, record)
     write_summary(options.sweep_dir, summary)
     if summary.best is not None:
         write_config(space.config_for(summary.best.params), SweepDir(options.sweep_dir).best_config)
@@ -68,9 +71,10 @@ def run_sweep(space: SearchSpace, options: SweepOptions, overrides: list[str]) -
     return summary
 
 
-def _run_on_ray(space: SearchSpace, options: SweepOptions, record: dict[str, Any],
-                tracker: SweepTracker) -> Summary:
-    """Start (or join) Ray, run the tuner, and summarise what Tune saved."""
+def _run_on_ray(space: SearchSpace, options: SweepOptions, record: dict[str, Any]) -> tuple[Summary, SweepTracker]:
+    """Start (or join) Ray, check the cluster, open the MLflow parent run, run the tuner, and
+    summarise what Tune saved. A cluster that cannot run the sweep is refused before anything
+    is written (sweep folder or MLflow run)."""
     import ray
 
     started_ray = not ray.is_initialized()
@@ -78,12 +82,14 @@ def _run_on_ray(space: SearchSpace, options: SweepOptions, record: dict[str, Any
         init_ray(options.address)
     try:
         check_shared_storage(options.storage, explicit=options.storage_explicit)
+        space = fit_to_cluster(space, say=_note)
+        tracker = _open_tracker(space, options)
         _record_sweep(space, options, record)
         if space.racing is not None:
             run_race(space, options, trial_loggers(tracker))
         else:
             build_tuner(space, options, trial_loggers(tracker)).fit()
-        return summarize(space, options.sweep_dir)
+        return summarize(space, options.sweep_dir), tracker
     finally:
         if started_ray:
             ray.shutdown()
@@ -144,7 +150,7 @@ def _settings(space: SearchSpace) -> dict[str, Any]:
 
 def _open_tracker(space: SearchSpace, options: SweepOptions) -> SweepTracker:
     """The sweep's MLflow parent run, reached before Ray starts."""
-    return SweepTracker.open(tracking_uri=options.tracking_uri, storage=options.storage, sweep_name=options.name,
+    return SweepTracker.open(tracking_uri=options.tracking_store, storage=options.storage, sweep_name=options.name,
                              space_file=space.file, space=space, base_config=space.base_config,
                              resume=options.resume)
 

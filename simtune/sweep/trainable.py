@@ -23,10 +23,13 @@ when it is unset) after the reporter, so a test can crash or fail a chosen trial
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
 import shutil
+import socket
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -36,7 +39,9 @@ from typing import Any
 
 from ray import tune
 
+from simtune.data.check import FILES_OPENED
 from simtune.rundir import RunDir, read_json, write_json
+from simtune.schema import Config
 from simtune.results.sweepdir import SweepDir
 from simtune.search.space import SearchSpace, final_iteration
 from simtune.errors import NonFiniteLoss, SimtuneError
@@ -82,6 +87,8 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
 
     run_dir = context.run_dir(tune.get_context().get_trial_id())
     cfg = context.space.config_for(params)
+    placement = trial_placement(cfg)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_workers=placement["num_workers"]))
     reporter = TuneReporter(run_dir, final_step=final_iteration(cfg), metric=context.space.metric,
                             mode=context.space.mode)
     callbacks = [reporter, *fault_callbacks(run_dir, config_values(params))]
@@ -89,11 +96,13 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
     if previous is not None:  # a diverged trial restarted by a --resume: it would only diverge again
         reporter.report_failure(previous)
         return
-    _log_attempt(run_dir, _restore(run_dir))
+    _log_attempt(run_dir, _restore(run_dir), placement)
     try:
         # resume=True: the run dir of a retried or resumed trial is not empty, and that is expected.
+        # The command's pre-flight decoded every file once (data.check): a trial opens a few.
         run_pipeline(cfg, run_dir, callbacks=callbacks, resume=True, stage1_cache=context.stage1_cache,
-                     stage0_cache=context.stage0_cache)
+                     stage0_cache=context.stage0_cache, check_files=FILES_OPENED,
+                     run_info={"placement": placement})
         reporter.report_final()
     except (NonFiniteLoss, SimtuneError) as exc:  # would only happen again: never retried
         reporter.report_failure(f"{type(exc).__name__}: {exc}")
@@ -221,12 +230,43 @@ def _run_dir_position(run: RunDir, stage: str) -> float:
     return float(history[-1]["step"]) if history else 0.0
 
 
-def _log_attempt(run_dir: Path, restored: int | None) -> None:
-    """One line per start of this trial in ``attempts.jsonl``: retries and resumes are visible."""
+def trial_placement(cfg: Config) -> dict[str, Any]:
+    """What this trial was given: Ray's CPUs and GPU ids, the node, ``CUDA_VISIBLE_DEVICES``, the
+    torch device it will train on, and the loader workers ``data.num_workers`` comes to.
+
+    A trial given GPUs that torch cannot see (a CPU build of torch, a node that declares GPUs it
+    lacks) trains on the CPU with ``runtime.device: auto``: it says so on stderr, and the record
+    shows it.
+    """
+    import ray
+    import torch
+
+    from simtune.data.loaders import worker_count
+
+    context = ray.get_runtime_context()
+    assigned = context.get_assigned_resources()
+    cuda = torch.cuda.is_available()
+    gpu_ids = [str(i) for i in context.get_accelerator_ids().get("GPU", [])]
+    device = "cuda" if cfg.runtime.device == "cuda" or (cfg.runtime.device == "auto" and cuda) else "cpu"
+    if gpu_ids and device == "cpu":
+        print(f"simtune trial: given GPU(s) {', '.join(gpu_ids)} but torch sees no CUDA device "
+              f"(torch {torch.__version__}): training on the CPU", file=sys.stderr)
+    return {
+        "node": context.get_node_id(), "host": socket.gethostname(), "cpus": assigned.get("CPU", 0.0),
+        "gpus": assigned.get("GPU", 0.0), "gpu_ids": gpu_ids,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "device": device, "device_name": torch.cuda.get_device_name() if device == "cuda" and cuda else "cpu",
+        "num_workers": worker_count(cfg.data.num_workers, assigned.get("CPU", 1.0)), "start": time.time(),
+    }
+
+
+def _log_attempt(run_dir: Path, restored: int | None, placement: dict[str, Any]) -> None:
+    """One line per start of this trial in ``attempts.jsonl``: retries and resumes are visible,
+    with where each attempt ran."""
     run_dir.mkdir(parents=True, exist_ok=True)
     attempts = RunDir(run_dir).attempts
     line = {"time": time.time(), "resumed": _has_files(run_dir, ignore=(attempts.name,)),
-            "restored_checkpoint_iteration": restored}
+            "restored_checkpoint_iteration": restored, "placement": placement}
     with open(attempts, "a") as handle:
         handle.write(json.dumps(line) + "\n")
 

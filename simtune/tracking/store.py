@@ -63,6 +63,7 @@ TAG_REPLICATE = "simtune.replicate"  # k of a trial: it trained with seed = base
 TAG_CONFIG = "simtune.config"  # a configuration run's swept values, "key=value, ..."
 TAG_CONFIG_RANK = "simtune.config_rank"  # a configuration run's place in the sweep's ranking
 TAG_PARENT = "mlflow.parentRunId"
+TAG_PLACEMENT = "simtune.placement."  # + node, gpu_ids, cuda_visible_devices, device, ...: where a trial ran
 
 STEP_KEYS = ("step", "iteration")  # the global iteration: MLflow's step, never a metric of its own
 _PROBE_TIMEOUT_S = 3.0

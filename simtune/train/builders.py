@@ -8,6 +8,7 @@ those same functions.
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from simtune.data.build import datasets_from_config
 from simtune.errors import ConfigError
 from simtune.labels import STUFF_IDS, THING_IDS
 from simtune.models import Discriminator, Segmenter, build_discriminator, load_init_weights, segmenter_from_config
-from simtune.schema import Config, StageConfig
+from simtune.schema import Config, RuntimeConfig, StageConfig
 from simtune.sim import SimMatcher
 
 build_datasets = datasets_from_config  # every dataset of a run, checked up front (returns ``DataSets``)
@@ -40,6 +41,25 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("runtime.device: 'cuda' requested but torch sees no CUDA device")
     return torch.device(name)
+
+
+def configure_device(runtime: RuntimeConfig, device: torch.device) -> None:
+    """Torch's process-wide switches for a run: CPU threads, cuDNN autotuning, deterministic kernels.
+
+    ``runtime.deterministic`` makes every op with a deterministic CUDA kernel use it (and turns
+    autotuning off, which picks kernels by timing); ops without one, such as the backward of
+    bilinear upsampling, warn and stay nondeterministic, so two runs of one seed on one GPU
+    still differ a little: measure that floor, do not assume it is zero.
+    """
+    if runtime.threads:
+        torch.set_num_threads(runtime.threads)
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = runtime.cudnn_benchmark and not runtime.deterministic
+    torch.backends.cudnn.deterministic = runtime.deterministic
+    if runtime.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for repeatable GEMMs
+    torch.use_deterministic_algorithms(runtime.deterministic, warn_only=True)
 
 
 @dataclass

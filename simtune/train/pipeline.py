@@ -20,6 +20,7 @@ import torch
 
 from simtune.schema import Config, StageConfig
 from simtune.data.build import DataSets
+from simtune.data.loaders import Loading, loading_for
 from simtune.errors import ConfigError, NonFiniteLoss
 from simtune.models import load_module_state
 from simtune.preflight import check_combinations
@@ -28,7 +29,8 @@ from simtune.rundir import RunDir, load_segmenter_state, locate, read_json, writ
 from simtune.selection.compute import SelectionSubset
 from simtune.selection.run import draw_subset
 from simtune.train import checkpoint as ckpt
-from simtune.train.builders import build_datasets, build_matcher, build_nets, build_optimizers, pick_device
+from simtune.train.builders import (build_datasets, build_matcher, build_nets, build_optimizers, configure_device,
+                                    pick_device)
 from simtune.train.loop import Callback
 from simtune.train.pseudo import PseudoLabelled, PseudoLabelRule, make_pseudo_labels, predict_target, source_prior
 from simtune.train.stage import StageParts, StagePlan, eval_metrics, run_stage
@@ -65,6 +67,7 @@ class PipelineContext:
     progress: bool  # a progress bar per stage
     selection: SelectionSubset | None  # the target subset the select/* validators score (None = off)
     caches: Mapping[str, StageCache]  # stage name -> the store it is shared through; absent = not shared
+    loading: Loading  # loader workers, pinned memory and layout of every pass over a dataset
 
     @property
     def autocast(self) -> bool:
@@ -74,28 +77,33 @@ class PipelineContext:
 
 def run_pipeline(cfg: Config, out_dir: Path, *, callbacks: Sequence[Callback] = (), resume: bool = False,
                  progress: bool = False, stage1_cache: Path | None = None,
-                 stage0_cache: Path | None = None) -> PipelineResult:
+                 stage0_cache: Path | None = None, check_files: int | None = None,
+                 run_info: Mapping[str, Any] | None = None) -> PipelineResult:
     """Run (or resume) every stage of ``cfg.mode`` into ``out_dir``.
 
     With ``init.source_pretrain.iters`` > 0, stage 0 (source only) runs first, or is copied
     from ``stage0_cache`` when a run with the same stage-0 settings already trained it; stage 1
     and stage 2 both start from its weights. Stage 1 is likewise copied from ``stage1_cache``.
-    Datasets are listed and checked before anything is written or trained.
+    Datasets are listed and checked before anything is written or trained: every file
+    (``check_files`` None), or the first ``check_files`` of each where the caller has checked
+    them all already (``data.check``: a sweep's trials). ``run.json`` records the device and
+    loader workers of this start, and ``run_info`` (a trial's placement).
     Raises:
         ConfigError / DataError: bad input, before any compute.
         NonFiniteLoss: a loss became NaN/inf.
     """
     check_combinations(cfg)
-    data = build_datasets(cfg)
+    data = build_datasets(cfg, check_files=check_files)
     device = pick_device(cfg.runtime.device)
-    if cfg.runtime.threads:
-        torch.set_num_threads(cfg.runtime.threads)
+    configure_device(cfg.runtime, device)
+    loading = loading_for(cfg.data.num_workers, device, channels_last=cfg.runtime.channels_last)
     run = RunDir(out_dir)
-    _prepare_run_dir(cfg, run, resume)
+    _prepare_run_dir(cfg, run, resume, {"device": str(device), "num_workers": loading.workers, **(run_info or {})})
     roots = {"stage0": stage0_cache, "stage1": stage1_cache}
     ctx = PipelineContext(cfg, data, device, run, callbacks, progress,
                           selection=draw_subset(cfg.select, data.target, data.source),
-                          caches={name: StageCache(root) for name, root in roots.items() if root is not None})
+                          caches={name: StageCache(root) for name, root in roots.items() if root is not None},
+                          loading=loading)
     try:
         stages, report = _stages(ctx)
     except NonFiniteLoss as exc:
@@ -121,14 +129,17 @@ def _stages(ctx: PipelineContext) -> tuple[dict[str, dict[str, float]], dict[str
     return stages, report
 
 
-def _prepare_run_dir(cfg: Config, run: RunDir, resume: bool) -> None:
-    """Never overwrite an older run: a non-empty run dir needs ``--resume``."""
+def _prepare_run_dir(cfg: Config, run: RunDir, resume: bool, info: Mapping[str, Any]) -> None:
+    """Never overwrite an older run: a non-empty run dir needs ``--resume``.
+
+    ``run.json`` keeps the provenance of the first start; ``info`` (where this start runs) is
+    the latest start's.
+    """
     if run.root.exists() and any(run.root.iterdir()) and not resume:
         raise ConfigError(f"{run.root}: run directory exists and is not empty; pass --resume or choose another --out")
     run.root.mkdir(parents=True, exist_ok=True)
     write_config(cfg, run.config_file)
-    if not run.run_file.is_file():
-        write_json(run.run_file, describe(cfg.seed))
+    write_json(run.run_file, {**(read_json(run.run_file) or describe(cfg.seed)), **info})
 
 
 def _plan(ctx: PipelineContext, name: str, stage: StageConfig, *, offset: int, seg_data: Any, trg_data: Any,
@@ -150,7 +161,7 @@ def _plan(ctx: PipelineContext, name: str, stage: StageConfig, *, offset: int, s
 
     return StagePlan(name, weights, offset, seg_data, trg_data, build, iters=stage.iters,
                      schedule_iters=stage.schedule_iters, poly_power=stage.poly_power, seed=cfg.seed,
-                     num_workers=cfg.data.num_workers,
+                     loading=ctx.loading,
                      eval_every=cfg.eval.every if eval_every is None else eval_every,
                      checkpoint_every=cfg.runtime.checkpoint_every, amp=cfg.runtime.amp,
                      source_dataset=cfg.data.source.dataset, selection=ctx.selection)
@@ -265,7 +276,7 @@ def _predict_with_stage1(ctx: PipelineContext) -> Path:
     pred_dir = ctx.run.predictions
     if not (pred_dir / "histogram.npy").is_file():
         predict_target(_stage1_segmenter(ctx), ctx.data.target, pred_dir, num_classes=ctx.cfg.model.num_classes,
-                       bins=ctx.cfg.pseudo_label.bins, device=ctx.device, autocast=ctx.autocast)
+                       bins=ctx.cfg.pseudo_label.bins, device=ctx.device, autocast=ctx.autocast, loading=ctx.loading)
     return pred_dir
 
 
@@ -281,7 +292,7 @@ def _pseudo_labels(ctx: PipelineContext) -> dict[str, Any]:
     if p.method == "cbst" and p.spatial_prior:
         prior = source_prior(ctx.data.source, cfg.data.target.size, cfg.model.num_classes, ctx.device)
     report = make_pseudo_labels(_stage1_segmenter(ctx), ctx.data.target, rule, ctx.run.predictions, ctx.run,
-                                device=ctx.device, autocast=ctx.autocast, prior=prior)
+                                device=ctx.device, autocast=ctx.autocast, prior=prior, loading=ctx.loading)
     for cb in ctx.callbacks:
         cb.on_pseudo_labels(cfg.stage1.iters, report)
     return report
@@ -295,4 +306,6 @@ def evaluate_checkpoint(path: Path) -> dict[str, float]:
     data = build_datasets(cfg)
     nets, _ = build_nets(cfg, device)
     load_module_state(nets.segmenter, load_segmenter_state(weights), weights)
-    return eval_metrics(nets, data.val, device, device.type == "cuda" and cfg.runtime.amp, cfg.data.source.dataset)
+    loading = loading_for(cfg.data.num_workers, device, channels_last=cfg.runtime.channels_last)
+    return eval_metrics(nets, data.val, device, device.type == "cuda" and cfg.runtime.amp, cfg.data.source.dataset,
+                        loading)

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from simtune.data.datasets import SegmentationDataset, read_label_ids, to_train_ids
+from simtune.data.loaders import Loading, batches
 from simtune.labels import IGNORE
 from simtune.rundir import RunDir, write_json
 from simtune.sim.thresholds import (
@@ -58,7 +59,8 @@ def image_probs(segmenter: torch.nn.Module, image: torch.Tensor, autocast: bool)
 
 @torch.no_grad()
 def predict_target(segmenter: torch.nn.Module, dataset: Dataset[Any], out: Path, *, num_classes: int,
-                   bins: int, device: torch.device, autocast: bool) -> ConfidenceHistogram:
+                   bins: int, device: torch.device, autocast: bool,
+                   loading: Loading = Loading()) -> ConfidenceHistogram:
     """Predict every target train image; write ``out/<index>.npz`` (pred, conf) and the histogram.
 
     Host memory is one image's maps plus a (K, bins) histogram, whatever the set size.
@@ -66,8 +68,8 @@ def predict_target(segmenter: torch.nn.Module, dataset: Dataset[Any], out: Path,
     out.mkdir(parents=True, exist_ok=True)
     hist = ConfidenceHistogram(num_classes, bins=bins, device=device)
     segmenter.eval()
-    for index, batch in enumerate(DataLoader(dataset, batch_size=1)):
-        probs = image_probs(segmenter, batch["image"].to(device), autocast)
+    for index, batch in enumerate(batches(dataset, loading, device)):
+        probs = image_probs(segmenter, batch["image"], autocast)
         conf, pred = probs.max(dim=1)
         hist.update(conf, pred)
         np.savez(out / f"{index:06d}.npz", pred=pred[0].to(torch.uint8).cpu().numpy(),
@@ -123,11 +125,11 @@ def source_prior(source: SegmentationDataset, size: tuple[int, int], num_classes
 
 @torch.no_grad()
 def potential_histogram(segmenter: torch.nn.Module, dataset: Dataset[Any], prior: torch.Tensor, *, bins: int,
-                        device: torch.device, autocast: bool) -> ConfidenceHistogram:
+                        device: torch.device, autocast: bool, loading: Loading = Loading()) -> ConfidenceHistogram:
     """CBST-SP's histograms: per class, the max over classes of prior * probability (one model pass)."""
     hist = prior_histogram(prior.to(device), bins=bins)
-    for batch in DataLoader(dataset, batch_size=1):
-        potential = image_probs(segmenter, batch["image"].to(device), autocast) * prior.to(device)[None]
+    for batch in batches(dataset, loading, device):
+        potential = image_probs(segmenter, batch["image"], autocast) * prior.to(device)[None]
         value, label = potential.max(dim=1)
         hist.update(value, label)
     return hist
@@ -135,7 +137,8 @@ def potential_histogram(segmenter: torch.nn.Module, dataset: Dataset[Any], prior
 
 @torch.no_grad()
 def label_cbst(segmenter: torch.nn.Module, dataset: Dataset[Any], labels_dir: Path, thresholds: np.ndarray,
-               *, device: torch.device, autocast: bool, prior: torch.Tensor | None = None) -> np.ndarray:
+               *, device: torch.device, autocast: bool, prior: torch.Tensor | None = None,
+               loading: Loading = Loading()) -> np.ndarray:
     """CBST rule (needs all class probabilities): one more model pass over the target set.
 
     Args:
@@ -146,8 +149,8 @@ def label_cbst(segmenter: torch.nn.Module, dataset: Dataset[Any], labels_dir: Pa
     kept = np.zeros(num_classes, dtype=np.int64)
     total = np.zeros(num_classes, dtype=np.int64)
     class_thresholds = torch.as_tensor(thresholds, device=device, dtype=torch.float32)
-    for index, batch in enumerate(DataLoader(dataset, batch_size=1)):
-        probs = image_probs(segmenter, batch["image"].to(device), autocast)
+    for index, batch in enumerate(batches(dataset, loading, device)):
+        probs = image_probs(segmenter, batch["image"], autocast)
         label = apply_cbst(probs, class_thresholds, prior)[0].cpu().numpy()
         pred = probs.argmax(1)[0].cpu().numpy()
         write_pseudo_label(labels_dir / f"{index:06d}.png", label)
@@ -158,7 +161,7 @@ def label_cbst(segmenter: torch.nn.Module, dataset: Dataset[Any], labels_dir: Pa
 
 def make_pseudo_labels(segmenter: torch.nn.Module, dataset: Dataset[Any], rule: PseudoLabelRule,
                        pred_dir: Path, run: RunDir, *, device: torch.device, autocast: bool,
-                       prior: torch.Tensor | None = None) -> dict[str, Any]:
+                       prior: torch.Tensor | None = None, loading: Loading = Loading()) -> dict[str, Any]:
     """Pseudo-labels for every target train image in the run's ``pseudo/labels`` + ``thresholds.json``.
 
     ``pred_dir`` may already hold the predictions (shared stage 1): then no model pass runs
@@ -166,21 +169,24 @@ def make_pseudo_labels(segmenter: torch.nn.Module, dataset: Dataset[Any], rule: 
 
     Args:
         prior: (K, H, W) spatial prior (``source_prior``) for CBST-SP; needs ``rule.method`` cbst.
+        loading: worker processes and pinned memory of the passes over ``dataset``.
     """
     num_classes = int(getattr(segmenter, "num_classes"))
     if (pred_dir / "histogram.npy").is_file():
         hist = ConfidenceHistogram.from_counts(torch.as_tensor(np.load(pred_dir / "histogram.npy")))
     else:
         hist = predict_target(segmenter, dataset, pred_dir, num_classes=num_classes, bins=rule.bins,
-                              device=device, autocast=autocast)
+                              device=device, autocast=autocast, loading=loading)
     if rule.method == "sim":
         thresholds = sim_thresholds(hist, quantile=rule.quantile, cap=rule.cap).cpu().numpy()
         kept = label_from_predictions(pred_dir, run.labels, thresholds, num_classes)
     else:
         if prior is not None:
-            hist = potential_histogram(segmenter, dataset, prior, bins=rule.bins, device=device, autocast=autocast)
+            hist = potential_histogram(segmenter, dataset, prior, bins=rule.bins, device=device, autocast=autocast,
+                                       loading=loading)
         thresholds = cbst_thresholds(hist, portion=rule.portion).cpu().numpy()
-        kept = label_cbst(segmenter, dataset, run.labels, thresholds, device=device, autocast=autocast, prior=prior)
+        kept = label_cbst(segmenter, dataset, run.labels, thresholds, device=device, autocast=autocast, prior=prior,
+                          loading=loading)
     report = thresholds_report(thresholds, kept)
     report["method"] = rule.method + ("-sp" if prior is not None else "")
     write_json(run.thresholds, report)
@@ -188,7 +194,7 @@ def make_pseudo_labels(segmenter: torch.nn.Module, dataset: Dataset[Any], rule: 
 
 
 class PseudoLabelled(Dataset[dict[str, Any]]):
-    """Target train images with their pseudo-label (``pseudo``: (H, W) int64, 255 unset)."""
+    """Target train images with their pseudo-label (``pseudo``: (H, W) uint8, 255 unset)."""
 
     def __init__(self, images: Dataset[Any], labels_dir: Path) -> None:
         self.images = images
@@ -201,6 +207,6 @@ class PseudoLabelled(Dataset[dict[str, Any]]):
         from PIL import Image
 
         item = dict(self.images[index])
-        label = np.asarray(Image.open(self.labels_dir / f"{index:06d}.png"), dtype=np.int64)
+        label = np.asarray(Image.open(self.labels_dir / f"{index:06d}.png"), dtype=np.uint8)
         item["pseudo"] = torch.from_numpy(label)
         return item

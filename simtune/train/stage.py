@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from simtune.data.loaders import Loading, batches
 from simtune.evaluation import REPORTED_CLASSES, evaluate_model
 from simtune.models import load_module_state
 from simtune.rundir import RunDir, torch_save, write_json
@@ -50,7 +51,7 @@ class StagePlan:
     schedule_iters: int  # poly-LR horizon
     poly_power: float
     seed: int  # data order
-    num_workers: int
+    loading: Loading  # loader workers and pinned memory, for training and evaluation alike
     eval_every: int  # iterations between evaluations; 0 = only at the end
     checkpoint_every: int
     amp: bool  # bf16 autocast on CUDA
@@ -90,7 +91,7 @@ class StageRun:
 
 
 def eval_metrics(nets: Nets, val: Mapping[str, Dataset[Any]], device: torch.device, autocast: bool,
-                 source_dataset: str = "gta5") -> dict[str, float]:
+                 source_dataset: str = "gta5", loading: Loading = Loading()) -> dict[str, float]:
     """mIoU and per-class IoU on each val part: ``val/...`` = selection, ``report/...`` = report.
 
     SYNTHIA-trained models are scored over its 16 classes, with ``miou_13`` beside.
@@ -104,8 +105,8 @@ def eval_metrics(nets: Nets, val: Mapping[str, Dataset[Any]], device: torch.devi
     nets.segmenter.eval()
     metrics: dict[str, float] = {}
     for part, prefix in (("selection", "val"), ("report", "report")):
-        loader = torch.utils.data.DataLoader(val[part], batch_size=1)
-        result = evaluate_model(predict, loader, classes=classes, device=device, subsets=subsets)
+        result = evaluate_model(predict, batches(val[part], loading, device), classes=classes, device=device,
+                                subsets=subsets)
         metrics.update(result.to_metrics(prefix))
     nets.segmenter.train()
     return metrics
@@ -141,7 +142,7 @@ def run_stage(plan: StagePlan, *, val: Mapping[str, Dataset[Any]], device: torch
             save(state)
 
     def evaluate(state: LoopState) -> None:
-        metrics = eval_metrics(nets, val, device, autocast, plan.source_dataset)
+        metrics = eval_metrics(nets, val, device, autocast, plan.source_dataset, plan.loading)
         if plan.selection is not None:
             metrics.update(select_metrics(nets.segmenter, plan.selection, device, autocast))
         metrics["iteration"] = float(state.global_iteration)
@@ -171,11 +172,10 @@ def run_stage(plan: StagePlan, *, val: Mapping[str, Dataset[Any]], device: torch
 
 def _batches(plan: StagePlan, device: torch.device, start: int):  # type: ignore[no-untyped-def]
     count = plan.iters - start
-    workers = plan.num_workers
-    seg = stream(plan.seg_data, seed=plan.seed, start=start, count=count, num_workers=workers, device=device)
+    seg = stream(plan.seg_data, seed=plan.seed, start=start, count=count, loading=plan.loading, device=device)
     if plan.trg_data is None:
         return ((b, None) for b in seg)
-    trg = stream(plan.trg_data, seed=plan.seed + 1, start=start, count=count, num_workers=workers, device=device)
+    trg = stream(plan.trg_data, seed=plan.seed + 1, start=start, count=count, loading=plan.loading, device=device)
     return zip(seg, trg)
 
 

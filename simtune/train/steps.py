@@ -75,8 +75,8 @@ def seg_loss(logits: Tensor, label: Tensor) -> Tensor:
         logits: (N, K, h, w) at stride 8.
         label: (N, H, W) train ids, 255 ignored.
     """
-    up = F.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
-    return F.cross_entropy(up.float(), label, ignore_index=IGNORE)
+    up = F.interpolate(logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)  # fp32 under bf16
+    return F.cross_entropy(up, label, ignore_index=IGNORE)
 
 
 def gan_loss(d_logits: Tensor, target: float, kind: str) -> Tensor:
@@ -89,8 +89,8 @@ def gan_loss(d_logits: Tensor, target: float, kind: str) -> Tensor:
 
 def upsampled_softmax(logits: Tensor, size: Sequence[int]) -> Tensor:
     """D's input: softmax of the logits upsampled (bilinear) to the image size, (N, K, H, W)."""
-    up = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
-    return F.softmax(up.float(), dim=1)
+    up = F.interpolate(logits.float(), size=tuple(size), mode="bilinear", align_corners=False)  # fp32 under bf16
+    return F.softmax(up, dim=1)
 
 
 def set_requires_grad(module: torch.nn.Module, flag: bool) -> None:

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
+
+from simtune.data.loaders import Loading, loader, moved
 
 
 class StreamSampler(Sampler[int]):
@@ -32,14 +34,13 @@ class StreamSampler(Sampler[int]):
         return self.count
 
 
-def stream(dataset: Dataset[Any], *, seed: int, start: int, count: int, num_workers: int,
+def stream(dataset: Dataset[Any], *, seed: int, start: int, count: int, loading: Loading,
            device: torch.device) -> Iterator[dict[str, Any]]:
-    """Batches of one sample for iterations ``start..start+count-1``, moved to ``device``."""
+    """Batches of one sample for iterations ``start..start+count-1``, moved to ``device``.
+
+    One loader covers the whole range, so its workers start once per stage (or resume).
+    """
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise ValueError("cannot stream an empty dataset")
     sampler = StreamSampler(len(dataset), seed, start, count)  # type: ignore[arg-type]
-    loader = DataLoader(dataset, batch_size=1, sampler=sampler, num_workers=num_workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
-    for batch in loader:
-        yield {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
+    return moved(loader(dataset, loading, sampler), loading, device)
