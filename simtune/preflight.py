@@ -39,9 +39,11 @@ def check_combinations(cfg: Config) -> None:
     Raises:
         ConfigError: one line naming the keys and what to set instead.
     """
+    from simtune.data.loaders import worker_count
     from simtune.selection.run import check_select
 
     check_select(cfg.select)
+    worker_count(cfg.data.num_workers)
     m = cfg.model
     if m.backbone == "resnet101" and not m.init_weights and not m.random_init:
         raise ConfigError("model.init_weights: the resnet101 backbone needs ImageNet weights (its frozen BatchNorm "

@@ -14,6 +14,7 @@ import os
 import signal
 import struct
 import subprocess
+import time
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -212,7 +213,8 @@ def write_tiny_space(folder: Path, tiny_bench: tuple[Path, Path], params: dict[s
 # ----------------------------------------------------------------------------- injected faults (sweep tests)
 
 FAULT_ENV = "SIMTUNE_FAULT"
-FAULT_KINDS = ("crash_once_at", "nan_at", "config_error_at")
+FAULT_KINDS = ("crash_once_at", "nan_at", "config_error_at", "meet")
+MEET_TIMEOUT_S = 300.0
 
 
 class FaultInjector(Callback):
@@ -222,7 +224,9 @@ class FaultInjector(Callback):
     limits an item to trials whose swept ``KEY`` has that value. ``crash_once_at=2`` raises
     ``RuntimeError`` once per run (after the evaluation's checkpoint was reported) and deletes
     the stage's on-disk checkpoint, so a retry must come back through Tune's checkpoint;
-    ``nan_at=2`` raises ``NonFiniteLoss`` and ``config_error_at=2`` a ``ConfigError``. Example:
+    ``nan_at=2`` raises ``NonFiniteLoss`` and ``config_error_at=2`` a ``ConfigError``. ``meet=8``
+    is a barrier, not a fault: at its first evaluation a trial waits (up to ``MEET_TIMEOUT_S``)
+    until 8 trials of the sweep have reached theirs, so a test sees which trials ran at once. Example:
     ``SIMTUNE_FAULT="crash_once_at=2@pseudo_label.quantile=0.3;nan_at=2@pseudo_label.quantile=0.6"``.
     """
 
@@ -231,6 +235,8 @@ class FaultInjector(Callback):
         self.at = at  # fault kind -> iteration
 
     def on_eval(self, stage: str, step: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
+        if "meet" in self.at:
+            self._meet(self.at.pop("meet"))
         if step >= self.at.get("nan_at", step + 1):
             raise NonFiniteLoss(f"iteration {step}: loss/seg_src became nan (injected by {FAULT_ENV})",
                                 stage=stage, iteration=step)
@@ -241,6 +247,16 @@ class FaultInjector(Callback):
             marker.write_text(str(step))
             RunDir(self.run_dir).checkpoint(stage).unlink(missing_ok=True)
             raise RuntimeError(f"iteration {step}: crash injected by {FAULT_ENV}")
+
+
+    def _meet(self, count: int) -> None:
+        """Arrive at the sweep's meeting folder and wait for ``count`` arrivals (or the timeout)."""
+        folder = self.run_dir.parent.parent / ".meet"  # <sweep>/runs/<trial> -> <sweep>/.meet
+        folder.mkdir(exist_ok=True)
+        (folder / self.run_dir.name).touch()
+        deadline = time.monotonic() + MEET_TIMEOUT_S
+        while len(list(folder.iterdir())) < count and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 def parse_faults(text: str, swept: Mapping[str, Any]) -> dict[str, int]:

@@ -141,6 +141,7 @@ def local_cluster(folder: Path, env: dict[str, str], head: tuple[str, ...] = ("-
                   workers: tuple[tuple[str, ...], ...] = ()) -> Iterator[Cluster]:
     """A head (and worker nodes) on 127.0.0.1 with the given ``ray start`` resources."""
     port = free_port()
+    folder.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(f"127.0.0.1:{port}", env, folder)
     try:
         cluster.start_node("--head", f"--port={port}", "--include-dashboard=false",
@@ -180,6 +181,19 @@ def two_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clust
     folder = tmp_path_factory.mktemp("cluster")
     with local_cluster(folder, token_env(folder), head=("--num-cpus=1",), workers=(("--num-cpus=1",),)) as cluster:
         yield cluster
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The suite's records of checked datasets (``data.check``) go to a folder of its own, not
+    the user's ``~/.cache``; subprocesses inherit it."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
 
 
 @pytest.fixture(autouse=True)

@@ -207,6 +207,6 @@ class PseudoLabelled(Dataset[dict[str, Any]]):
         from PIL import Image
 
         item = dict(self.images[index])
-        label = np.asarray(Image.open(self.labels_dir / f"{index:06d}.png"), dtype=np.uint8)
+        label = np.array(Image.open(self.labels_dir / f"{index:06d}.png"), dtype=np.uint8)
         item["pseudo"] = torch.from_numpy(label)
         return item
