@@ -211,3 +211,18 @@ def test_workers_change_no_number(tiny_bench: tuple[Path, Path], tmp_path: Path)
     assert runs[0].stages == runs[2].stages
     assert np.array_equal(*(np.load(RunDir(tmp_path / f"w{w}").predictions / "histogram.npy")
                             for w in (0, 2)))
+
+
+# ----------------------------------------------------------------------------- storage
+
+
+@pytest.mark.parametrize("command", ["sweep", "retrain", "report"])
+def test_an_object_store_uri_as_storage_is_refused_with_one_line(tmp_path: Path, command: str) -> None:
+    args = {"sweep": ["sweep", str(SYNTHETIC_EXPERIMENT.parents[1] / "search_spaces" / "lambda_w.yaml")],
+            "retrain": ["retrain", "--best"], "report": ["report"]}[command]
+    proc = subprocess.run([sys.executable, "-m", "simtune.cli", *args, "--storage", "s3://bucket/sweeps"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and not (tmp_path / "s3:").exists()
+    assert proc.stderr.strip() == (f"simtune {command}: error: --storage s3://bucket/sweeps: a URI is not supported; "
+                                   "give a folder that every node mounts at the same path (e.g. NFS), see "
+                                   "docs/sweeps.md#clusters")

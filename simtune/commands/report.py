@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from simtune.commands.common import storage_folder
+
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser("report", help="figures and a markdown summary of a finished sweep")
     parser.add_argument("--sweep", "--name", dest="sweep", default=None,
                         help="sweep name, as simtune sweep --name (default: the most recent sweep in --storage)")
-    parser.add_argument("--storage", type=Path, default=Path("sweeps"), help="folder of sweeps (default ./sweeps)")
+    parser.add_argument("--storage", default=None, help="folder of sweeps (default ./sweeps)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default <storage>/<sweep>/report)")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow store to attach to (default: MLFLOW_TRACKING_URI or <storage>/mlflow.db)")
@@ -23,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from simtune.tracking import naming
     from simtune.workflows.selection_report import text_lines
 
-    report = build_report(find_sweep(args.storage, args.sweep), args.out, tracking_uri=args.tracking_uri)
+    report = build_report(find_sweep(storage_folder(args.storage), args.sweep), args.out, tracking_uri=args.tracking_uri)
     from simtune.tracking.naming import config_label
 
     best = report.best_config

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from simtune.commands.common import storage_folder
 from simtune.errors import EXIT_TRIALS_FAILED
 from simtune.stats import format_spread
 from simtune.tables import text_table
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         help="retrain the best trial (by its last evaluation of the selection metric)")
     parser.add_argument("--sweep", "--name", dest="sweep", default=None,
                         help="sweep name, as simtune sweep --name (default: the most recent sweep in --storage)")
-    parser.add_argument("--storage", type=Path, default=Path("sweeps"), help="folder of sweeps (default ./sweeps)")
+    parser.add_argument("--storage", default=None, help="folder of sweeps (default ./sweeps)")
     parser.add_argument("--seeds", type=int, default=3,
                         help="fresh seeds to train: one past the sweep's largest seed, and on (default 3)")
     parser.add_argument("--seeds-from", type=int, default=None, metavar="N",
@@ -43,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     from simtune.workflows.retrain import retrain_best
 
-    result = retrain_best(storage=args.storage, sweep=args.sweep, seeds=args.seeds, iters_scale=args.iters_scale,
+    result = retrain_best(storage=storage_folder(args.storage), sweep=args.sweep, seeds=args.seeds, iters_scale=args.iters_scale,
                           compare_runner_up=args.compare_runner_up, tracking_uri=args.tracking_uri,
                           model_name=args.model_name, progress=sys.stderr.isatty(),
                           seeds_from=args.seeds_from)

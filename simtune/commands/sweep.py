@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from simtune.commands.common import storage_folder
 from simtune.errors import EXIT_INTERRUPTED, EXIT_TRIALS_FAILED, EXIT_USER_ERROR, ConfigError
 from simtune.results.ranking import SELECTION_METRIC as ORACLE
 from simtune.results.summary import ConfigSummary, Summary
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--name", help="sweep name (default <space>-<time>; with --resume: the latest <space>-*)")
     parser.add_argument("--resume", action="store_true", help="continue a stopped or killed sweep; finished "
                         "trials are not re-run")
-    parser.add_argument("--storage", type=Path, default=None,
+    parser.add_argument("--storage", default=None,
                         help="folder of sweeps (default ./sweeps); on a multi-node cluster: a shared filesystem")
     parser.add_argument("--address", default=None, help="existing Ray cluster, e.g. HEAD:6379 (default: "
                         "RAY_ADDRESS, else a local Ray)")
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                               cpus=args.cpus_per_trial, gpus=args.gpus_per_trial,
                               max_concurrent=args.max_concurrent, search_seed=args.search_seed,
                               replicates=args.replicates)
-    storage = (args.storage or Path("sweeps")).resolve()
+    storage = storage_folder(args.storage)
     name = args.name or _default_name(args.space, storage, args.resume)
     options = SweepOptions(name=name, storage=storage, storage_explicit=args.storage is not None,
                            resume=args.resume, address=args.address, tracking_uri=args.tracking_uri,
