@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from simtune.rundir import read_json
     from simtune.sweep.runner import SweepOptions, run_sweep
     from simtune.tracking import naming
+    from simtune.search.cost import estimate
     from simtune.search.parse import load_space, override_settings
 
     space = override_settings(load_space(args.space, args.overrides), num_samples=args.num_samples,
@@ -73,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     options = SweepOptions(name=name, storage=storage, storage_explicit=args.storage is not None,
                            resume=args.resume, address=args.address, tracking_uri=args.tracking_uri,
                            share_stage1=not args.no_stage1_cache, share_stage0=not args.no_stage0_cache)
+    print(f"simtune sweep: {estimate(space, share_stage1=options.share_stage1, share_stage0=options.share_stage0).line()}",
+          file=sys.stderr)
     summary = run_sweep(space, options, list(args.overrides))
     print(format_summary(summary))
     tracked = read_json(SweepDir(options.sweep_dir).tracking)

@@ -17,6 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("file", type=Path)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--data", action="store_true", help="also print how many images each dataset holds")
+    parser.add_argument("--cost", action="store_true", help="search space: also print what the sweep will cost "
+                        "(trials, shared stages, iterations, GPU-hours)")
+    parser.add_argument("--ms-per-iter", type=float, default=None, help="with --cost: training step time in ms "
+                        "for the GPU-hours (default: the paper-size step time in docs/benchmarks.md, if measured)")
     parser.add_argument("--config-only", action="store_true",
                         help="check keys, types and combinations only, not the datasets and weights files")
     parser.set_defaults(func=run)
@@ -40,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
                  else f"{space.replicates} replicate(s)")
         print(f"{args.file}: valid search space ({len(space.params)} parameters, {seeds} per configuration, "
               f"base {space.base})")
+        if args.cost:
+            from simtune.search.cost import estimate
+
+            print(estimate(space).line(args.ms_per_iter))
         return 0
     cfg = config.load(args.file, args.overrides)
     preflight.check([cfg], inputs=not args.config_only, write_builtin=False)
