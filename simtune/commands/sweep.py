@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -75,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
     options = SweepOptions(name=name, storage=storage, storage_explicit=args.storage is not None,
                            resume=args.resume, address=args.address, tracking_uri=args.tracking_uri,
                            share_stage1=not args.no_stage1_cache, share_stage0=not args.no_stage0_cache)
-    print(f"simtune sweep: {estimate(space, share_stage1=options.share_stage1, share_stage0=options.share_stage0).line()}",
-          file=sys.stderr)
+    print(estimate(space, share_stage1=options.share_stage1, share_stage0=options.share_stage0).line(), flush=True)
     summary = run_sweep(space, options, list(args.overrides))
     print(format_summary(summary))
     tracked = read_json(SweepDir(options.sweep_dir).tracking)

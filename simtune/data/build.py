@@ -18,7 +18,8 @@ from simtune.schema import Config, DomainConfig
 VAL_PARTS = ("selection", "report")
 
 
-def domain_samples(domain: DomainConfig, *, split: str | None = None, with_labels: bool = True) -> list[Sample]:
+def domain_samples(domain: DomainConfig, *, split: str | None = None, with_labels: bool = True,
+                   stat_labels: bool = True) -> list[Sample]:
     """Samples of one domain; raises ``DataError`` on a missing root or a broken layout."""
     if not domain.root:
         raise ConfigError(f"data: the {domain.dataset} root is not set (data.source.root / data.target.root)")
@@ -29,6 +30,7 @@ def domain_samples(domain: DomainConfig, *, split: str | None = None, with_label
         images_dir=domain.images_dir,
         list_file=Path(domain.list_file) if domain.list_file else None,
         with_labels=with_labels,
+        stat_labels=stat_labels,
     )
 
 
@@ -52,9 +54,10 @@ def datasets_from_config(cfg: Config, *, check_files: int | None = None, say: Sa
         ConfigError / DataError: a root not set or missing, a broken layout, bad label ids.
     """
     src, trg = cfg.data.source, cfg.data.target
-    src_samples = domain_samples(src)
-    trg_samples = domain_samples(trg, with_labels=cfg.mode == "target_only")
-    val_samples = domain_samples(trg, split=cfg.data.val_split)
+    full = check_files is None  # else the files passed a full check before: no stat per label either
+    src_samples = domain_samples(src, stat_labels=full)
+    trg_samples = domain_samples(trg, with_labels=cfg.mode == "target_only", stat_labels=full)
+    val_samples = domain_samples(trg, split=cfg.data.val_split, stat_labels=full)
     for dataset, samples in ((src.dataset, src_samples), (trg.dataset, val_samples), (trg.dataset, trg_samples)):
         if check_files is None:
             ensure_checked(dataset, samples, say=say)

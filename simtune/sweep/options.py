@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from simtune.tracking.store import default_tracking_uri, normalise_uri
+from simtune.tracking.store import sweep_store
 
 
 @dataclass(frozen=True)
@@ -27,5 +27,9 @@ class SweepOptions:
 
     @property
     def tracking_store(self) -> str:
-        """The MLflow store: ``tracking_uri``, else ``default_tracking_uri`` of the folder of sweeps."""
-        return normalise_uri(self.tracking_uri) if self.tracking_uri else default_tracking_uri(self.storage)
+        """The MLflow store: the one a resumed sweep recorded, else ``tracking_uri``, else the folder's default.
+
+        Raises:
+            TrackingError: ``tracking_uri`` differs from the store the sweep recorded.
+        """
+        return sweep_store(self.sweep_dir, self.tracking_uri)

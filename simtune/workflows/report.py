@@ -283,10 +283,10 @@ def _write(path: Path, text: str) -> Path:
 def _attach(report: Report, tracking_uri: str | None) -> None:
     """Log the report folder to the sweep's parent run, if the store has one."""
     from simtune.tracking.sweep import experiment_of
-    from simtune.tracking.store import connect, default_tracking_uri, find_sweep_parent, normalise_uri, sqlite_path
+    from simtune.tracking.store import connect, find_sweep_parent, sqlite_path, sweep_store
 
     sweep_dir = report.sweep_dir
-    uri = normalise_uri(tracking_uri) if tracking_uri else default_tracking_uri(sweep_dir.parent)
+    uri = sweep_store(sweep_dir, tracking_uri)
     db = sqlite_path(uri)
     if db is not None and not db.is_file():
         report.notes.append(f"not attached to MLflow: no store at {uri}")

@@ -40,8 +40,8 @@ from simtune.tracking.datasets import log_data_inputs
 from simtune.tracking.experiments import ensure_experiment, set_sweep_view
 from simtune.tracking.naming import CHAMPION
 from simtune.tracking.store import (TAG_PARENT, TAG_ROLE, TAG_RUN_DIR, TAG_SWEEP, TAG_SWEEP_DIR, TAG_TRIAL, connect,
-                                    default_tracking_uri, find_sweep_parent, log_history,
-                                    log_metrics, log_params, normalise_uri, one_line, provenance_tags, search)
+                                    find_sweep_parent, log_history, log_metrics, log_params, one_line,
+                                    provenance_tags, search, sweep_store)
 from simtune.tracking.system_metrics import start_system_metrics
 from simtune import preflight
 from simtune.errors import NonFiniteLoss
@@ -130,7 +130,7 @@ def retrain_best(*, storage: Path, sweep: str | None = None, seeds: int = 3, ite
         seeds_from: the first confirmation seed; None = one past the largest seed of the sweep.
             Seeds the sweep trained with are refused: a confirmation never re-runs a selection seed.
         iters_scale: multiplies stage iters, schedule lengths and ``eval.every``.
-        tracking_uri: None = the storage folder's store (``default_tracking_uri``).
+        tracking_uri: None = the store the sweep recorded (``sweep_store``); another one is refused.
         model_name: registered model name; None = the search space's (``simtune-<space>``).
     Raises:
         ConfigError: bad arguments, or a sweep without a finished trial.
@@ -188,7 +188,7 @@ def _plan(sweep_dir: Path, compare_runner_up: bool, tracking_uri: str | None, se
         fresh = fresh_seeds((int(t.params.get("seed", 0)) for t in trials), seeds, seeds_from)
     except ValueError as exc:
         raise ConfigError(f"--seeds-from {seeds_from}: {exc}") from None
-    uri = normalise_uri(tracking_uri) if tracking_uri else default_tracking_uri(sweep_dir.parent)
+    uri = sweep_store(sweep_dir, tracking_uri)
     result = RetrainResult(sweep_dir, metric, mode, uri, "", None, [
         Candidate(role, by_id[c.replicates[0].trial_id], fresh, values=dict(c.params),
                   sweep={m: s for m in dict.fromkeys((metric, "report/miou")) if (s := c.spread(m)) is not None})
