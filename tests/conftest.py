@@ -183,6 +183,42 @@ def two_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clust
         yield cluster
 
 
+# ----------------------------------------------------------------------------- a real MLflow server
+
+
+@contextlib.contextmanager
+def mlflow_http_server(folder: Path) -> Iterator[str]:
+    """``mlflow server`` over HTTP with its own backend (SQLite) and artifact store under ``folder``,
+    one worker, on a free port; yields its address. Stopped with its process group."""
+    import requests
+
+    from simtune.testing import stop_process_group
+
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = open(folder / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+                             "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=folder)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (folder / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "mlflow server did not start within 120 s"
+            with contextlib.suppress(requests.exceptions.RequestException):
+                if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.5)
+        yield url
+    finally:
+        stop_process_group(proc)
+        log.close()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The suite's records of checked datasets (``data.check``) go to a folder of its own, not
