@@ -213,8 +213,9 @@ def write_tiny_space(folder: Path, tiny_bench: tuple[Path, Path], params: dict[s
 # ----------------------------------------------------------------------------- injected faults (sweep tests)
 
 FAULT_ENV = "SIMTUNE_FAULT"
-FAULT_KINDS = ("crash_once_at", "nan_at", "config_error_at", "meet")
+FAULT_KINDS = ("crash_once_at", "nan_at", "config_error_at", "meet", "pause_once_at")
 MEET_TIMEOUT_S = 300.0
+PAUSE_S = 25.0
 
 
 class FaultInjector(Callback):
@@ -226,7 +227,9 @@ class FaultInjector(Callback):
     the stage's on-disk checkpoint, so a retry must come back through Tune's checkpoint;
     ``nan_at=2`` raises ``NonFiniteLoss`` and ``config_error_at=2`` a ``ConfigError``. ``meet=8``
     is a barrier, not a fault: at its first evaluation a trial waits (up to ``MEET_TIMEOUT_S``)
-    until 8 trials of the sweep have reached theirs, so a test sees which trials ran at once. Example:
+    until 8 trials of the sweep have reached theirs, so a test sees which trials ran at once.
+    ``pause_once_at=2`` sleeps ``PAUSE_S`` once per run (after the evaluation's checkpoint was
+    reported, a ``.fault-paused`` marker in the run dir), so a test can kill a node mid-trial. Example:
     ``SIMTUNE_FAULT="crash_once_at=2@pseudo_label.quantile=0.3;nan_at=2@pseudo_label.quantile=0.6"``.
     """
 
@@ -242,6 +245,10 @@ class FaultInjector(Callback):
                                 stage=stage, iteration=step)
         if step >= self.at.get("config_error_at", step + 1):
             raise ConfigError(f"iteration {step}: a config error injected by {FAULT_ENV}")
+        paused = self.run_dir / ".fault-paused"
+        if step >= self.at.get("pause_once_at", step + 1) and not paused.exists():
+            paused.write_text(str(step))
+            time.sleep(PAUSE_S)
         marker = self.run_dir / ".fault-crash-once"
         if step >= self.at.get("crash_once_at", step + 1) and not marker.exists():
             marker.write_text(str(step))

@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from conftest import mlflow_http_server
+from conftest import Cluster, kill_group, mlflow_http_server
 from simtune.errors import TrackingError
-from simtune.testing import write_tiny_space
+from simtune.testing import FAULT_ENV, write_tiny_space
 from simtune.tracking.store import sweep_store
+from test_sweep import FULL, attempts, summary_of, sweep_command, tune_results
 
 
 def simtune(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -61,3 +64,64 @@ def test_sweep_retrain_report_all_land_on_the_tracking_server(tmp_path: Path, ti
         assert any(a.path == "report" for a in client.list_artifacts(parent.info.run_id))
         assert client.get_model_version_by_alias("simtune-space", "champion") is not None
     assert not list(tmp_path.rglob("mlflow.db")) and not (tmp_path / "x.db").exists()  # no stray local store
+
+
+# ----------------------------------------------------------------------------- a node that dies mid-trial
+
+
+def _worker_node_id(cluster: Cluster) -> str:
+    """The NodeID of the cluster's non-head node, as its trials record it (``run.json`` placement)."""
+    code = ("import ray; ray.init(address='%s', logging_level='ERROR'); "
+            "print([n['NodeID'] for n in ray.nodes() if n['Alive'] and "
+            "'node:__internal_head__' not in n['Resources']][0])" % cluster.address)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=cluster.env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+def _first_placements(sweep: Path) -> dict[str, dict[str, Any]]:
+    """Trial id -> the placement of its first attempt (``attempts.jsonl``)."""
+    return {run.name: attempts(sweep, run.name)[0]["placement"] for run in (sweep / "runs").iterdir()
+            if attempts(sweep, run.name)}
+
+
+@pytest.mark.slow
+def test_a_worker_node_killed_mid_trial_loses_no_trial(tmp_path: Path, tiny_bench: tuple[Path, Path],
+                                                       two_node_cluster: Cluster) -> None:
+    """Trials run on both nodes; the trial on the killed node resumes on the head from its last
+    checkpoint (iteration 2) and the sweep ends with every configuration and exit code 0."""
+    cluster = two_node_cluster
+    worker = _worker_node_id(cluster)
+    space = write_tiny_space(tmp_path / "space", tiny_bench, {"stage1.lambda_ci": {"grid": [0.001, 0.01]}},
+                             replicates=2, resources={"cpus": 1})
+    storage = tmp_path / "shared"
+    storage.mkdir()
+    with open(tmp_path / "driver.log", "w") as log:
+        driver = subprocess.Popen(sweep_command(space, storage, "nodes", "--address", cluster.address), cwd=tmp_path,
+                                  env={**cluster.env, FAULT_ENV: "pause_once_at=2"}, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+        sweep = storage / "nodes"
+        deadline = time.monotonic() + 300
+        victim = None
+        while victim is None:
+            assert driver.poll() is None and time.monotonic() < deadline, (tmp_path / "driver.log").read_text()[-3000:]
+            paused = [run.name for run in (sweep / "runs").glob("*") if (run / ".fault-paused").is_file()] \
+                if (sweep / "runs").is_dir() else []
+            placements = _first_placements(sweep) if paused else {}
+            victim = next((t for t in paused if placements.get(t, {}).get("node") == worker), None)
+            time.sleep(0.5)
+        kill_group(cluster.nodes[1])  # kill -9 of the worker node: its raylet and the trial's process
+        code = driver.wait(timeout=900)
+    assert code == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    summary = summary_of(sweep)
+    assert summary["counts"]["finished"] == summary["counts"]["total"] == 4
+    assert [c["seeds"] for c in summary["configs"]] == [[0, 1], [0, 1]]
+    assert {p["node"] for p in _first_placements(sweep).values()} >= {worker}
+    assert len({p["node"] for p in _first_placements(sweep).values()}) == 2  # both nodes trained
+    tries = attempts(sweep, victim)
+    assert len(tries) == 2 and tries[1]["placement"]["node"] != worker
+    assert tries[1]["resumed"] is True
+    # From its last checkpoint (iteration 2, in the shared run dir), not from scratch: every
+    # evaluation was reported once over both attempts, up to the end.
+    steps = [r["iteration"] for r in tune_results(sweep, victim) if "iteration" in r]
+    assert steps == [2, 4, FULL]
