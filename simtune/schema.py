@@ -44,7 +44,7 @@ class DataConfig:
     )
     val_split: str = _f("val", "target split that is evaluated (split by city into selection/report)")
     num_workers: int | Literal["auto"] = _f(
-        "auto", "data-loader worker processes; auto = the trial's CPUs (Ray's, else this machine's) minus one")
+        "auto", "worker processes per data loader (two load at once); auto = (CPUs - 1) // 2 of the run's CPUs")
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,15 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from simtune.cli import main
-from simtune.bench.data import DataBenchSettings, cores_per_gpu, write_datasets
+from simtune.bench.data.files import write_datasets
+from simtune.bench.data.measure import cores_per_gpu
+from simtune.bench.data.settings import DataBenchSettings
 from simtune.data.datasets import SegmentationDataset, list_samples, read_png8
 
 SMALL = ["--size", "small", "--images", "12", "--distinct", "3", "--iterations", "6"]
@@ -46,7 +49,10 @@ def test_bench_data_prints_a_row_per_worker_count_and_the_cores_line(tmp_path: P
     assert all(row["iterations_per_s"] > 0 and row["iterations"] == 6 for row in result["loader"])
     cores = result["cores_per_gpu"]
     assert result["loader"][0]["worker_cpu_ms_per_iteration"] is None
-    assert result["loader"][1]["worker_cpu_ms_per_iteration"] > 0
+    one = result["loader"][1]
+    assert one["source_worker_cpu_ms_per_item"] > 0 and one["target_worker_cpu_ms_per_item"] > 0
+    assert one["worker_cpu_ms_per_iteration"] == pytest.approx(
+        one["source_worker_cpu_ms_per_item"] + one["target_worker_cpu_ms_per_item"])
     assert cores["cores"] == cores["workers"] + 1 >= 2 and cores["from"] == "the 1-worker run's worker CPU time"
     assert result["per_sample"]["source"]["ms"]["pil_decode"] > 0
     assert result["per_sample"]["cv2_label_channels"] == 3  # cv2 turns the palette into colours
@@ -98,13 +104,14 @@ def test_written_datasets_have_the_real_layouts_and_label_ids(tmp_path: Path) ->
 
 
 def test_cores_per_gpu_prefers_the_workers_cpu_time() -> None:
-    costs = {"source": {"ms": {"item": 60.0}}, "target": {"ms": {"item": 40.0}}}
-    rows = [{"workers": 1, "ms_per_iteration": 150.0, "worker_cpu_ms_per_iteration": 101.0},
+    costs: dict[str, Any] = {"source": {"ms": {"item": 60.0}}, "target": {"ms": {"item": 40.0}}}
+    rows: list[dict[str, Any]] = [{"workers": 1, "ms_per_iteration": 150.0, "worker_cpu_ms_per_iteration": 101.0,
+                                   "source_worker_cpu_ms_per_item": 71.0, "target_worker_cpu_ms_per_item": 30.0},
             {"workers": 0, "ms_per_iteration": 145.0, "worker_cpu_ms_per_iteration": None}]
     c = cores_per_gpu(rows, costs, 35.0)
-    assert (c["workers"], c["cores"], c["num_workers_per_stream"]) == (3, 4, 2)
+    assert (c["workers"], c["cores"], c["num_workers_per_stream"]) == (3, 4, 3)
     assert c["from"] == "the 1-worker run's worker CPU time"
     c = cores_per_gpu(rows[1:], costs, 35.0)
-    assert (c["workers"], c["from"]) == (5, "the 0-worker run's wall time")
+    assert (c["workers"], c["from"], c["num_workers_per_stream"]) == (5, "the 0-worker run's wall time", 2)
     c = cores_per_gpu([], costs, 50.0)
     assert (c["workers"], c["cores"], c["from"]) == (2, 3, "the per-item timings")

@@ -110,14 +110,14 @@ def test_a_head_with_four_gpus_runs_eight_half_gpu_trials_at_once_and_four_with_
         tmp_path: Path, tiny_bench: tuple[Path, Path]) -> None:
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "disabled"}
     values = [0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7]
-    with local_cluster(tmp_path / "ray", env, head=("--num-cpus=8", "--num-gpus=4")) as cluster:
+    with local_cluster(tmp_path / "ray", env, head=("--num-cpus=12", "--num-gpus=4")) as cluster:
         # gpus: 0.5 -> eight trials at once (two per GPU id), never more: the ninth waits.
         half = write_tiny_space(tmp_path / "half", tiny_bench, {"pseudo_label.quantile": {"grid": values}},
                                 resources={"cpus": 1, "gpus": 0.5}, max_concurrent="auto")
         # No shared stage 1: a trial waiting for another's would never reach the meeting.
         proc = run_sweep(half, tmp_path / "sweeps", "half", "--address", cluster.address, "--no-stage1-cache",
                          timeout=900, env={**env, FAULT_ENV: "meet=8"})
-        assert "trials: 1 CPU + 0.5 GPUs per trial, up to 8 at once (1 node: 8 CPUs, 4 GPUs)" in proc.stderr
+        assert "trials: 1 CPU + 0.5 GPUs per trial, up to 8 at once (1 node: 12 CPUs, 4 GPUs)" in proc.stderr
         sweep = tmp_path / "sweeps" / "half"
         assert summary_of(sweep)["counts"]["finished"] == 9
         assert _most_at_once(_intervals(sweep)) == (8, 2)
@@ -126,16 +126,16 @@ def test_a_head_with_four_gpus_runs_eight_half_gpu_trials_at_once_and_four_with_
         assert placement["placement"]["cuda_visible_devices"] in {"0", "1", "2", "3"}
         assert placement["placement"]["num_workers"] == 0  # 1 CPU: the training loop's own
 
-        # auto -> one GPU and two CPUs each: four at once.
+        # auto -> one GPU and three CPUs each (12 / 4): four at once, one loader worker each.
         auto = write_tiny_space(tmp_path / "auto", tiny_bench, {"pseudo_label.quantile": {"grid": values[:5]}},
                                 resources={"cpus": "auto", "gpus": "auto"}, max_concurrent="auto")
         proc = run_sweep(auto, tmp_path / "sweeps", "auto", "--address", cluster.address, "--no-stage1-cache",
                          timeout=900, env={**env, FAULT_ENV: "meet=4"})
-        assert "trials: 2 CPUs + 1 GPU per trial, up to 4 at once" in proc.stderr
+        assert "trials: 3 CPUs + 1 GPU per trial, up to 4 at once" in proc.stderr
         sweep = tmp_path / "sweeps" / "auto"
         assert _most_at_once(_intervals(sweep)) == (4, 1)
         run = json.loads((sweep / "runs" / sorted(os.listdir(sweep / "runs"))[0] / "run.json").read_text())
-        assert run["placement"]["cpus"] == 2 and run["placement"]["num_workers"] == 1 and run["num_workers"] == 1
+        assert run["placement"]["cpus"] == 3 and run["placement"]["num_workers"] == 1 and run["num_workers"] == 1
 
         # Refused once the cluster is known, before the sweep folder or an MLflow run is written.
         cuda = write_tiny_space(tmp_path / "cuda", tiny_bench, {"pseudo_label.quantile": {"grid": [0.3]}},
@@ -184,7 +184,7 @@ def test_a_trial_opens_two_files_per_dataset_the_command_all(tmp_path: Path, tin
 
 
 def test_a_bad_worker_count_is_refused_before_compute(tmp_path: Path, tiny_bench: tuple[Path, Path]) -> None:
-    assert (worker_count("auto", cpus=8), worker_count("auto", cpus=1), worker_count(3)) == (7, 0, 3)
+    assert (worker_count("auto", cpus=8), worker_count("auto", cpus=2), worker_count(3)) == (3, 0, 3)
     proc = subprocess.run([sys.executable, "-m", "simtune.cli", "train", str(SYNTHETIC_EXPERIMENT), "--out",
                            str(tmp_path / "run"), *sum((["--set", o] for o in tiny_overrides(*tiny_bench)), []),
                            "--set", "data.num_workers=-1"], capture_output=True, text=True, timeout=120)

@@ -1,5 +1,5 @@
 """``simtune bench``: time the training-step variants, the matcher and the pseudo-label pass;
-``simtune bench --data``: time the training loaders for each worker count (simtune/bench/data.py)."""
+``simtune bench --data``: time the training loaders for each worker count (simtune/bench/data/)."""
 
 from __future__ import annotations
 

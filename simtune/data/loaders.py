@@ -40,16 +40,21 @@ def available_cpus() -> int:
 
 
 def worker_count(setting: int | str, cpus: float | None = None) -> int:
-    """Worker processes for ``data.num_workers``: ``auto`` = ``cpus`` minus the training loop's one.
+    """Worker processes per loader for ``data.num_workers``.
+
+    A training iteration draws from two loaders at once (source and target), each with this many
+    workers, so ``auto`` splits the run's CPUs, less the training loop's one, between them:
+    ``(cpus - 1) // 2`` (8 CPUs: 3 per loader, 6 in all). Evaluation and pseudo-label passes run
+    while the training loaders idle, with the same count.
 
     Args:
         setting: an integer >= 0, or ``"auto"``.
-        cpus: the CPUs the run was given (a Ray trial's ``cpus``); None = ``available_cpus()``.
+        cpus: the CPUs the run was given (a Ray trial's); None = ``available_cpus()``.
     Raises:
         ConfigError: a negative count, or neither an integer nor ``auto``.
     """
     if setting == "auto":
-        return max(0, int(cpus if cpus is not None else available_cpus()) - 1)
+        return max(0, (int(cpus if cpus is not None else available_cpus()) - 1) // 2)
     if isinstance(setting, bool) or not isinstance(setting, int) or setting < 0:
         raise ConfigError(f"data.num_workers must be an integer >= 0 or 'auto', got {setting!r}")
     return setting
