@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -125,3 +126,66 @@ def test_a_worker_node_killed_mid_trial_loses_no_trial(tmp_path: Path, tiny_benc
     # evaluation was reported once over both attempts, up to the end.
     steps = [r["iteration"] for r in tune_results(sweep, victim) if "iteration" in r]
     assert steps == [2, 4, FULL]
+
+
+# ----------------------------------------------------------------------------- retrain on Ray
+
+
+@pytest.fixture(scope="module")
+def small_sweep(tmp_path_factory: pytest.TempPathFactory, tiny_bench: tuple[Path, Path], ray_head: str) -> Path:
+    """A finished 2-configuration sweep (seed 0) in ``<dir>/sweeps/small``; returns ``<dir>``."""
+    folder = tmp_path_factory.mktemp("lab")
+    space = write_tiny_space(folder / "space", tiny_bench, {"stage1.lambda_ci": {"grid": [0.001, 0.01]}},
+                             resources={"cpus": 1})
+    done = simtune("sweep", str(space), "--name", "small", "--storage", "sweeps", cwd=folder)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder
+
+
+def _seed_dirs(folder: Path) -> list[Path]:
+    return sorted((folder / "sweeps" / "small" / "retrain").glob("*/seed*"))
+
+
+@pytest.mark.ray_sweep
+def test_retrain_trains_its_seeds_at_once_on_ray_and_lists_a_failed_seed(small_sweep: Path) -> None:
+    """Four seed runs (best and runner-up, fresh seeds 1 and 2) on the 2-CPU head: two at a time;
+    seed 2 diverges in both and is listed, seed 1 of both finishes."""
+    done = subprocess.run([sys.executable, "-m", "simtune.cli", "retrain", "--best", "--name", "small", "--seeds", "2",
+                           "--compare-runner-up"], cwd=small_sweep, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, FAULT_ENV: "nan_at=2@seed=2"})
+    assert done.returncode == 1, done.stderr[-3000:]  # a seed failed: exit code 1, the rest went on
+    assert "simtune retrain: seeds: 1 CPU + 0 GPUs per trial, up to 2 at once" in done.stderr
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("2 of 4 seed runs failed; first: seed 2: ") and "nan" in last
+    intervals = []
+    for run in _seed_dirs(small_sweep):
+        placement = json.loads((run / "run.json").read_text())["placement"]
+        end = (run / "results.json").stat().st_mtime if (run / "results.json").is_file() else \
+            (run / "failure.json").stat().st_mtime
+        intervals.append((placement["start"], end))
+    assert len(intervals) == 4
+    at_once = max(sum(1 for s, e in intervals if s <= start < e) for start, _ in intervals)
+    assert at_once == 2  # parallel, as the resources allow
+
+
+@pytest.mark.ray_sweep
+def test_a_retrain_killed_mid_seed_continues_from_the_checkpoints(small_sweep: Path) -> None:
+    command = [sys.executable, "-m", "simtune.cli", "retrain", "--best", "--name", "small", "--seeds", "1",
+               "--seeds-from", "7"]
+    with open(small_sweep / "retrain.log", "w") as log:
+        driver = subprocess.Popen(command, cwd=small_sweep, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                  env={**os.environ, FAULT_ENV: "pause_once_at=2"})
+        deadline = time.monotonic() + 300
+        while not any((run / ".fault-paused").is_file() for run in _seed_dirs(small_sweep) if run.name == "seed7"):
+            assert driver.poll() is None and time.monotonic() < deadline, (small_sweep / "retrain.log").read_text()
+            time.sleep(0.5)
+        kill_group(driver)  # kill -9 of the retrain and its Ray workers, mid-seed (after iteration 2)
+        driver.wait(timeout=60)
+    again = subprocess.run(command, cwd=small_sweep, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    (seed,) = [run for run in _seed_dirs(small_sweep) if run.name == "seed7"]
+    tries = [json.loads(line) for line in (seed / "attempts.jsonl").read_text().splitlines()]
+    assert len(tries) == 2 and tries[1]["resumed"] is True
+    history = [r["step"] for stage in ("stage1", "stage2") if (seed / stage / "history.json").is_file()
+               for r in json.loads((seed / stage / "history.json").read_text())]
+    assert history == [2, 4, FULL]  # continued from iteration 2, every evaluation once

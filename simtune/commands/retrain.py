@@ -36,8 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         help="multiply stage iters, schedule_iters and eval.every by X (default 1)")
     parser.add_argument("--compare-runner-up", action="store_true", help="also retrain the second-best trial")
     parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow store (default: MLFLOW_TRACKING_URI or sqlite:///<storage>/mlflow.db)")
+                        help="MLflow store (default: the one the sweep recorded; another one is refused)")
     parser.add_argument("--model-name", default=None, help="registered model name (default simtune-<search space>)")
+    parser.add_argument("--address", default=None, help="Ray cluster the seeds train on at once, e.g. HEAD:6379 "
+                        "(default: RAY_ADDRESS, else a local Ray); run the same command again to continue after a kill")
     parser.set_defaults(func=run)
 
 
@@ -46,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
     result = retrain_best(storage=storage_folder(args.storage), sweep=args.sweep, seeds=args.seeds, iters_scale=args.iters_scale,
                           compare_runner_up=args.compare_runner_up, tracking_uri=args.tracking_uri,
-                          model_name=args.model_name, progress=sys.stderr.isatty(),
-                          seeds_from=args.seeds_from)
+                          model_name=args.model_name, seeds_from=args.seeds_from, address=args.address,
+                          say=lambda line: print(f"simtune retrain: {line}", file=sys.stderr, flush=True))
     print(format_result(result))
     failed = [run for candidate in result.candidates for run in candidate.runs if run.failure]
     if failed:

@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ray import tune
 
@@ -54,6 +54,19 @@ POSITION = "position.json"  # in a Tune checkpoint: which stage and iteration it
 
 
 @dataclass(frozen=True)
+class TrialJob:
+    """What one trial trains: its resolved config, run directory and shared-stage stores."""
+
+    cfg: Config
+    run_dir: Path  # absolute: trials run in their own working directory
+    stage0_cache: Path | None = None
+    stage1_cache: Path | None = None
+    metric: str = "val/miou"  # the selection metric and whether higher is better (a failure's value)
+    mode: str = "max"
+    swept: dict[str, Any] = dataclasses.field(default_factory=dict)  # the values the fault hook matches
+
+
+@dataclass(frozen=True)
 class TrialContext:
     """What every trial of a sweep shares: the space and the sweep folder (absolute)."""
 
@@ -65,6 +78,11 @@ class TrialContext:
     def run_dir(self, trial_id: str) -> Path:
         return SweepDir(self.sweep_dir).run(trial_id).root
 
+    def job(self, params: dict[str, Any], trial_id: str) -> TrialJob:
+        """The trial with sampled ``params`` (dotted keys) and Tune's ``trial_id``."""
+        return TrialJob(self.space.config_for(params), self.run_dir(trial_id), self.stage0_cache, self.stage1_cache,
+                        self.space.metric, self.space.mode, config_values(params))
+
     @property
     def stage1_cache(self) -> Path | None:
         return SweepDir(self.sweep_dir).stage1_cache if self.share_stage1 else None
@@ -74,8 +92,13 @@ class TrialContext:
         return SweepDir(self.sweep_dir).stage0_cache if self.share_stage0 else None
 
 
-def run_trial(params: dict[str, Any], context: TrialContext) -> None:
-    """Tune function trainable: ``params`` are the sampled dotted keys of this trial.
+class JobSource(Protocol):
+    def job(self, params: dict[str, Any], trial_id: str) -> TrialJob: ...
+
+
+def run_trial(params: dict[str, Any], context: JobSource) -> None:
+    """Tune function trainable: the job ``context`` makes of ``params`` (a sweep's sampled keys, a
+    retrain's seed), trained by ``run_pipeline`` and reported to Tune.
 
     A diverged run (non-finite loss) or a user error (``SimtuneError``: a bad config or
     dataset that the pre-flight could not see) reports ``failed=1`` and returns: it would
@@ -85,13 +108,12 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
     """
     from simtune.train.pipeline import run_pipeline
 
-    run_dir = context.run_dir(tune.get_context().get_trial_id())
-    cfg = context.space.config_for(params)
-    placement = trial_placement(cfg)
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_workers=placement["num_workers"]))
-    reporter = TuneReporter(run_dir, final_step=final_iteration(cfg), metric=context.space.metric,
-                            mode=context.space.mode)
-    callbacks = [reporter, *fault_callbacks(run_dir, config_values(params))]
+    job = context.job(params, tune.get_context().get_trial_id())
+    run_dir = job.run_dir
+    placement = trial_placement(job.cfg)
+    cfg = dataclasses.replace(job.cfg, data=dataclasses.replace(job.cfg.data, num_workers=placement["num_workers"]))
+    reporter = TuneReporter(run_dir, final_step=final_iteration(cfg), metric=job.metric, mode=job.mode)
+    callbacks = [reporter, *fault_callbacks(run_dir, job.swept)]
     previous = RunDir(run_dir).failure_reason()
     if previous is not None:  # a diverged trial restarted by a --resume: it would only diverge again
         reporter.report_failure(previous)
@@ -100,8 +122,8 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
     try:
         # resume=True: the run dir of a retried or resumed trial is not empty, and that is expected.
         # The command's pre-flight decoded every file once (data.check): a trial opens a few.
-        run_pipeline(cfg, run_dir, callbacks=callbacks, resume=True, stage1_cache=context.stage1_cache,
-                     stage0_cache=context.stage0_cache, check_files=FILES_OPENED,
+        run_pipeline(cfg, run_dir, callbacks=callbacks, resume=True, stage1_cache=job.stage1_cache,
+                     stage0_cache=job.stage0_cache, check_files=FILES_OPENED,
                      run_info={"placement": placement})
         reporter.report_final()
     except (NonFiniteLoss, SimtuneError) as exc:  # would only happen again: never retried
