@@ -36,6 +36,10 @@ class TrackingError(SimtuneError):
     """The MLflow tracking store cannot be reached or written."""
 
 
+class StageWaitTimeout(SimtuneError):
+    """A run waited longer than ``runtime.shared_stage_timeout_h`` for another run training a shared stage."""
+
+
 class NonFiniteLoss(RuntimeError):
     """A loss became NaN or inf; the run stops and is recorded as failed with this reason.
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
+import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 
 @contextlib.contextmanager
@@ -29,6 +32,62 @@ def locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class LockTimeout(Exception):
+    """``waiting_lock`` gave up; ``holder`` describes who held the lock (``describe_owner``)."""
+
+    def __init__(self, path: Path, waited_s: float, holder: str) -> None:
+        super().__init__(f"{path}: waited {waited_s / 3600:.2g} h for the lock ({holder})")
+        self.path, self.waited_s, self.holder = path, waited_s, holder
+
+
+@contextlib.contextmanager
+def waiting_lock(path: Path, timeout_s: float, poll_s: float = 1.0) -> Iterator[float]:
+    """Hold an exclusive lock on ``path``, waiting at most ``timeout_s`` for it; yields the seconds waited.
+
+    While held, the lock file names its owner (pid, host, start), so whoever waits can say who holds it.
+    Raises:
+        LockTimeout: still held by another process after ``timeout_s``.
+    """
+    start = time.monotonic()
+    while (handle := try_lock(path)) is None:
+        if time.monotonic() - start >= timeout_s:
+            with open(path) as held:
+                raise LockTimeout(path, time.monotonic() - start, describe_owner(read_owner(held)))
+        time.sleep(poll_s)
+    waited = time.monotonic() - start
+    write_owner(handle)
+    try:
+        yield waited
+    finally:
+        unlock(handle)
+
+
+def write_owner(handle: TextIO) -> None:
+    """Record this process (pid, host, start time) in a lock file it holds."""
+    handle.seek(0)
+    handle.truncate()
+    handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}))
+    handle.flush()
+
+
+def read_owner(handle: TextIO) -> dict[str, Any]:
+    """The owner a lock file names ({} when empty: its last owner ended cleanly)."""
+    handle.seek(0)
+    try:
+        owner = json.loads(handle.read() or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
+def describe_owner(owner: dict[str, Any]) -> str:
+    """``pid 123 on host node-4, started 2026-12-07 18:03:11``."""
+    if not owner:
+        return "owner unknown"
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner.get("started", 0)))
+    return f"pid {owner.get('pid')} on host {owner.get('host')}, started {started}"
 
 
 def try_lock(path: Path) -> TextIO | None:

@@ -164,6 +164,7 @@ class RuntimeConfig:
     threads: int = _f(0, "torch CPU threads (0 = torch default)")
     cudnn_benchmark: bool = _f(True, "cuDNN picks the fastest kernels for the (fixed) input sizes; CUDA only")
     deterministic: bool = _f(False, "deterministic CUDA kernels (slower): a paired seed repeats exactly on one GPU")
+    shared_stage_timeout_h: float = _f(48.0, "hours a run waits for another training the same shared stage, then fails")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from simtune.search.cost import estimate
+from simtune.search.plan.cost import estimate
 from simtune.search.parse import load_space
 from simtune.testing import write_tiny_space
 

@@ -28,7 +28,7 @@ from simtune.data.loaders import Loading, worker_count
 from simtune.errors import ConfigError, DataError
 from simtune.rundir import RunDir
 from simtune.schema import Config
-from simtune.search.resources import Node, fit
+from simtune.search.plan.resources import Node, fit
 from simtune.testing import FAULT_ENV, SYNTHETIC_EXPERIMENT, make_gta5_tree, tiny_overrides, write_tiny_space
 from simtune.train.stage import eval_metrics
 from test_sweep import run_sweep, summary_of

@@ -21,7 +21,8 @@ from simtune.workflows.report import build_report
 from simtune.results.sweepdir import find_sweep
 from simtune.results.trials import load_trials, rank_trials
 from simtune.search.replicates import fresh_seeds
-from simtune.workflows.retrain import retrain_best, scale_iters
+from simtune.workflows.retrain import retrain_best
+from simtune.workflows.retrain_seeds import scale_iters
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["stage1.iters=4", "stage1.schedule_iters=4", "stage2.iters=2", "stage2.schedule_iters=2", "eval.every=2",

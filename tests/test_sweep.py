@@ -72,6 +72,7 @@ def test_grid_sweep_end_to_end_shares_stage1(tmp_path: Path, tiny_bench: tuple[P
     space = write_space(tmp_path, tiny_bench, {"pseudo_label.quantile": {"grid": [0.3, 0.6]}})
     proc = run_sweep(space, tmp_path / "sweeps", "grid")
     sweep_dir = tmp_path / "sweeps" / "grid"
+    assert "simtune sweep: shared stages: training 1 stage1 run(s) that several trials share" in proc.stderr
     summary = summary_of(sweep_dir)
     assert summary["counts"]["total"] == summary["counts"]["finished"] == 2 and summary["counts"]["failed"] == 0
     trials = by_param(summary, "pseudo_label.quantile")
@@ -87,9 +88,11 @@ def test_grid_sweep_end_to_end_shares_stage1(tmp_path: Path, tiny_bench: tuple[P
     for trial in trials.values():
         reported = tune_results(sweep_dir, trial["trial_id"])
         assert [(r["iteration"], r["stage"]) for r in reported] == [(2, 1), (4, 1), (6, 2)]
+    # The shared stage 1 was trained first, as a job of its own: no trial waited for another.
     done = [json.loads(RunDir(Path(t["run_dir"])).done("stage1").read_text()) for t in trials.values()]
-    assert sorted("from_cache" in d for d in done) == [False, True]
+    assert all("from_cache" in d and d["waited_s"] < 5 for d in done)
     assert len([p for p in (sweep_dir / "stage1_cache").iterdir() if p.is_dir() and not p.name.startswith(".")]) == 1
+    assert [p.name.split("-")[0] for p in (sweep_dir / "shared").glob("stage*")] == ["stage1"]
 
 
 @pytest.mark.ray_sweep

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from simtune.rundir import read_json
     from simtune.sweep.runner import SweepOptions, run_sweep
     from simtune.tracking import naming
-    from simtune.search.cost import estimate
+    from simtune.search.plan.cost import estimate
     from simtune.search.parse import load_space, override_settings
 
     space = override_settings(load_space(args.space, args.overrides), num_samples=args.num_samples,

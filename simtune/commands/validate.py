@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.file}: valid search space ({len(space.params)} parameters, {seeds} per configuration, "
               f"base {space.base})")
         if args.cost:
-            from simtune.search.cost import estimate
+            from simtune.search.plan.cost import estimate
 
             print(estimate(space).line(args.ms_per_iter))
         return 0

@@ -2,7 +2,7 @@
 
 A sweep folder (``<storage>/<name>/``) holds ``sweep.json``, ``space.yaml``,
 ``base_config.yaml``, ``runs/<trial_id>/`` (run directories, see ``simtune.rundir``),
-``stage0_cache/``, ``stage1_cache/``, ``summary.json``, ``best_config.yaml`` and, with ASHA,
+``stage0_cache/``, ``stage1_cache/``, ``shared/``, ``summary.json``, ``best_config.yaml`` and, with ASHA,
 ``asha.json``. Only this module spells those names.
 """
 
@@ -47,6 +47,11 @@ class SweepDir(RunsFolder):
     def tracking(self) -> Path:
         """Where the MLflow trial logger finds this driver's store and parent run."""
         return self.root / "tracking.json"
+
+    @property
+    def shared(self) -> Path:
+        """Shared stages trained before the trials that reuse them (``sweep.jobs.shared``): run dirs and Tune's."""
+        return self.root / "shared"
 
     @property
     def race(self) -> Path:

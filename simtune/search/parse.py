@@ -19,7 +19,7 @@ from simtune.labels import CLASS_NAMES
 from simtune.selection import PREFIX as SELECT_PREFIX
 from simtune.selection import SELECT_METRICS
 from simtune.search.racing import Racing
-from simtune.search.resources import AUTO
+from simtune.search.plan.resources import AUTO
 from simtune.search.space import (STAGE2_ONLY, TOP_LEVEL_KEYS, Param, Resources, Scheduler, Search, SearchSpace,
                                   range_samples)
 
@@ -184,7 +184,7 @@ def _resources(path: Path, raw: Any) -> Resources:
 
 
 def _max_concurrent(path: Path, key: str, value: Any) -> int | str:
-    """An integer >= 1, or ``auto``: as many trials as the cluster holds (``search.resources``)."""
+    """An integer >= 1, or ``auto``: as many trials as the cluster holds (``search.plan.resources``)."""
     return value if value == AUTO else _int(path, key, value, 1)
 
 

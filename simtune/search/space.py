@@ -12,7 +12,7 @@ problem is one ``SearchSpaceError`` line that names the file and the key. Layout
     num_samples: 16
     replicates: 3                         # seeds per configuration: base seed + 0, 1, 2 (default 1)
     resources: {cpus: auto, gpus: auto}  # 1 GPU + its node's CPU share per trial where there are GPUs
-    max_concurrent: auto                  # auto: as many trials as the cluster holds (search.resources)
+    max_concurrent: auto                  # auto: as many trials as the cluster holds (search.plan.resources)
     max_failures: 2
     params:
       stage1.lambda_ci: {loguniform: [0.001, 0.1]}
@@ -75,8 +75,8 @@ class Scheduler:
 class Resources:
     """What one trial reserves on a Ray node; fractional GPUs share a device."""
 
-    cpus: float | str = "auto"  # a number, or "auto" (search.resources.fit: a GPU trial's share of its node)
-    gpus: float | str = "auto"  # a number, or "auto" (search.resources.fit: 1 where the cluster has GPUs)
+    cpus: float | str = "auto"  # a number, or "auto" (search.plan.resources.fit: a GPU trial's share of its node)
+    gpus: float | str = "auto"  # a number, or "auto" (search.plan.resources.fit: 1 where the cluster has GPUs)
 
 
 @dataclass(frozen=True)

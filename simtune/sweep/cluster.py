@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from simtune.errors import ConfigError
-from simtune.search.resources import Node, fit
+from simtune.search.plan.resources import Node, fit
 from simtune.search.space import Resources, SearchSpace
 from simtune.testing import FAULT_ENV
 
@@ -76,7 +76,7 @@ def fit_to_cluster(space: SearchSpace, say: Callable[[str], None]) -> SearchSpac
     """The space with ``auto`` GPUs and concurrency made numbers for the joined cluster; says them.
 
     Raises:
-        ConfigError: trials that cannot run there as asked (``search.resources.fit``).
+        ConfigError: trials that cannot run there as asked (``search.plan.resources.fit``).
     """
     nodes = cluster_nodes()
     fitted = fit(space.resources.cpus, space.resources.gpus, space.max_concurrent, nodes, space.trial_configs())

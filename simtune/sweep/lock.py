@@ -7,15 +7,11 @@ dies, so a lock file that can be locked again is stale: it is taken over and rep
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from simtune.errors import ConfigError
-from simtune.files import try_lock, unlock
+from simtune.files import describe_owner, read_owner, try_lock, unlock, write_owner
 
 
 class SweepLock:
@@ -41,17 +37,14 @@ class SweepLock:
             raise ConfigError(f"--storage {self.path.parent}: cannot write there ({exc.strerror})") from None
         if handle is None:
             with open(self.path) as held:
-                owner = _describe(_read_owner(held))
+                owner = describe_owner(read_owner(held))
             raise ConfigError(f"sweep '{self.name}' is already running ({owner}, lock {self.path}); wait for it "
                               f"or choose another --name")
-        previous = _read_owner(handle)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}))
-        handle.flush()
+        previous = read_owner(handle)
+        write_owner(handle)
         self._handle = handle
         if previous:
-            return f"took over the stale lock of sweep '{self.name}' ({_describe(previous)}, no longer running)"
+            return f"took over the stale lock of sweep '{self.name}' ({describe_owner(previous)}, no longer running)"
         return None
 
     def release(self) -> None:
@@ -70,19 +63,3 @@ class SweepLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def _read_owner(handle: TextIO) -> dict[str, Any]:
-    handle.seek(0)
-    try:
-        owner = json.loads(handle.read() or "{}")
-    except json.JSONDecodeError:
-        return {}
-    return owner if isinstance(owner, dict) else {}
-
-
-def _describe(owner: dict[str, Any]) -> str:
-    if not owner:
-        return "owner unknown"
-    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner.get("started", 0)))
-    return f"pid {owner.get('pid')} on host {owner.get('host')}, started {started}"

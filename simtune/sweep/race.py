@@ -29,6 +29,8 @@ from simtune.search.races import run_races
 from simtune.search.space import SearchSpace
 from simtune.sweep.options import SweepOptions
 from simtune.sweep.summarize import trial_summary
+from simtune.search.replicates import TRIAL_INDEX
+from simtune.sweep.jobs.shared import share_first
 from simtune.sweep.tuner import build_round_tuner
 
 
@@ -39,6 +41,7 @@ def run_race(space: SearchSpace, options: SweepOptions, callbacks: list[Any]) ->
 
     def run_round(number: int, configurations: list[dict[str, Any]], replicate: int) -> dict[str, float | None]:
         round_dir = folder.race_round(number)
+        share_first(space, options, [space.config_for({**values, TRIAL_INDEX: replicate}) for values in configurations])
         build_round_tuner(space, options, callbacks, round_dir, configurations, replicate).fit()
         return round_values(space, round_dir)
 

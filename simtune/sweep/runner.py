@@ -34,7 +34,9 @@ from simtune.sweep.cluster import check_shared_storage, fit_to_cluster, init_ray
 from simtune.sweep.lock import SweepLock
 from simtune.sweep.mlflow_callback import trial_loggers
 from simtune.sweep.options import SweepOptions
+from simtune.search.plan.cost import planned_trials
 from simtune.sweep.race import run_race
+from simtune.sweep.jobs.shared import share_first
 from simtune.sweep.summarize import summarize
 from simtune.sweep.tuner import build_tuner
 from simtune.tracking.store import check_store
@@ -52,7 +54,7 @@ def run_sweep(space: SearchSpace, options: SweepOptions, overrides: list[str]) -
             another sweep of this name is running.
         ConfigError: the sweep exists without ``resume`` (or is missing with it), or differs from
             the one being resumed, or the storage is not shared by every node of the cluster.
-        ConfigError: the cluster cannot run the trials as asked (``search.resources.fit``): checked
+        ConfigError: the cluster cannot run the trials as asked (``search.plan.resources.fit``): checked
             once Ray is joined, before the sweep folder or its MLflow run is written.
         TrackingError: the tracking store cannot be reached (raised before Ray starts).
     """
@@ -88,6 +90,7 @@ def _run_on_ray(space: SearchSpace, options: SweepOptions, record: dict[str, Any
         if space.racing is not None:
             run_race(space, options, trial_loggers(tracker))
         else:
+            share_first(space, options, planned_trials(space))
             build_tuner(space, options, trial_loggers(tracker)).fit()
         return summarize(space, options.sweep_dir), tracker
     finally:

@@ -64,6 +64,12 @@ class TrialJob:
     metric: str = "val/miou"  # the selection metric and whether higher is better (a failure's value)
     mode: str = "max"
     swept: dict[str, Any] = dataclasses.field(default_factory=dict)  # the values the fault hook matches
+    until: str | None = None  # a shared stage trained on its own: "stage0" or "stage1" (run_pipeline's until)
+
+    @property
+    def final_step(self) -> int:
+        """The global iteration of the job's last evaluation."""
+        return {"stage0": 0, "stage1": self.cfg.stage1.iters}.get(self.until or "", final_iteration(self.cfg))
 
 
 @dataclass(frozen=True)
@@ -112,7 +118,7 @@ def run_trial(params: dict[str, Any], context: JobSource) -> None:
     run_dir = job.run_dir
     placement = trial_placement(job.cfg)
     cfg = dataclasses.replace(job.cfg, data=dataclasses.replace(job.cfg.data, num_workers=placement["num_workers"]))
-    reporter = TuneReporter(run_dir, final_step=final_iteration(cfg), metric=job.metric, mode=job.mode)
+    reporter = TuneReporter(run_dir, final_step=job.final_step, metric=job.metric, mode=job.mode)
     callbacks = [reporter, *fault_callbacks(run_dir, job.swept)]
     previous = RunDir(run_dir).failure_reason()
     if previous is not None:  # a diverged trial restarted by a --resume: it would only diverge again
@@ -124,7 +130,7 @@ def run_trial(params: dict[str, Any], context: JobSource) -> None:
         # The command's pre-flight decoded every file once (data.check): a trial opens a few.
         run_pipeline(cfg, run_dir, callbacks=callbacks, resume=True, stage1_cache=job.stage1_cache,
                      stage0_cache=job.stage0_cache, check_files=FILES_OPENED,
-                     run_info={"placement": placement})
+                     run_info={"placement": placement}, until=job.until)
         reporter.report_final()
     except (NonFiniteLoss, SimtuneError) as exc:  # would only happen again: never retried
         reporter.report_failure(f"{type(exc).__name__}: {exc}")

@@ -44,7 +44,7 @@ def build_tuner(space: SearchSpace, options: SweepOptions, callbacks: list[Any])
             num_samples=tune_num_samples(space.num_samples, space.replicates, searcher),
             trial_dirname_creator=_trial_dirname, reuse_actors=_reuse_actors(space),
             # Tune limits a Searcher (Optuna) this way; the grid/random generator limits itself.
-            max_concurrent_trials=_reservation(space)[1] if searcher else None),
+            max_concurrent_trials=reservation(space)[1] if searcher else None),
         run_config=_run_config(space, options.name, options.storage, callbacks),
     )
 
@@ -67,7 +67,7 @@ def build_round_tuner(space: SearchSpace, options: SweepOptions, callbacks: list
         trainable, param_space={**domains, TRIAL_INDEX: replicate},
         tune_config=tune.TuneConfig(
             metric=space.metric, mode=space.mode, num_samples=len(points), trial_dirname_creator=_trial_dirname,
-            search_alg=BasicVariantGenerator(points_to_evaluate=points, max_concurrent=_reservation(space)[1]),
+            search_alg=BasicVariantGenerator(points_to_evaluate=points, max_concurrent=reservation(space)[1]),
             reuse_actors=True),  # rounds run FIFO: no trial is stopped mid-run
         run_config=_run_config(space, round_dir.name, round_dir.parent, callbacks),
     )
@@ -99,10 +99,10 @@ def _trainable(space: SearchSpace, options: SweepOptions) -> Any:
     # checkpoint at every evaluation is wanted, so no warning about frequent snapshots.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    return tune.with_resources(tune.with_parameters(run_trial, context=context), _reservation(space)[0])
+    return tune.with_resources(tune.with_parameters(run_trial, context=context), reservation(space)[0])
 
 
-def _reservation(space: SearchSpace) -> tuple[dict[str, float], int]:
+def reservation(space: SearchSpace) -> tuple[dict[str, float], int]:
     """A trial's Ray resources and the concurrency limit, of a space fitted to the cluster.
 
     Raises:
@@ -152,7 +152,7 @@ def _domain(param: Param) -> Any:
 
 def _search_alg(space: SearchSpace) -> Any:
     points = [dict(p) for p in space.search.points_to_evaluate] or None
-    return SEARCHERS[space.search.algorithm](space.search.seed, points, _reservation(space)[1],
+    return SEARCHERS[space.search.algorithm](space.search.seed, points, reservation(space)[1],
                                                     space.replicates)
 
 

@@ -21,7 +21,8 @@ import torch
 from simtune.schema import Config, StageConfig
 from simtune.data.build import DataSets
 from simtune.data.loaders import Loading, loading_for
-from simtune.errors import ConfigError, NonFiniteLoss
+from simtune.errors import ConfigError, NonFiniteLoss, StageWaitTimeout
+from simtune.files import LockTimeout
 from simtune.models import load_module_state
 from simtune.preflight import check_combinations
 from simtune.provenance import describe
@@ -68,6 +69,7 @@ class PipelineContext:
     selection: SelectionSubset | None  # the target subset the select/* validators score (None = off)
     caches: Mapping[str, StageCache]  # stage name -> the store it is shared through; absent = not shared
     loading: Loading  # loader workers, pinned memory and layout of every pass over a dataset
+    until: str | None = None  # the last stage to run ("stage0", "stage1"); None = every stage
 
     @property
     def autocast(self) -> bool:
@@ -78,7 +80,7 @@ class PipelineContext:
 def run_pipeline(cfg: Config, out_dir: Path, *, callbacks: Sequence[Callback] = (), resume: bool = False,
                  progress: bool = False, stage1_cache: Path | None = None,
                  stage0_cache: Path | None = None, check_files: int | None = None,
-                 run_info: Mapping[str, Any] | None = None) -> PipelineResult:
+                 run_info: Mapping[str, Any] | None = None, until: str | None = None) -> PipelineResult:
     """Run (or resume) every stage of ``cfg.mode`` into ``out_dir``.
 
     With ``init.source_pretrain.iters`` > 0, stage 0 (source only) runs first, or is copied
@@ -87,7 +89,9 @@ def run_pipeline(cfg: Config, out_dir: Path, *, callbacks: Sequence[Callback] = 
     Datasets are listed and checked before anything is written or trained: every file
     (``check_files`` None), or the first ``check_files`` of each where the caller has checked
     them all already (``data.check``: a sweep's trials). ``run.json`` records the device and
-    loader workers of this start, and ``run_info`` (a trial's placement).
+    loader workers of this start, and ``run_info`` (a trial's placement). ``until`` ("stage0" or
+    "stage1") stops after that stage is trained and published to its cache: a sweep trains the
+    stages its trials share first, as jobs of their own (``sweep.jobs.shared``).
     Raises:
         ConfigError / DataError: bad input, before any compute.
         NonFiniteLoss: a loss became NaN/inf.
@@ -103,7 +107,7 @@ def run_pipeline(cfg: Config, out_dir: Path, *, callbacks: Sequence[Callback] = 
     ctx = PipelineContext(cfg, data, device, run, callbacks, progress,
                           selection=draw_subset(cfg.select, data.target, data.source),
                           caches={name: StageCache(root) for name, root in roots.items() if root is not None},
-                          loading=loading)
+                          loading=loading, until=until)
     try:
         stages, report = _stages(ctx)
     except NonFiniteLoss as exc:
@@ -119,9 +123,11 @@ def run_pipeline(cfg: Config, out_dir: Path, *, callbacks: Sequence[Callback] = 
 def _stages(ctx: PipelineContext) -> tuple[dict[str, dict[str, float]], dict[str, Any] | None]:
     """Stage 0 where configured, stage 1, then pseudo-labels and stage 2 where the mode has them."""
     init = _stage0(ctx)
+    if ctx.until == "stage0":
+        return {"stage0": (read_json(ctx.run.done("stage0")) or {}).get("metrics", {})}, None
     stages = {"stage1": _stage1(ctx, init)}
     report = None
-    if uses_pseudo_labels(ctx.cfg):
+    if uses_pseudo_labels(ctx.cfg) and ctx.until != "stage1":
         report = _pseudo_labels(ctx)
         plan = _plan(ctx, "stage2", ctx.cfg.stage2, offset=ctx.cfg.stage1.iters, seg_data=ctx.data.source,
                      trg_data=PseudoLabelled(ctx.data.target, ctx.run.labels), init=init)
@@ -220,14 +226,28 @@ def _shared_stage(ctx: PipelineContext, plan: StagePlan, *,
     if cache is None or ctx.run.done(plan.name).is_file():
         return _run_or_skip(ctx, plan)
     key = STAGE_KEYS[plan.name](ctx.cfg)
-    with cache.lock(key):
-        entry = cache.entry(key)
-        if entry is None:
-            metrics = _run_or_skip(ctx, plan)
-            files = {CACHED_MODEL: ctx.run.model(plan.name), CACHED_HISTORY: ctx.run.history_file(plan.name)}
-            cache.publish(key, files | (extra() if extra is not None else {}))
-            return metrics
-    return _adopt_cached_stage(ctx, entry, plan.name)
+    try:
+        with cache.lock(key, ctx.cfg.runtime.shared_stage_timeout_h * 3600) as waited:
+            entry = cache.entry(key)
+            if entry is None:
+                metrics = _run_or_skip(ctx, plan)
+                files = {CACHED_MODEL: ctx.run.model(plan.name), CACHED_HISTORY: ctx.run.history_file(plan.name)}
+                cache.publish(key, files | (extra() if extra is not None else {}))
+                _note_wait(ctx.run, plan.name, waited)
+                return metrics
+    except LockTimeout as exc:
+        raise StageWaitTimeout(f"{plan.name} shared through {cache.root / key}: waited {exc.waited_s / 3600:.3g} h "
+                               f"(runtime.shared_stage_timeout_h) for the run training it ({exc.holder}); if that "
+                               f"process is gone, delete {exc.path}") from None
+    metrics = _adopt_cached_stage(ctx, entry, plan.name)
+    _note_wait(ctx.run, plan.name, waited)
+    return metrics
+
+
+def _note_wait(run: RunDir, name: str, waited: float) -> None:
+    """Record in the stage's ``done.json`` how long this run waited for the shared stage's lock."""
+    done = read_json(run.done(name)) or {}
+    write_json(run.done(name), {**done, "waited_s": round(waited, 3)})
 
 
 def _adopt_cached_stage(ctx: PipelineContext, entry: Path, name: str) -> dict[str, float]:

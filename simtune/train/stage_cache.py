@@ -17,12 +17,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from simtune.config import flatten
-from simtune.files import locked, publish_folder
+from simtune.files import publish_folder, waiting_lock
 from simtune.schema import Config
 
 # Keys that cannot change what stage 1 computes or reports.
 _NOT_STAGE1 = ("stage2.", "pseudo_label.", "runtime.checkpoint_every", "runtime.threads", "data.num_workers",
-               "mode")
+               "runtime.shared_stage_timeout_h", "runtime.cudnn_benchmark", "runtime.deterministic", "mode")
 
 # Keys stage 0's weights and evaluations depend on (it reads its SGD settings from stage1).
 _STAGE0 = ("seed", "data.source.", "data.target.", "data.val_split", "model.", "init.", "discriminator.", "select.",
@@ -66,11 +66,18 @@ class StageCache:
         path = self.root / key
         return path if (path / COMPLETE).is_file() else None
 
+    def lock_file(self, key: str) -> Path:
+        return self.root / f"{key}.lock"
+
     @contextlib.contextmanager
-    def lock(self, key: str) -> Iterator[None]:
-        """Exclusive per-key lock, released when the holder exits or dies."""
-        with locked(self.root / f"{key}.lock"):
-            yield
+    def lock(self, key: str, timeout_s: float) -> Iterator[float]:
+        """Exclusive per-key lock, released when the holder exits or dies; yields the seconds waited.
+
+        Raises:
+            files.LockTimeout: another run held it for ``timeout_s`` (it names that run's pid and host).
+        """
+        with waiting_lock(self.lock_file(key), timeout_s) as waited:
+            yield waited
 
     def publish(self, key: str, files: dict[str, Path]) -> Path:
         """Copy ``name -> path`` (files or folders) into a new entry and publish it atomically."""

@@ -19,48 +19,31 @@ interrupted retrain continues where it stopped.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from simtune import config
-from simtune.schema import Config
 from simtune.errors import ConfigError, TrackingError
-from simtune.rundir import RunDir, load_segmenter_state, read_json
+from simtune.rundir import RunDir, load_segmenter_state
 from simtune.search.replicates import fresh_seeds
+from simtune.workflows.retrain_seeds import SeedRun, train_seeds_of
 from simtune.stats import Spread, format_spread, paired_difference, spread, verdict
-from simtune.results.sweepdir import SweepDir, find_sweep
+from simtune.results.sweepdir import find_sweep
 from simtune.results.trials import TrialOutcome, load_configs, load_trials, selection_rule
 from simtune.tracking.sweep import experiment_of
 from simtune.results.ranking import metric_unit
 from simtune.tracking import naming
-from simtune.tracking.artifacts import RunLogger, log_trial_artifacts
 from simtune.tracking.datasets import log_data_inputs
 from simtune.tracking.experiments import ensure_experiment, set_sweep_view
 from simtune.tracking.naming import CHAMPION
-from simtune.tracking.store import (TAG_FAILURE, TAG_PARENT, TAG_ROLE, TAG_RUN_DIR, TAG_SWEEP, TAG_SWEEP_DIR, TAG_TRIAL, connect,
-                                    find_sweep_parent, log_history, log_metrics, log_params, one_line,
+from simtune.tracking.store import (TAG_PARENT, TAG_ROLE, TAG_SWEEP, TAG_SWEEP_DIR, TAG_TRIAL, connect,
+                                    find_sweep_parent, log_metrics, log_params, one_line,
                                     provenance_tags, search, sweep_store)
 from simtune.tracking.system_metrics import start_system_metrics
 from simtune import preflight
 
-if TYPE_CHECKING:
-    from simtune.sweep.trainable import TrialJob
-
 TAG_SWEEP_PARENT = "simtune.sweep_parent_run_id"
-
-
-@dataclass(frozen=True)
-class SeedRun:
-    """One retraining of one configuration with one seed."""
-
-    seed: int
-    run_dir: Path
-    run_id: str
-    final: dict[str, float]  # last evaluation of the last stage; {} if it diverged
-    failure: str | None = None
 
 
 @dataclass
@@ -110,26 +93,13 @@ class RetrainResult:
     iters_scale: float = 1.0
 
 
-def scale_iters(cfg: Config, scale: float) -> Config:
-    """``cfg`` with both stages' ``iters`` and ``schedule_iters`` and ``eval.every`` times ``scale``."""
-    def times(n: int) -> int:
-        return max(1, round(n * scale))
-
-    return dataclasses.replace(
-        cfg,
-        stage1=dataclasses.replace(cfg.stage1, iters=times(cfg.stage1.iters), schedule_iters=times(cfg.stage1.schedule_iters)),
-        stage2=dataclasses.replace(cfg.stage2, iters=times(cfg.stage2.iters), schedule_iters=times(cfg.stage2.schedule_iters)),
-        eval=dataclasses.replace(cfg.eval, every=times(cfg.eval.every)),
-    )
-
-
 def retrain_best(*, storage: Path, sweep: str | None = None, seeds: int = 3, iters_scale: float = 1.0,
                  compare_runner_up: bool = False, tracking_uri: str | None = None, model_name: str | None = None,
                  seeds_from: int | None = None, address: str | None = None,
                  say: Callable[[str], None] = lambda line: None) -> RetrainResult:
     """Retrain the best trial (and the runner-up) of a sweep on ``seeds`` fresh seeds; register the champion.
 
-    The seeds train at once as Ray trials with the sweep's resources (``sweep.seeds``), on the
+    The seeds train at once as Ray trials with the sweep's resources (``sweep.jobs.seeds``), on the
     cluster at ``address`` (None: ``RAY_ADDRESS``, else a local Ray); run again after a kill, the
     same retrain continues the seeds from their checkpoints and keeps the ones that finished.
 
@@ -161,7 +131,7 @@ def retrain_best(*, storage: Path, sweep: str | None = None, seeds: int = 3, ite
     result.parent_run_id = _create_parent(client, result)
     monitor = start_system_metrics(result.tracking_uri, result.parent_run_id)
     try:
-        _train_seeds(client, result, iters_scale, address, say)
+        train_seeds_of(client, result, iters_scale, address, say)
         _log_spread(client, result)
         _register(client, result, model_name or naming.model_name(experiment))
     except KeyboardInterrupt:
@@ -258,85 +228,6 @@ def _sweep_links(client: Any, result: RetrainResult) -> list[tuple[str, str]]:
                                                           TAG_TRIAL: c.trial.trial_id})
             links += [(run.info.run_id, f"{c.role.replace('_', '-')} trial {run.info.run_name}") for run in found[:1]]
     return links
-
-
-def _train_seeds(client: Any, result: RetrainResult, scale: float, address: str | None,
-                 say: Callable[[str], None]) -> None:
-    """Every (candidate, seed) as a child run of the retrain, trained at once on Ray (``sweep.seeds``);
-    a seed that fails is listed with its reason, the others go on."""
-    from simtune.sweep.seeds import train_seeds
-
-    planned = [(candidate, _seed_job(result, candidate, seed, scale))
-               for candidate in result.candidates for seed in candidate.seeds]
-    run_ids = {name: _open_seed_run(client, result, candidate, job) for candidate, (name, job) in planned}
-    try:
-        failures = train_seeds({name: job for _, (name, job) in planned}, run_ids, sweep_dir=result.sweep_dir,
-                               tracking_uri=result.tracking_uri, address=address, say=say)
-    except BaseException:
-        for run_id in run_ids.values():
-            client.set_terminated(run_id, "KILLED")
-        raise
-    for candidate, (name, job) in planned:
-        candidate.runs.append(_finish_seed_run(client, job, run_ids[name], failures.get(name, "did not run")))
-
-
-def _seed_job(result: RetrainResult, candidate: Candidate, seed: int, scale: float) -> tuple[str, TrialJob]:
-    """(name, job) of one seed: the candidate trial's config with the seed, in ``retrain/<trial>-x<scale>/seed<n>``."""
-    from simtune.sweep.trainable import TrialJob
-
-    trial = candidate.trial
-    cfg = dataclasses.replace(scale_iters(RunDir(trial.run_dir).config(), scale), seed=seed)
-    out = result.sweep_dir / "retrain" / f"{trial.trial_id}-x{scale:g}" / f"seed{cfg.seed}"
-    _reusable(out, cfg)
-    return f"{trial.trial_id}-x{scale:g}-seed{seed}", TrialJob(
-        cfg, out, stage0_cache=SweepDir(result.sweep_dir).stage0_cache, metric=result.metric, mode=result.mode,
-        swept={"seed": seed, **candidate.values})
-
-
-def _open_seed_run(client: Any, result: RetrainResult, candidate: Candidate, job: TrialJob) -> str:
-    """The seed's MLflow child run, with its config as params and its datasets as inputs."""
-    cfg, trial = job.cfg, candidate.trial
-    base = RunDir(trial.run_dir).config()
-    note = naming.description(
-        f"Seed {cfg.seed} of {naming.config_label(candidate.values) or trial.trial_id}",
-        naming.config_diff(config.flatten(cfg), config.flatten(base)) or ["the trial's config"],
-        [naming.run_link(result.experiment_id, result.parent_run_id, "retrain"), f"run directory `{job.run_dir}`"])
-    tags = {TAG_PARENT: result.parent_run_id, TAG_ROLE: "retrain_seed", TAG_SWEEP: result.sweep_dir.name,
-            TAG_TRIAL: trial.trial_id, TAG_RUN_DIR: str(job.run_dir), "simtune.candidate": candidate.role,
-            "simtune.seed": str(cfg.seed), naming.TAG_NOTE: note, **naming.source_tags()}
-    run_id = str(client.create_run(result.experiment_id, tags=tags,
-                                   run_name=naming.seed_run_name(cfg.seed, candidate.values, candidate.role)
-                                   ).info.run_id)
-    log_params(client, run_id, config.flatten(cfg))
-    log_data_inputs(client, run_id, cfg)
-    return run_id
-
-
-def _finish_seed_run(client: Any, job: TrialJob, run_id: str, failure: str | None) -> SeedRun:
-    """Evaluations the live logger did not send, the run folder's artifacts, and the run's status."""
-    run = RunDir(job.run_dir)
-    logged = {key: {int(m.step) for m in client.get_metric_history(run_id, key)}
-              for key in client.get_run(run_id).data.metrics}
-    log_history(client, run_id, run.records(), logged)
-    stages = (read_json(run.results) or {}).get("stages") or {}
-    if failure is not None or not stages:
-        reason = failure or "the run ended without results"
-        client.set_tag(run_id, TAG_FAILURE, reason)
-        client.set_terminated(run_id, "FAILED")
-        return SeedRun(job.cfg.seed, job.run_dir, run_id, {}, reason)
-    log_trial_artifacts(client, run_id, job.run_dir)
-    client.set_terminated(run_id, "FINISHED")
-    return SeedRun(job.cfg.seed, job.run_dir, run_id, dict(list(stages.values())[-1]))
-
-
-def _reusable(out: Path, cfg: Config) -> bool:
-    """True when ``out`` holds an earlier retrain of the same config (continue it)."""
-    if not out.is_dir() or not any(out.iterdir()):
-        return False
-    existing = RunDir(out)
-    if existing.has_config() and config.read_yaml(existing.config_file) == config.to_dict(cfg):
-        return True
-    raise ConfigError(f"{out}: holds a different run; delete it to retrain this configuration again")
 
 
 def _log_spread(client: Any, result: RetrainResult) -> None:

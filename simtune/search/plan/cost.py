@@ -75,7 +75,7 @@ def estimate(space: SearchSpace, *, share_stage1: bool = True, share_stage0: boo
     points = _configurations(space)
     seeds = Span(space.racing.min_replicates, space.racing.max_replicates) if space.racing \
         else Span(space.replicates, space.replicates)
-    exact = space.search.algorithm == "grid" or _stage2_only(space)
+    exact = stage_keys_known(space)
     spans = [_count(space, points, k, share_stage1, share_stage0, exact) for k in (seeds.low, seeds.high)]
     return Cost(configurations=len(points), seeds=seeds, trials=Span(len(points) * seeds.low, len(points) * seeds.high),
                 stage0_runs=Span(spans[0][0], spans[1][0]), stage1_runs=Span(spans[0][1], spans[1][1]),
@@ -100,8 +100,18 @@ def _configurations(space: SearchSpace) -> list[dict[str, Any]]:
     return points * space.num_samples if space.search.algorithm == "grid" and space.racing is None else points
 
 
-def _stage2_only(space: SearchSpace) -> bool:
-    return all(key.startswith(STAGE2_ONLY) for key in space.params)
+def stage_keys_known(space: SearchSpace) -> bool:
+    """Whether the stage-1 settings of the sweep's trials are known before it runs: a grid, or a search
+    over stage-2 keys only (drawn values then never change a trial's stage 1)."""
+    return space.search.algorithm == "grid" or all(key.startswith(STAGE2_ONLY) for key in space.params)
+
+
+def planned_trials(space: SearchSpace) -> list[Config] | None:
+    """The config of every trial a sweep without racing will run, when ``stage_keys_known``; else None."""
+    if space.racing is not None or not stage_keys_known(space):
+        return None
+    return [space.config_for({**point, TRIAL_INDEX: k}) for point in _configurations(space)
+            for k in range(space.replicates)]
 
 
 def _stage2_iters(cfg: Config) -> int:

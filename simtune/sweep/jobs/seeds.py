@@ -26,7 +26,7 @@ from ray import tune
 
 from simtune.results.sweepdir import SweepDir
 from simtune.rundir import read_json, write_json
-from simtune.search.resources import AUTO, fit
+from simtune.search.plan.resources import AUTO, fit
 from simtune.sweep.cluster import check_shared_storage, cluster_nodes, init_ray
 from simtune.sweep.mlflow_callback import result_metrics
 from simtune.sweep.trainable import TrialJob, run_trial
@@ -57,7 +57,7 @@ def train_seeds(jobs: dict[str, TrialJob], run_ids: dict[str, str], *, sweep_dir
     """Train every job on Ray at once (as the cluster allows); returns job name -> failure reason or None.
 
     Raises:
-        ConfigError: the cluster cannot run the seeds with the sweep's resources (``search.resources.fit``),
+        ConfigError: the cluster cannot run the seeds with the sweep's resources (``search.plan.resources.fit``),
             or a node cannot see the sweep's storage.
     """
     import ray
@@ -76,25 +76,31 @@ def train_seeds(jobs: dict[str, TrialJob], run_ids: dict[str, str], *, sweep_dir
         fitted = fit(resources.get("cpus", AUTO), resources.get("gpus", AUTO), settings.get("max_concurrent", AUTO),
                      nodes, [job.cfg for job in jobs.values()])
         say(f"seeds: {fitted.describe(nodes)}")
-        trainable = tune.with_resources(tune.with_parameters(run_trial, context=SeedJobs(jobs)),
-                                        {"cpu": fitted.cpus, "gpu": fitted.gpus})
-        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-        if tune_started(folder):
-            tuner = tune.Tuner.restore(str(folder), trainable, resume_unfinished=True, resume_errored=True)
-        else:
-            tuner = tune.Tuner(trainable, param_space={"job": tune.grid_search(sorted(jobs))},
-                               tune_config=tune.TuneConfig(max_concurrent_trials=fitted.max_concurrent,
-                                                           trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
-                               run_config=tune.RunConfig(
-                                   name=folder.name, storage_path=str(folder.parent), verbose=1,
-                                   callbacks=[SeedRunLogger(tracking_uri, folder / RUNS_FILE)],
-                                   failure_config=tune.FailureConfig(max_failures=int(settings.get("max_failures", 2))),
-                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
-        grid = tuner.fit()
-        return {str((grid[i].config or {})["job"]): _failure(grid[i]) for i in range(len(grid))}
+        return run_jobs(jobs, folder, {"cpu": fitted.cpus, "gpu": fitted.gpus}, fitted.max_concurrent,
+                        int(settings.get("max_failures", 2)), [SeedRunLogger(tracking_uri, folder / RUNS_FILE)])
     finally:
         if started:
             ray.shutdown()
+
+
+def run_jobs(jobs: dict[str, TrialJob], folder: Path, resources: dict[str, float], max_concurrent: int,
+             max_failures: int, callbacks: list[Any]) -> dict[str, str | None]:
+    """One Tune trial per job in the experiment ``folder`` (restored when Tune had started it), on the
+    Ray this process has joined; returns job name -> failure reason or None."""
+    trainable = tune.with_resources(tune.with_parameters(run_trial, context=SeedJobs(jobs)), resources)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if tune_started(folder):
+        tuner = tune.Tuner.restore(str(folder), trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(trainable, param_space={"job": tune.grid_search(sorted(jobs))},
+                           tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent,
+                                                       trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
+                           run_config=tune.RunConfig(
+                               name=folder.name, storage_path=str(folder.parent), verbose=1, callbacks=callbacks,
+                               failure_config=tune.FailureConfig(max_failures=max_failures),
+                               checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+    grid = tuner.fit()
+    return {str((grid[i].config or {})["job"]): _failure(grid[i]) for i in range(len(grid))}
 
 
 def _failure(result: Any) -> str | None:
