@@ -189,3 +189,35 @@ def test_a_retrain_killed_mid_seed_continues_from_the_checkpoints(small_sweep: P
     history = [r["step"] for stage in ("stage1", "stage2") if (seed / stage / "history.json").is_file()
                for r in json.loads((seed / stage / "history.json").read_text())]
     assert history == [2, 4, FULL]  # continued from iteration 2, every evaluation once
+
+
+# ----------------------------------------------------------------------------- a lock held too long
+
+
+def test_a_run_waiting_for_a_shared_stage_gives_up_naming_the_holder(tmp_path: Path,
+                                                                     tiny_bench: tuple[Path, Path]) -> None:
+    """Another process holds the stage-1 key's lock (as a trial training it would, or a dead node's
+    leftover on NFS): the run waits ``runtime.shared_stage_timeout_h``, then fails with one line
+    that names the holder and the lock file; it trained nothing."""
+    from simtune import config
+    from simtune.errors import StageWaitTimeout
+    from simtune.testing import SYNTHETIC_EXPERIMENT, tiny_overrides
+    from simtune.train.pipeline import run_pipeline
+    from simtune.train.stage_cache import stage1_key
+
+    cfg = config.load(SYNTHETIC_EXPERIMENT, tiny_overrides(*tiny_bench, "runtime.shared_stage_timeout_h=0.0005"))
+    lock = tmp_path / "stage1_cache" / f"{stage1_key(cfg)}.lock"
+    code = (f"import time; from pathlib import Path; from simtune.files import waiting_lock\n"
+            f"with waiting_lock(Path({str(lock)!r}), 10):\n    print('held', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(StageWaitTimeout) as info:
+            run_pipeline(cfg, tmp_path / "run", stage1_cache=tmp_path / "stage1_cache")
+    finally:
+        holder.kill()
+        holder.wait()
+    message = str(info.value)
+    assert message.startswith(f"stage1 shared through {lock.with_suffix('')}: waited ")
+    assert f"pid {holder.pid} on host" in message and f"delete {lock}" in message and "\n" not in message
+    assert not (tmp_path / "run" / "stage1" / "checkpoint.pt").exists()
