@@ -4,6 +4,8 @@ Every data loader of a run (the training streams, evaluation, the pseudo-label p
 built here from one ``Loading``, so a GPU trial decodes images in as many processes as it
 has CPUs to spare. Items carry labels as uint8 (a quarter of int64's bytes through the
 workers' shared memory and the host-to-device copy); ``to_device`` widens them on the device.
+Workers are not persistent: each loader is iterated once (a training stream covers its whole
+stage, an evaluation or pseudo-label pass its whole set), so a kept worker would only idle.
 """
 
 from __future__ import annotations
