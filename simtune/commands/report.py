@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--storage", default=None, help="folder of sweeps (default ./sweeps)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default <storage>/<sweep>/report)")
     parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow store to attach to (default: MLFLOW_TRACKING_URI or <storage>/mlflow.db)")
+                        help="MLflow store to attach to (default: the one the sweep recorded; another one is refused)")
     parser.set_defaults(func=run)
 
 

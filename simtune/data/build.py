@@ -59,7 +59,7 @@ def datasets_from_config(cfg: Config, *, check_files: int | None = None, say: Sa
     trg_samples = domain_samples(trg, with_labels=cfg.mode == "target_only", stat_labels=full)
     val_samples = domain_samples(trg, split=cfg.data.val_split, stat_labels=full)
     for dataset, samples in ((src.dataset, src_samples), (trg.dataset, val_samples), (trg.dataset, trg_samples)):
-        if check_files is None:
+        if full:
             ensure_checked(dataset, samples, say=say)
         else:
             check_samples(dataset, samples, max_files=check_files)

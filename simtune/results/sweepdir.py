@@ -49,6 +49,11 @@ class SweepDir(RunsFolder):
         return self.root / "tracking.json"
 
     @property
+    def retrain(self) -> Path:
+        """``retrain --best``'s seed run directories (``<trial>-x<scale>/seed<n>``) and Tune experiments."""
+        return self.root / "retrain"
+
+    @property
     def shared(self) -> Path:
         """Shared stages trained before the trials that reuse them (``sweep.jobs.shared``): run dirs and Tune's."""
         return self.root / "shared"

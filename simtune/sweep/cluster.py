@@ -6,11 +6,12 @@ import dataclasses
 import logging
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from simtune.errors import ConfigError
-from simtune.search.plan.resources import Node, fit
+from simtune.schema import Config
+from simtune.search.plan.resources import Fitted, Node, fit
 from simtune.search.space import Resources, SearchSpace
 from simtune.testing import FAULT_ENV
 
@@ -72,14 +73,26 @@ def cluster_nodes() -> list[Node]:
             for n in ray.nodes() if n.get("Alive")]
 
 
+def fit_here(cpus: float | str, gpus: float | str, max_concurrent: int | str, configs: Iterable[Config],
+             say: Callable[[str], None], what: str) -> Fitted:
+    """``search.plan.resources.fit`` on the joined cluster's nodes; says what ``what`` gets.
+
+    Raises:
+        ConfigError: runs that cannot run there as asked.
+    """
+    nodes = cluster_nodes()
+    fitted = fit(cpus, gpus, max_concurrent, nodes, configs)
+    say(f"{what}: {fitted.describe(nodes)}")
+    return fitted
+
+
 def fit_to_cluster(space: SearchSpace, say: Callable[[str], None]) -> SearchSpace:
     """The space with ``auto`` GPUs and concurrency made numbers for the joined cluster; says them.
 
     Raises:
         ConfigError: trials that cannot run there as asked (``search.plan.resources.fit``).
     """
-    nodes = cluster_nodes()
-    fitted = fit(space.resources.cpus, space.resources.gpus, space.max_concurrent, nodes, space.trial_configs())
-    say(f"trials: {fitted.describe(nodes)}")
+    fitted = fit_here(space.resources.cpus, space.resources.gpus, space.max_concurrent, space.trial_configs(), say,
+                      "trials")
     return dataclasses.replace(space, resources=Resources(cpus=fitted.cpus, gpus=fitted.gpus),
                                max_concurrent=fitted.max_concurrent)

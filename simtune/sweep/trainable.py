@@ -86,8 +86,9 @@ class TrialContext:
 
     def job(self, params: dict[str, Any], trial_id: str) -> TrialJob:
         """The trial with sampled ``params`` (dotted keys) and Tune's ``trial_id``."""
-        return TrialJob(self.space.config_for(params), self.run_dir(trial_id), self.stage0_cache, self.stage1_cache,
-                        self.space.metric, self.space.mode, config_values(params))
+        return TrialJob(self.space.config_for(params), self.run_dir(trial_id), stage0_cache=self.stage0_cache,
+                        stage1_cache=self.stage1_cache, metric=self.space.metric, mode=self.space.mode,
+                        swept=config_values(params))
 
     @property
     def stage1_cache(self) -> Path | None:
@@ -270,12 +271,13 @@ def trial_placement(cfg: Config) -> dict[str, Any]:
     import torch
 
     from simtune.data.loaders import worker_count
+    from simtune.train.builders import device_type
 
     context = ray.get_runtime_context()
     assigned = context.get_assigned_resources()
     cuda = torch.cuda.is_available()
     gpu_ids = [str(i) for i in context.get_accelerator_ids().get("GPU", [])]
-    device = "cuda" if cfg.runtime.device == "cuda" or (cfg.runtime.device == "auto" and cuda) else "cpu"
+    device = device_type(cfg.runtime.device)
     if gpu_ids and device == "cpu":
         print(f"simtune trial: given GPU(s) {', '.join(gpu_ids)} but torch sees no CUDA device "
               f"(torch {torch.__version__}): training on the CPU", file=sys.stderr)

@@ -34,13 +34,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; ``cuda`` without CUDA is a user error."""
+def device_type(name: str) -> str:
+    """``runtime.device`` as the device a run trains on: ``auto`` -> ``cuda`` when present, else ``cpu``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def pick_device(name: str) -> torch.device:
+    """``device_type(name)``; ``cuda`` without CUDA is a user error."""
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("runtime.device: 'cuda' requested but torch sees no CUDA device")
-    return torch.device(name)
+    return torch.device(device_type(name))
 
 
 def configure_device(runtime: RuntimeConfig, device: torch.device) -> None:

@@ -230,28 +230,20 @@ def _shared_stage(ctx: PipelineContext, plan: StagePlan, *,
         with cache.lock(key, ctx.cfg.runtime.shared_stage_timeout_h * 3600) as waited:
             entry = cache.entry(key)
             if entry is None:
-                metrics = _run_or_skip(ctx, plan)
+                metrics = _run_or_skip(ctx, plan, waited_s=waited)
                 files = {CACHED_MODEL: ctx.run.model(plan.name), CACHED_HISTORY: ctx.run.history_file(plan.name)}
                 cache.publish(key, files | (extra() if extra is not None else {}))
-                _note_wait(ctx.run, plan.name, waited)
                 return metrics
     except LockTimeout as exc:
         raise StageWaitTimeout(f"{plan.name} shared through {cache.root / key}: waited {exc.waited_s / 3600:.3g} h "
                                f"(runtime.shared_stage_timeout_h) for the run training it ({exc.holder}); if that "
                                f"process is gone, delete {exc.path}") from None
-    metrics = _adopt_cached_stage(ctx, entry, plan.name)
-    _note_wait(ctx.run, plan.name, waited)
-    return metrics
+    return _adopt_cached_stage(ctx, entry, plan.name, waited)
 
 
-def _note_wait(run: RunDir, name: str, waited: float) -> None:
-    """Record in the stage's ``done.json`` how long this run waited for the shared stage's lock."""
-    done = read_json(run.done(name)) or {}
-    write_json(run.done(name), {**done, "waited_s": round(waited, 3)})
-
-
-def _adopt_cached_stage(ctx: PipelineContext, entry: Path, name: str) -> dict[str, float]:
-    """Copy a cached stage into this run and replay its evaluations to the callbacks."""
+def _adopt_cached_stage(ctx: PipelineContext, entry: Path, name: str, waited_s: float) -> dict[str, float]:
+    """Copy a cached stage into this run and replay its evaluations to the callbacks; ``done.json``
+    names the entry and the seconds this run waited for its lock."""
     run = ctx.run
     run.stage(name).mkdir(parents=True, exist_ok=True)
     shutil.copy2(entry / CACHED_MODEL, run.model(name))
@@ -266,12 +258,15 @@ def _adopt_cached_stage(ctx: PipelineContext, entry: Path, name: str) -> dict[st
     last = {k: v for k, v in history[-1].items() if k != "step"} if history else {}
     for cb in ctx.callbacks:
         cb.on_stage_end(name, history[-1]["step"] if history else 0, last)
-    write_json(run.done(name), {"metrics": last, "from_cache": entry.name})
+    write_json(run.done(name), {"metrics": last, "from_cache": entry.name, "waited_s": round(waited_s, 3)})
     return last
 
 
-def _run_or_skip(ctx: PipelineContext, plan: StagePlan) -> dict[str, float]:
-    """Run a stage, resume it from its checkpoint, or return its result if it is done."""
+def _run_or_skip(ctx: PipelineContext, plan: StagePlan, waited_s: float | None = None) -> dict[str, float]:
+    """Run a stage, resume it from its checkpoint, or return its result if it is done.
+
+    ``waited_s``: seconds this run waited for the stage's shared-cache lock, kept in ``done.json``.
+    """
     run = ctx.run
     done = read_json(run.done(plan.name))
     if done is not None:
@@ -280,7 +275,8 @@ def _run_or_skip(ctx: PipelineContext, plan: StagePlan) -> dict[str, float]:
     state = ckpt.load(checkpoint, ctx.device) if checkpoint.is_file() else None
     metrics = run_stage(plan, val=ctx.data.val, device=ctx.device, run_dir=run, callbacks=ctx.callbacks,
                         resume_from=state, progress=ctx.progress)
-    write_json(run.done(plan.name), {"metrics": metrics})
+    wait = {} if waited_s is None else {"waited_s": round(waited_s, 3)}
+    write_json(run.done(plan.name), {"metrics": metrics, **wait})
     return metrics
 
 

@@ -80,7 +80,7 @@ def _seed_job(result: Any, candidate: Any, seed: int, scale: float) -> tuple[str
 
     trial = candidate.trial
     cfg = dataclasses.replace(scale_iters(RunDir(trial.run_dir).config(), scale), seed=seed)
-    out = result.sweep_dir / "retrain" / f"{trial.trial_id}-x{scale:g}" / f"seed{cfg.seed}"
+    out = SweepDir(result.sweep_dir).retrain / f"{trial.trial_id}-x{scale:g}" / f"seed{cfg.seed}"
     reusable(out, cfg)
     return f"{trial.trial_id}-x{scale:g}-seed{seed}", TrialJob(
         cfg, out, stage0_cache=SweepDir(result.sweep_dir).stage0_cache, metric=result.metric, mode=result.mode,

@@ -44,11 +44,10 @@ class Fitted:
 
     def describe(self, nodes: list[Node]) -> str:
         """``1 CPU + 1 GPU per trial, up to 4 at once (1 node: 8 CPUs, 4 GPUs)``."""
-        limit = self.max_concurrent
         cpus = sum(n.cpus for n in nodes)
         gpus = sum(n.gpus for n in nodes)
         return (f"{_amount(self.cpus, 'CPU')} + {_amount(self.gpus, 'GPU')} per trial, up to "
-                f"{min(limit, self.slots)} at once ({len(nodes)} node{'s' if len(nodes) != 1 else ''}: "
+                f"{min(self.max_concurrent, self.slots)} at once ({len(nodes)} node{'s' if len(nodes) != 1 else ''}: "
                 f"{_amount(cpus, 'CPU')}, {_amount(gpus, 'GPU')})")
 
 

@@ -26,8 +26,8 @@ from ray import tune
 
 from simtune.results.sweepdir import SweepDir
 from simtune.rundir import read_json, write_json
-from simtune.search.plan.resources import AUTO, fit
-from simtune.sweep.cluster import check_shared_storage, cluster_nodes, init_ray
+from simtune.search.plan.resources import AUTO
+from simtune.sweep.cluster import check_shared_storage, fit_here, init_ray
 from simtune.sweep.mlflow_callback import result_metrics
 from simtune.sweep.trainable import TrialJob, run_trial
 from simtune.sweep.tuner import tune_started
@@ -49,7 +49,7 @@ class SeedJobs:
 def seeds_folder(sweep_dir: Path, names: list[str]) -> Path:
     """``<sweep>/retrain/tune-<hash>``: one Tune experiment per set of seed jobs."""
     digest = hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:12]
-    return SweepDir(sweep_dir).root / "retrain" / f"tune-{digest}"
+    return SweepDir(sweep_dir).retrain / f"tune-{digest}"
 
 
 def train_seeds(jobs: dict[str, TrialJob], run_ids: dict[str, str], *, sweep_dir: Path, tracking_uri: str,
@@ -71,11 +71,9 @@ def train_seeds(jobs: dict[str, TrialJob], run_ids: dict[str, str], *, sweep_dir
         init_ray(address)
     try:
         check_shared_storage(sweep_dir.parent, explicit=True)
-        nodes = cluster_nodes()
         resources = settings.get("resources", {})
-        fitted = fit(resources.get("cpus", AUTO), resources.get("gpus", AUTO), settings.get("max_concurrent", AUTO),
-                     nodes, [job.cfg for job in jobs.values()])
-        say(f"seeds: {fitted.describe(nodes)}")
+        fitted = fit_here(resources.get("cpus", AUTO), resources.get("gpus", AUTO), settings.get("max_concurrent", AUTO),
+                          [job.cfg for job in jobs.values()], say, "seeds")
         return run_jobs(jobs, folder, {"cpu": fitted.cpus, "gpu": fitted.gpus}, fitted.max_concurrent,
                         int(settings.get("max_failures", 2)), [SeedRunLogger(tracking_uri, folder / RUNS_FILE)])
     finally:
