@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -190,8 +191,6 @@ def two_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clust
 def mlflow_http_server(folder: Path) -> Iterator[str]:
     """``mlflow server`` over HTTP with its own backend (SQLite) and artifact store under ``folder``,
     one worker, on a free port; yields its address. Stopped with its process group."""
-    import requests
-
     from simtune.testing import stop_process_group
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -205,18 +204,46 @@ def mlflow_http_server(folder: Path) -> Iterator[str]:
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=folder)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (folder / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "mlflow server did not start within 120 s"
-            with contextlib.suppress(requests.exceptions.RequestException):
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.5)
+        wait_until_up(url, proc, timeout=120, log=folder / "server.log")
         yield url
     finally:
         stop_process_group(proc)
         log.close()
+
+
+@contextlib.contextmanager
+def mlflow_ui(uri: str) -> Iterator[str]:
+    """The ``mlflow ui`` line simtune prints for ``uri``, on a free port with one worker; yields its address."""
+    from simtune.testing import stop_process_group
+    from simtune.tracking import naming
+
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no background job workers
+    proc = subprocess.Popen([sys.executable, "-m", *shlex.split(naming.ui_command(uri, port)), "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url, proc)
+        yield url
+    finally:
+        stop_process_group(proc)
+
+
+def wait_until_up(url: str, proc: subprocess.Popen[Any], timeout: float = 90, log: Path | None = None) -> None:
+    """Until an MLflow server at ``url`` answers ``/health``; fails when ``proc`` exits or time runs out
+    (with the end of ``log``, where the server writes one)."""
+    import requests
+
+    said = lambda: "" if log is None else ":\n" + log.read_text(errors="replace")[-3000:]  # noqa: E731
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server exited with {proc.returncode}{said()}")
+        with contextlib.suppress(requests.exceptions.RequestException):
+            if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"mlflow server did not start within {timeout:g} s{said()}")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -5,21 +5,17 @@ its registered version."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shlex
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conftest import mlflow_ui
 from simtune.rundir import RunDir
 from simtune.testing import write_tiny_space
 from simtune.tracking import naming
@@ -43,37 +39,9 @@ def retrained(tiny_bench: tuple[Path, Path], tmp_path_factory: pytest.TempPathFa
     retrain = simtune("retrain", "--best", "--seeds", "2", cwd=tmp)
     assert retrain.returncode == 0, retrain.stderr[-3000:]
     uri = shlex.split(retrain.stdout.strip().splitlines()[-1])[3]
-    with mlflow_server(uri) as url:
+    with mlflow_ui(uri) as url:
         yield {"dir": tmp, "uri": uri, "api": f"{url}/api/2.0/mlflow", "sweep": sweep.stdout, "retrain": retrain.stdout}
 
-
-@contextlib.contextmanager
-def mlflow_server(uri: str) -> Iterator[str]:
-    """``mlflow ui`` as simtune prints it, on a free port; yields its address."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", *shlex.split(naming.ui_command(uri, port)), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        import requests
-
-        deadline = time.time() + 90
-        while True:
-            assert proc.poll() is None and time.time() < deadline, "mlflow ui did not start"
-            with contextlib.suppress(requests.exceptions.RequestException):
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)  # the server's own process group, started above
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def get(api: str, path: str, **params: Any) -> Any:

@@ -7,12 +7,9 @@ exercise Tune's own event loop, pickling and restore without training a network.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from conftest import free_port, mlflow_ui
 from simtune import config, schema
 from simtune.rundir import write_config
 from simtune.cli import main
@@ -31,20 +29,14 @@ from simtune.tracking.sweep import SweepTracker
 from simtune.sweep.mlflow_callback import trial_loggers
 from simtune.results.summary import Summary
 from simtune.results.sweepdir import resolve_sweep_dir
-from simtune.testing import SYNTHETIC_EXPERIMENT, stop_process_group, tiny_overrides
-from simtune.tracking.naming import command_name, ui_command
+from simtune.testing import SYNTHETIC_EXPERIMENT, tiny_overrides
+from simtune.tracking.naming import command_name
 from simtune.tracking.experiments import ensure_experiment
 from simtune.tracking.store import (connect, default_tracking_uri, log_json_artifact, search,
                                     sqlite_path)
 from simtune.tracking.system_metrics import start_system_metrics
 
 SPACE = "base: {base}\nparams:\n  stage1.lambda_ci: {{grid: [0.001, 0.01]}}\n"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def space_file(tmp_path: Path, stem: str = "space", base: Path | None = None) -> Path:
@@ -513,35 +505,6 @@ def mlflow_server(finished: SweepTracker) -> Iterator[str]:
         yield url
 
 
-@contextlib.contextmanager
-def mlflow_ui(uri: str) -> Iterator[str]:
-    """The ``mlflow ui`` line simtune prints for ``uri``, on a free port with one worker; yields its address."""
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no background job workers
-    proc = subprocess.Popen([sys.executable, "-m", *shlex.split(ui_command(uri, port)), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(url, proc)
-        yield url
-    finally:
-        stop_process_group(proc)
-
-
-def _wait_until_up(url: str, proc: subprocess.Popen[bytes]) -> None:
-    import requests
-
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {proc.returncode}")
-        try:
-            if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except requests.exceptions.RequestException:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError("mlflow server did not start within 90 s")
 
 
 @pytest.mark.slow
