@@ -33,8 +33,10 @@ test: install
 test-fast: install
 	$(PYTEST) -m "not slow"
 
+# Types (mypy) and lint (ruff check, configured in pyproject.toml).
 typecheck: install
 	$(BIN)/python -m mypy simtune scripts
+	$(BIN)/ruff check simtune scripts tests
 
 clean:
 	rm -rf $(VENV) runs sweeps

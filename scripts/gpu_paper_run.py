@@ -44,6 +44,7 @@ state torch was left in.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -263,10 +264,8 @@ def timed_run(report: Report, key: str, cfg: config.Config, run_dir: Path) -> di
         entry["torch_state_after"] = torch_state()
         run_json = run_dir / "run.json"
         if run_json.is_file():
-            try:
+            with contextlib.suppress(ValueError):
                 entry["run_json"] = json.loads(run_json.read_text())
-            except ValueError:
-                pass
         if on_cuda:
             entry["peak_gpu_allocated_gib"] = torch.cuda.max_memory_allocated() / GIB
             entry["peak_gpu_reserved_gib"] = torch.cuda.max_memory_reserved() / GIB
@@ -322,9 +321,11 @@ def main() -> int:
     parser.add_argument("--precision-iters", type=int, default=30, help="iterations of each bf16 / fp32 run (0 skips)")
     parser.add_argument("--deterministic-iters", type=int, default=30,
                         help="iterations of each runtime.deterministic=true run (0 skips)")
-    parser.add_argument("--workers", default="auto", help="data.num_workers: auto ((CPUs - 1) // 2 per loader) or an integer")
+    parser.add_argument("--workers", default="auto",
+                        help="data.num_workers: auto ((CPUs - 1) // 2 per loader) or an integer")
     parser.add_argument("--budget-s", type=float, default=0.0,
-                        help="skip the precision / deterministic runs that would end after this many seconds (0: no limit)")
+                        help="skip the precision / deterministic runs that would end after this many seconds "
+                             "(0: no limit)")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device (use --device cpu --size tiny for a dry run)")

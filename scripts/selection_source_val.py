@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.writer(handle)
         writer.writerow(["lambda_ci", "seed", KEY])
         writer.writerows([lam, seed, f"{miou:.4f}"] for lam, seed, miou in rows)
-    print(f"{len(rows)} runs x {args.count} held-out source images in {time.perf_counter() - start:.0f} s -> {args.out}")
+    elapsed = time.perf_counter() - start
+    print(f"{len(rows)} runs x {args.count} held-out source images in {elapsed:.0f} s -> {args.out}")
     return 0
 
 

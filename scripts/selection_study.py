@@ -10,8 +10,8 @@ weights only, so it enters configuration selection, not checkpoint selection). C
 are the ``lambda_ci`` values (0 = mode aa, no matching); the no-selection baseline is the
 default ``stage1.lambda_ci`` of ``experiments/synthetic.yaml`` (``--experiment``) at its last
 evaluation. ``--joint`` treats every (configuration, evaluation) as a candidate: selecting
-configuration and checkpoint at once against the same baseline. The statistics are ``simtune.selection.study``; the table is
-``simtune.selection.study_table.markdown``.
+configuration and checkpoint at once against the same baseline. The statistics are
+``simtune.selection.study``; the table is ``simtune.selection.study_table.markdown``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def grid_from_csv(evals: Path, source_val: Path | None, default_lambda: float) -
     for row in read_csv(evals):
         key = (label(float(row.pop("lambda_ci"))), int(row.pop("seed")))
         step = int(row.pop("step"))
-        runs.setdefault(key, []).append((step, {"step": float(step), **{k: float(v) for k, v in row.items() if v != ""}}))
+        metrics = {k: float(v) for k, v in row.items() if v != ""}
+        runs.setdefault(key, []).append((step, {"step": float(step), **metrics}))
     ordered = {key: [metrics for _, metrics in sorted(evaluations, key=lambda p: p[0])]
                for key, evaluations in runs.items()}
     if source_val is not None:
@@ -99,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     what = "(configuration, step) candidates, each one evaluation" if args.joint else "configurations"
     text = (f"Grid `{args.grid}`: {len(grid.configs)} {what} x {len(grid.seeds)} seeds; default "
-            f"(no selection) = {grid.default} from {args.experiment}.\n\n" + markdown(run_study(grid, resamples=args.resamples)))
+            f"(no selection) = {grid.default} from {args.experiment}.\n\n"
+            + markdown(run_study(grid, resamples=args.resamples)))
     print(text)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

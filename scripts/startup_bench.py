@@ -21,6 +21,8 @@ Prints one line per size and the ratios; medians over ``--repeats``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import os
 import statistics
 import tempfile
@@ -78,10 +80,8 @@ def gta5_folder(root: Path, count: int, rng: np.random.Generator) -> Path:
 
 def timed(action: object) -> float:
     start = time.perf_counter()
-    try:
+    with contextlib.suppress(FirstIteration):
         action()  # type: ignore[operator]
-    except FirstIteration:
-        pass
     return time.perf_counter() - start
 
 
@@ -96,8 +96,8 @@ def measure(source: Path, target: Path, work: Path, repeats: int) -> dict[str, f
             record.unlink()
         first.append(timed(lambda: datasets_from_config(cfg)))
         recorded.append(timed(lambda: datasets_from_config(cfg)))
-        trial.append(timed(lambda: run_pipeline(cfg, work / f"run{repeat}", callbacks=[StopAtFirstEval()],
-                                                check_files=FILES_OPENED)))
+        trial.append(timed(functools.partial(run_pipeline, cfg, work / f"run{repeat}", callbacks=[StopAtFirstEval()],
+                                             check_files=FILES_OPENED)))
     return {"trial_s": statistics.median(trial), "first_check_s": statistics.median(first),
             "recorded_check_s": statistics.median(recorded)}
 
@@ -121,8 +121,8 @@ def main() -> None:
             rows[size] = measure(source, target, folder / f"work_{size}", args.repeats)
             r = rows[size]
             print(f"{size:6d} source images: trial start to first iteration {r['trial_s']:6.2f} s | "
-                  f"first check (decode all) {r['first_check_s']:7.2f} s | recorded check {r['recorded_check_s']:5.2f} s",
-                  flush=True)
+                  f"first check (decode all) {r['first_check_s']:7.2f} s | "
+                  f"recorded check {r['recorded_check_s']:5.2f} s", flush=True)
     small, large = rows[sizes[0]], rows[sizes[-1]]
     print(f"ratio {sizes[-1]} / {sizes[0]}: trial start {large['trial_s'] / small['trial_s']:.2f}, "
           f"first check {large['first_check_s'] / small['first_check_s']:.2f}, "

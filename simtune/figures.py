@@ -99,8 +99,8 @@ def prediction_samples(run_dir: Path, count: int = 3) -> Figure | None:
     shown: set[int] = set()
     for row, (rgb, truth, predictions) in zip(axes, rows):
         panels = [rgb, colorize(truth), *(colorize(p) for p in predictions.values())]
-        shown.update(int(c) for c in np.unique(np.concatenate([truth.ravel(), *(p.ravel() for p in predictions.values())]))
-                     if c < len(CLASS_NAMES))
+        present = np.unique(np.concatenate([truth.ravel(), *(p.ravel() for p in predictions.values())]))
+        shown.update(int(c) for c in present if c < len(CLASS_NAMES))
         for ax, panel, name in zip(row, panels, columns):
             ax.imshow(panel)
             ax.set_axis_off()

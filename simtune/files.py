@@ -100,7 +100,8 @@ def try_lock(path: Path) -> TextIO | None:
         OSError: the lock file cannot be created or opened.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+")
+    # Not a ``with`` block: the handle is the lock, held by the caller until ``unlock``.
+    handle = open(path, "a+")  # noqa: SIM115
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -62,10 +62,8 @@ def free_port() -> int:
 
 def kill_group(process: subprocess.Popen[Any], sig: int = signal.SIGKILL) -> None:
     """Signal the process group this test started (the process was made its leader)."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 @dataclass
@@ -197,18 +195,17 @@ def mlflow_http_server(folder: Path) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    log = open(folder / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
-                             "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=folder)
+    with open(folder / "server.log", "w") as log:  # the server keeps its own copy of the descriptor
+        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                                 "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+                                 "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"],
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=folder)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url, proc, timeout=120, log=folder / "server.log")
         yield url
     finally:
         stop_process_group(proc)
-        log.close()
 
 
 @contextlib.contextmanager

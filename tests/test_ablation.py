@@ -155,7 +155,7 @@ def test_pool_refuses_bad_folders(tmp_path: Path, capsys: pytest.CaptureFixture[
     a, b = fake_record(tmp_path / "a", [0, 1, 2]), tmp_path / "b"
     others = {"shared seed": lambda: [str(fake_record(b, [2, 3]))],
               "other settings": lambda: [str(fake_record(b, [3, 4], **{"stage1.iters": 300}))],
-              "one folder": lambda: [], "run option": lambda: [str(fake_record(b, [3])), "--seeds", "3"],
+              "one folder": list, "run option": lambda: [str(fake_record(b, [3])), "--seeds", "3"],
               "no record": lambda: [str(tmp_path)], "same folder twice": lambda: [str(a)]}
     out = tmp_path / "pooled"
     assert main(["ablation", "--pool", str(a), *others[case](), "--out", str(out)]) == 2

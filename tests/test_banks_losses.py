@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -196,9 +196,9 @@ class NaiveSim:
     def __init__(self, stuff: tuple[int, ...], things: tuple[int, ...], w: int, z: int, t: int,
                  channel_mean: bool, skip: bool, classify: Callable[[Tensor], Tensor] | None = None) -> None:
         self.stuff, self.things, self.z, self.t = stuff, things, z, t
-        self.cap = {c: w for c in stuff} | {c: z * w for c in things}
+        self.cap = dict.fromkeys(stuff, w) | dict.fromkeys(things, z * w)
         self.bank: dict[int, dict[int, Tensor]] = {c: {} for c in stuff + things}
-        self.count = {c: 0 for c in stuff + things}
+        self.count = dict.fromkeys(stuff + things, 0)
         self.channel_mean, self.skip, self.classify = channel_mean, skip, classify
 
     def push(self, cls: int, v: Tensor) -> None:

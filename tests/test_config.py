@@ -22,7 +22,8 @@ REQUIRED_KEYS = [
 
 def test_defaults_are_the_papers_gta5_setting() -> None:
     cfg = schema.Config()
-    assert (cfg.stage1.lr, cfg.stage1.momentum, cfg.stage1.weight_decay, cfg.stage1.poly_power) == (2.5e-4, 0.9, 5e-4, 0.9)
+    stage1 = cfg.stage1
+    assert (stage1.lr, stage1.momentum, stage1.weight_decay, stage1.poly_power) == (2.5e-4, 0.9, 5e-4, 0.9)
     assert cfg.stage1.head_lr_mult == 10.0
     assert (cfg.discriminator.lr, cfg.discriminator.betas) == (1e-4, (0.9, 0.99))
     assert (cfg.stage1.lambda_ci, cfg.stage1.bank_size, cfg.sim.instances_per_image) == (0.01, 50, 10)

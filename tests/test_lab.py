@@ -72,9 +72,9 @@ def test_sweep_retrain_report_all_land_on_the_tracking_server(tmp_path: Path, ti
 
 def _worker_node_id(cluster: Cluster) -> str:
     """The NodeID of the cluster's non-head node, as its trials record it (``run.json`` placement)."""
-    code = ("import ray; ray.init(address='%s', logging_level='ERROR'); "
+    code = (f"import ray; ray.init(address='{cluster.address}', logging_level='ERROR'); "
             "print([n['NodeID'] for n in ray.nodes() if n['Alive'] and "
-            "'node:__internal_head__' not in n['Resources']][0])" % cluster.address)
+            "'node:__internal_head__' not in n['Resources']][0])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=cluster.env)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout.strip().splitlines()[-1]
@@ -173,8 +173,8 @@ def test_a_retrain_killed_mid_seed_continues_from_the_checkpoints(small_sweep: P
     command = [sys.executable, "-m", "simtune.cli", "retrain", "--best", "--name", "small", "--seeds", "1",
                "--seeds-from", "7"]
     with open(small_sweep / "retrain.log", "w") as log:
-        driver = subprocess.Popen(command, cwd=small_sweep, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                  env={**os.environ, FAULT_ENV: "pause_once_at=2"})
+        driver = subprocess.Popen(command, cwd=small_sweep, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True, env={**os.environ, FAULT_ENV: "pause_once_at=2"})
         deadline = time.monotonic() + 300
         while not any((run / ".fault-paused").is_file() for run in _seed_dirs(small_sweep) if run.name == "seed7"):
             assert driver.poll() is None and time.monotonic() < deadline, (small_sweep / "retrain.log").read_text()

@@ -370,7 +370,8 @@ def test_each_trial_is_a_child_run_with_params_metric_history_and_artifacts(fini
     assert ok.info.run_name == f"λ_ci=0.001 · {trial_id.rsplit('_', 1)[-1]}"  # what it tried, which trial
     assert ok.data.params["stage1.bank_size"] == "50"  # the full resolved config, not just the sampled key
     note = ok.data.tags["mlflow.note.content"]
-    assert "`stage1.lambda_ci`: 0.01 → 0.001" in note and f"runs/{finished.parent_run_id}?workflowType=machine_learning)" in note
+    assert "`stage1.lambda_ci`: 0.01 → 0.001" in note
+    assert f"runs/{finished.parent_run_id}?workflowType=machine_learning)" in note
     assert ok.data.tags["mlflow.user"] and ok.data.tags["mlflow.source.name"]
     history = client.get_metric_history(ok.info.run_id, "val/miou")
     assert [m.step for m in history] == [2, 4, 6, 8, 10]  # step = the reported global iteration

@@ -63,8 +63,8 @@ class VariantTimes:
 
 
 def interleave(variants: Mapping[str, Step], *, steps: int, repeats: int, warmup: int,
-               device: torch.device, clock: str = "wall", on_block: Callable[[str, int, list[float]], None] | None = None
-               ) -> dict[str, VariantTimes]:
+               device: torch.device, clock: str = "wall",
+               on_block: Callable[[str, int, list[float]], None] | None = None) -> dict[str, VariantTimes]:
     """Warm every variant up, then time ``repeats`` rounds of ``steps`` steps of each, round-robin.
 
     The order of the variants rotates by one each round, so no variant always runs first

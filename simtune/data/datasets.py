@@ -9,7 +9,7 @@ a part for reporting (lindau + munster); see ``simtune.data.splits``.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -205,7 +205,7 @@ def _read_synthia_label(path: Path) -> np.ndarray:
     return np.ascontiguousarray(raw[:, :, 2])
 
 
-@lru_cache(maxsize=None)
+@cache
 def _train_id_table(dataset: str) -> np.ndarray:
     return lookup_table(dataset_spec(dataset).id_to_train)
 

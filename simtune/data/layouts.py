@@ -63,7 +63,8 @@ SPECS: dict[str, DatasetSpec] = {
     "gta5": DatasetSpec("images", "labels", False, CITYSCAPES_ID_TO_TRAIN, CITYSCAPES_LABEL_IDS, "Cityscapes"),
     "synthia": DatasetSpec("RGB", "GT/LABELS", False, SYNTHIA_ID_TO_TRAIN, SYNTHIA_LABEL_IDS,
                            "SYNTHIA", sixteen_bit_labels=True),
-    "cityscapes": DatasetSpec("leftImg8bit", "gtFine", True, CITYSCAPES_ID_TO_TRAIN, CITYSCAPES_LABEL_IDS, "Cityscapes"),
+    "cityscapes": DatasetSpec("leftImg8bit", "gtFine", True, CITYSCAPES_ID_TO_TRAIN, CITYSCAPES_LABEL_IDS,
+                              "Cityscapes"),
 }
 
 

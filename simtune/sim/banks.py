@@ -6,7 +6,8 @@ live on the host, so knowing how full a bank is never waits on the device.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -8,7 +8,8 @@ never holds a (regions x slots x channels) buffer.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch

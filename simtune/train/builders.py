@@ -92,7 +92,7 @@ def build_nets(cfg: Config, device: torch.device) -> tuple[Nets, str]:
     seed_everything(cfg.seed)
     m = cfg.model
     seg = segmenter_from_config(m)
-    report = "initial weights: random (seed %d)" % cfg.seed
+    report = f"initial weights: random (seed {cfg.seed})"
     if m.init_weights:
         report = load_init_weights(seg, Path(m.init_weights)).summary()
     d_width = cfg.discriminator.width

@@ -171,7 +171,8 @@ def make_pseudo_labels(segmenter: torch.nn.Module, dataset: Dataset[Any], rule: 
         prior: (K, H, W) spatial prior (``source_prior``) for CBST-SP; needs ``rule.method`` cbst.
         loading: worker processes and pinned memory of the passes over ``dataset``.
     """
-    num_classes = int(getattr(segmenter, "num_classes"))
+    # getattr: nn.Module types a plain attribute as Tensor | Module
+    num_classes = int(getattr(segmenter, "num_classes"))  # noqa: B009
     if (pred_dir / "histogram.npy").is_file():
         hist = ConfidenceHistogram.from_counts(torch.as_tensor(np.load(pred_dir / "histogram.npy")))
     else:

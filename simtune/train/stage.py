@@ -179,7 +179,8 @@ def _batches(plan: StagePlan, device: torch.device, start: int):  # type: ignore
     return zip(seg, trg)
 
 
-def _step(run: StageRun, batch: tuple[dict[str, Any], dict[str, Any] | None], autocast: bool) -> dict[str, torch.Tensor]:
+def _step(run: StageRun, batch: tuple[dict[str, Any], dict[str, Any] | None],
+          autocast: bool) -> dict[str, torch.Tensor]:
     seg, trg = batch
     return adaptation_step(
         run.nets, run.optimizers, run.plan.weights,

@@ -4,8 +4,9 @@ Stage 0 (the source-only warm start) is keyed by ``stage0_key``: every run and t
 stage-0 settings and seed match (a whole lambda_ci x w sweep, every row of an ablation seed)
 trains it once. Stage 1 is keyed by ``stage1_key``: trials whose stage-1 settings and seed are
 identical (a thresholds or stage-2 sweep) pay for stage 1 once. The first run computes the
-entry while holding the key's lock, the others wait for the lock and then copy the result. Entries are published by an atomic rename, so a
-reader never sees half an entry, and a crashed producer leaves only a stale temp dir.
+entry while holding the key's lock, the others wait for the lock and then copy the result. Entries are
+published by an atomic rename, so a reader never sees half an entry, and a crashed producer leaves only a
+stale temp dir.
 """
 
 from __future__ import annotations

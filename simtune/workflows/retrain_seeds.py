@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from simtune.errors import ConfigError
-from simtune.schema import Config
+from simtune.schema import Config, StageConfig
 
 from simtune import config
 from simtune.results.sweepdir import SweepDir
@@ -46,12 +46,11 @@ def scale_iters(cfg: Config, scale: float) -> Config:
     def times(n: int) -> int:
         return max(1, round(n * scale))
 
-    return dataclasses.replace(
-        cfg,
-        stage1=dataclasses.replace(cfg.stage1, iters=times(cfg.stage1.iters), schedule_iters=times(cfg.stage1.schedule_iters)),
-        stage2=dataclasses.replace(cfg.stage2, iters=times(cfg.stage2.iters), schedule_iters=times(cfg.stage2.schedule_iters)),
-        eval=dataclasses.replace(cfg.eval, every=times(cfg.eval.every)),
-    )
+    def stage(settings: StageConfig) -> StageConfig:
+        return dataclasses.replace(settings, iters=times(settings.iters), schedule_iters=times(settings.schedule_iters))
+
+    return dataclasses.replace(cfg, stage1=stage(cfg.stage1), stage2=stage(cfg.stage2),
+                               eval=dataclasses.replace(cfg.eval, every=times(cfg.eval.every)))
 
 
 def train_seeds_of(client: Any, result: Any, scale: float, address: str | None,

@@ -72,8 +72,8 @@ def train_seeds(jobs: dict[str, TrialJob], run_ids: dict[str, str], *, sweep_dir
     try:
         check_shared_storage(sweep_dir.parent, explicit=True)
         resources = settings.get("resources", {})
-        fitted = fit_here(resources.get("cpus", AUTO), resources.get("gpus", AUTO), settings.get("max_concurrent", AUTO),
-                          [job.cfg for job in jobs.values()], say, "seeds")
+        fitted = fit_here(resources.get("cpus", AUTO), resources.get("gpus", AUTO),
+                          settings.get("max_concurrent", AUTO), [job.cfg for job in jobs.values()], say, "seeds")
         return run_jobs(jobs, folder, {"cpu": fitted.cpus, "gpu": fitted.gpus}, fitted.max_concurrent,
                         int(settings.get("max_failures", 2)), [SeedRunLogger(tracking_uri, folder / RUNS_FILE)])
     finally:
