@@ -40,7 +40,7 @@ def test_a_stage1_grid_shares_stage_0_only(tmp_path: Path, tiny_bench: tuple[Pat
 
 def test_racing_gives_ranges_and_the_cli_prints_the_line(tmp_path: Path, tiny_bench: tuple[Path, Path]) -> None:
     path = _space(tmp_path, tiny_bench, {"pseudo_label.quantile": {"grid": [0.3, 0.5, 0.7]}},
-                  racing={"min_replicates": 2, "max_replicates": 4})
+                  racing={"first_test": 2, "max_replicates": 4})
     proc = subprocess.run([sys.executable, "-m", "simtune.cli", "validate", str(path), "--cost", "--config-only"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -28,7 +28,7 @@ def paired_table(means: dict[str, float], seeds: int, noise: float = 0.3, seed: 
 
 def test_a_clearly_worse_configuration_is_eliminated_early_and_the_others_race_on() -> None:
     table = paired_table({"a": 30.0, "b": 30.0, "bad": 25.0}, seeds=10, noise=0.1)
-    racing = Racing(min_replicates=2, max_replicates=10)
+    racing = Racing(first_test=2, max_replicates=10)
     assert decide(table, ["a", "b", "bad"], 1, racing).survivors == ("a", "b", "bad")  # no test before min
     step = decide(table, ["a", "b", "bad"], 2, racing)
     (gone,) = step.eliminated
@@ -42,20 +42,20 @@ def test_a_clearly_worse_configuration_is_eliminated_early_and_the_others_race_o
 
 def test_a_failed_replicate_leaves_the_race_at_once() -> None:
     table: dict[str, list[float | None]] = {"a": [30.0, 31.0, 30.5], "b": [29.0, None, 30.0]}
-    step = decide(table, ["a", "b"], 2, Racing(min_replicates=3, max_replicates=5))
+    step = decide(table, ["a", "b"], 2, Racing(first_test=3, max_replicates=5))
     assert step.survivors == ("a",) and step.eliminated[0].reason == "failed"
     assert step.finished and step.why == "one survivor"
 
 
 def test_identical_configurations_race_to_max_replicates() -> None:
     table = paired_table({c: 30.0 for c in "abcd"}, seeds=6, seed=3)
-    outcome = replay(table, Racing(min_replicates=2, max_replicates=6))
+    outcome = replay(table, Racing(first_test=2, max_replicates=6))
     assert outcome.rounds == 6 and outcome.trials <= 24
 
 
 def test_min_mode_eliminates_the_larger_values() -> None:
     table = paired_table({"low": 1.0, "high": 6.0}, seeds=5)
-    step = decide(table, ["low", "high"], 3, Racing(min_replicates=3, max_replicates=5), mode="min")
+    step = decide(table, ["low", "high"], 3, Racing(first_test=3, max_replicates=5), mode="min")
     assert step.survivors == ("low",) and step.eliminated[0].config == "high"
 
 
@@ -68,8 +68,8 @@ def test_an_indifference_zone_stops_paying_for_differences_too_small_to_matter()
     """Four configurations 0.1 apart: without δ they race to max_replicates; with δ = 1 metric
     unit the ones that cannot gain 1 over the leader leave early, and the winner is one of them."""
     table = paired_table({"a": 30.0, "b": 30.1, "c": 30.2, "d": 30.3}, seeds=10, noise=0.2, seed=1)
-    plain = replay(table, Racing(min_replicates=2, max_replicates=10))
-    zoned = replay(table, Racing(min_replicates=2, max_replicates=10, min_difference=1.0))
+    plain = replay(table, Racing(first_test=2, max_replicates=10))
+    zoned = replay(table, Racing(first_test=2, max_replicates=10, min_difference=1.0))
     assert plain.rounds == 10 and zoned.rounds < 10 and zoned.trials < plain.trials / 2
     assert {e.reason for e in zoned.eliminated} == {"no gain of δ"} and zoned.winner in table
     big = paired_table({"a": 30.0, "bad": 25.0}, seeds=4, noise=0.1)
@@ -82,7 +82,7 @@ def test_an_indifference_zone_stops_paying_for_differences_too_small_to_matter()
 
 def optuna_space(tmp_path: Path, **racing: Any) -> SearchSpace:
     body = {"base": str(SYNTHETIC_EXPERIMENT), "search": {"algorithm": "optuna", "seed": 0}, "num_samples": 5,
-            "racing": {"min_replicates": 2, "max_replicates": 4, "batch": 2, **racing},
+            "racing": {"first_test": 2, "max_replicates": 4, "batch": 2, **racing},
             "params": {"stage1.lambda_ci": {"choice": [0.001, 0.01, 0.1, 0.3, 1.0, 3.0]}}}
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(body))
     return load_space(tmp_path / "space.yaml")
@@ -147,3 +147,62 @@ def test_racing_batch_is_for_optuna_only(tmp_path: Path) -> None:
         load_space(tmp_path / "space.yaml")
     with pytest.raises(SearchSpaceError, match="racing.min_difference must be a number >= 0"):
         optuna_space(tmp_path, min_difference=-1)
+
+
+def test_an_elite_is_not_eliminated_before_the_newcomers_have_its_seeds() -> None:
+    """irace's rule: the survivors of an earlier race keep their place until the newcomers have run as
+    many seeds, however the first seeds of the new race look."""
+    from simtune.search.racing import Race
+
+    elite = [20.0, 20.5, 26.0, 26.2, 25.9]  # bad on seeds 0 and 1, good afterwards
+    new1, new2 = [24.0, 24.6, 24.2, 24.5, 23.9], [24.3, 24.1, 24.4, 24.0, 24.6]  # level with each other
+    racing = Racing(first_test=2, max_replicates=6)
+    race = Race(racing, "max", ["elite", "new1", "new2"], carried={"elite": elite})
+    for n in range(2):
+        race.record({"new1": new1[n], "new2": new2[n]})
+        step = race.decide()
+    assert "elite" in step.survivors  # 4 points behind on seeds 0 and 1, yet still racing
+    assert decide(race.table, ["elite", "new1", "new2"], 2, racing).eliminated[0].config == "elite"  # unprotected
+    race.record({"new1": new1[2], "new2": new2[2]})
+    race.decide()
+    assert race.pending() == ["new1", "new2"]  # the elite runs none of the seeds it has
+    for n in (3, 4):
+        race.record({"new1": new1[n], "new2": new2[n]})
+        race.decide()
+    assert race.n == 5 and "elite" in race.survivors  # once level, tested like everyone
+
+
+def test_optuna_is_told_seed_adjusted_estimates_and_retold_as_seeds_arrive(tmp_path: Path) -> None:
+    from simtune.search.races import OptunaProposals
+
+    proposals = OptunaProposals(optuna_space(tmp_path))
+    first = proposals.propose()
+    a, b = (config_key(c) for c in first)
+    proposals.tell(a, [30.0, 30.0, 20.0, 20.0])  # ran four seeds: two lucky (+5), two unlucky (-5)
+    proposals.tell(b, [29.0, 29.0])  # eliminated after the lucky two: 1 below a on each
+    told = proposals.told()
+    assert told[b] == pytest.approx(24.0) and told[a] == pytest.approx(25.0)  # not 29 vs 25
+    proposals.tell(a, [30.0, 30.0, 20.0, 20.0, 27.0])  # a seed arrives for a: every estimate moves
+    assert proposals.told()[b] == pytest.approx(np.mean([30, 30, 20, 20, 27]) - 1.0)
+    study = proposals._study()
+    assert sorted(t.value for t in study.trials) == sorted(proposals.told().values())
+    assert {t.user_attrs["n_seeds"] for t in study.trials} == {2, 5}
+    proposals.tell(a, [30.0, None])  # a failed seed: the worst value
+    assert proposals.told()[a] == -np.inf
+
+
+def test_configurations_on_unlike_seeds_rank_by_their_seed_adjusted_estimates() -> None:
+    from simtune.results.ranking import ConfigResult, Replicate, Standing, rank_configs
+
+    def config(value: float, seeds: dict[int, float], completed: bool) -> ConfigResult:
+        reps = tuple(Replicate(f"t{value}-{s}", s, Standing(v, True), {"val/miou": v}) for s, v in seeds.items())
+        return ConfigResult({"stage1.lambda_ci": value}, reps, tuple(r.trial_id for r in reps), completed)
+
+    effects = [4.0, 4.0, -2.0, -2.0, -4.0]
+    winner = config(0.1, {s: 23.0 + e for s, e in enumerate(effects)}, True)
+    beaten_late = config(0.01, {s: 22.5 + e for s, e in enumerate(effects[:4])}, False)  # left after 4 seeds
+    beaten_early = config(1.0, {s: 21.0 + e for s, e in enumerate(effects[:2])}, False)  # left after 2 lucky seeds
+    ranked = rank_configs([beaten_early, winner, beaten_late], "val/miou")
+    assert [c.params["stage1.lambda_ci"] for c in ranked] == [0.1, 0.01, 1.0]  # raw means: 1.0 before 0.01
+    assert ranked[2].estimate is not None and ranked[2].estimate.value == pytest.approx(21.0)  # its truth: the effects sum to 0
+    assert ranked[0].estimate is not None and ranked[0].estimate.value == pytest.approx(winner.spread("val/miou").mean)

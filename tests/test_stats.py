@@ -234,6 +234,7 @@ def test_surface_line_wording_and_two_configurations() -> None:
     table = {"a": [1.0, 2.0, 3.0], "b": [2.0, None, 1.0], "c": [3.0, 1.0, 2.0], "d": [0.0, 3.0, 2.5]}
     result = stats.surface_test(table)
     assert (result.test, result.n_configs, result.n_seeds) == ("Friedman", 3, 3)
+    assert result.left_out == ("b",)  # named, so a report can say what it left out
     assert stats.surface_line(result).startswith("no configuration differs beyond seed noise (Friedman chi2 = ")
     # Two seeds of three configurations can never reach p < 0.05, and the line says so.
     tiny = stats.surface_test({"a": [1.0, 2.0], "b": [2.0, 3.0], "c": [3.0, 4.0]})
@@ -252,3 +253,70 @@ def test_margin_p_value_is_the_paired_test_at_zero_and_shrinks_as_the_margin_gro
     ps = [margin_p_value(a, b, m) for m in (0.0, 0.5, 1.0, 2.0)]
     assert all(p is not None for p in ps) and ps == sorted(ps, reverse=True) and ps[-1] < 0.01
     assert margin_p_value(a, a, 0.5) == 0.0 and margin_p_value(a, a) == 1.0  # identical: no gain possible
+
+
+# ----------------------------------------------------------------------------- seed-adjusted estimates
+
+
+def _additive_table(rng: np.random.Generator, means: dict[str, float], seeds: int) -> dict[str, dict[int, float]]:
+    effects = rng.normal(0.0, 2.0, seeds)
+    return {c: {s: m + effects[s] + rng.normal(0.0, 0.5) for s in range(seeds)} for c, m in means.items()}
+
+
+def test_on_a_complete_table_the_estimate_is_the_raw_mean() -> None:
+    table = _additive_table(np.random.default_rng(1), {"a": 20.0, "b": 21.0, "c": 22.0}, 6)
+    fit = stats.fit_additive(table)
+    for c, by_seed in table.items():
+        assert fit.estimates[c].value == pytest.approx(np.mean(list(by_seed.values())))
+        assert fit.estimates[c].adjusted and fit.estimates[c].n == 6
+    assert fit.df == 18 - 3 - 6 + 1 and sum(fit.seed_effects.values()) == pytest.approx(0.0, abs=1e-9)
+    # equal designs, equal errors: sigma * sqrt(1/S) for a complete table
+    assert fit.estimates["a"].se == pytest.approx(fit.residual_sd / math.sqrt(6))
+
+
+def test_a_configuration_on_lucky_seeds_is_not_ranked_above_a_better_one() -> None:
+    """Seed 0 and 1 are 4 points better for everyone: a worse configuration that ran only them has the
+    higher raw mean, but not the higher seed-adjusted estimate."""
+    effects = [4.0, 4.0, -1.0, -1.0, -2.0, -4.0]
+    good = {s: 22.0 + e + 0.1 * (-1) ** s for s, e in enumerate(effects)}
+    other = {s: 21.5 + e - 0.1 * (-1) ** s for s, e in enumerate(effects)}
+    lucky = {s: 21.0 + effects[s] for s in (0, 1)}  # 1 point worse than good, 2 seeds
+    fit = stats.fit_additive({"good": good, "other": other, "lucky": lucky})
+    assert np.mean(list(lucky.values())) > np.mean(list(good.values()))  # raw means mislead
+    assert fit.estimates["lucky"].value < fit.estimates["good"].value
+    assert fit.estimates["good"].value - fit.estimates["lucky"].value == pytest.approx(1.0, abs=0.15)
+    assert fit.estimates["lucky"].se > fit.estimates["good"].se  # two seeds know less than six
+
+
+def test_unknown_noise_and_disconnected_configurations() -> None:
+    one_seed = stats.fit_additive({"a": {0: 1.0}, "b": {0: 2.0}})
+    assert one_seed.df == 0 and one_seed.estimates["a"].se is None and one_seed.residual_sd is None
+    apart = stats.fit_additive({"a": {0: 1.0, 1: 3.0}, "b": {0: 2.0, 1: 3.0}, "c": {7: 9.0}, "d": {}})
+    assert not apart.estimates["c"].adjusted and apart.estimates["c"].value == 9.0  # no shared seed
+    assert "d" not in apart.estimates and apart.estimates["a"].adjusted
+
+
+# ----------------------------------------------------------------------------- sweep estimate vs confirmation
+
+
+def test_unpaired_difference_is_welchs_interval() -> None:
+    from scipy import stats as scipy_stats
+
+    a, b = [24.1, 25.3, 23.9], [22.0, 23.5, 22.8, 23.9]
+    diff = stats.unpaired_difference(stats.spread(a), stats.spread(b))
+    low, high = scipy_stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert (diff.low, diff.high) == (pytest.approx(low), pytest.approx(high))
+    assert stats.unpaired_difference(stats.spread([1.0]), stats.spread(b)).half_width is None
+
+
+def test_a_shortfall_is_called_beyond_noise_rarely_when_there_is_none() -> None:
+    """A configuration that was not selected, K = 3 sweep seeds against 3 fresh ones (seed sd 2.06,
+    residual 0.79 as on the recorded grid): "lower beyond noise" is a one-sided 2.5% error. 4,000 draws
+    have a Monte-Carlo sd of 0.25 points, so 3.5% is 4 sd of slack; the unqualified "any shortfall"
+    rule the line replaced fires about half of the time."""
+    rng = np.random.default_rng(7)
+    sd = math.hypot(2.06, 0.79)
+    draws = [(rng.normal(22.0, sd, 3), rng.normal(22.0, sd, 3)) for _ in range(4000)]
+    called = [stats.unpaired_difference(stats.spread(list(s)), stats.spread(list(f))) for s, f in draws]
+    assert np.mean([d.beyond_noise is True and d.mean > 0 for d in called]) <= 0.035
+    assert np.mean([d.mean > 0 for d in called]) > 0.45

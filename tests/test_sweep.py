@@ -231,7 +231,7 @@ def test_sweep_on_a_two_node_cluster(tmp_path: Path, tiny_bench: tuple[Path, Pat
 
     # A race (two rounds of Tune experiments driven from one process) on the cluster.
     raced = write_space(tmp_path / "race", tiny_bench, {"pseudo_label.quantile": {"grid": [0.3, 0.6]}},
-                        racing={"min_replicates": 2, "max_replicates": 2})
+                        racing={"first_test": 2, "max_replicates": 2})
     run_sweep(raced, tmp_path / "shared", "cluster", "--address", cluster.address, env=cluster.env)
     summary = summary_of(tmp_path / "shared" / "cluster")
     assert summary["counts"]["finished"] == 4 and [c["seeds"] for c in summary["configs"]] == [[0, 1], [0, 1]]

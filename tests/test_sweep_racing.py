@@ -21,7 +21,7 @@ from simtune.testing import write_tiny_space as write_space
 from conftest import kill_group
 from test_sweep import run_sweep, summary_of, sweep_command
 
-RACING = {"min_replicates": 2, "max_replicates": 3}
+RACING = {"first_test": 2, "max_replicates": 3}
 
 
 def race_record(sweep_dir: Path) -> dict[str, Any]:
@@ -52,8 +52,10 @@ def test_a_failing_configuration_leaves_the_race_and_the_others_race_on(tmp_path
 
 def test_racing_settings_are_validated_before_anything_runs(tmp_path: Path, tiny_bench: tuple[Path, Path],
                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    bad = [({"racing": {"min_replicates": 1}}, "racing.min_replicates' must be an integer >= 2"),
+    bad = [({"racing": {"first_test": 1}}, "racing.first_test' must be an integer >= 2"),
            ({"racing": {"max_replicates": 1}}, "racing.max_replicates' must be an integer >= 2"),
+           ({"racing": {"max_replicates": 3}}, "racing.max_replicates (3) must be >= racing.first_test (5, its default)"),
+           ({"racing": {"min_replicates": 2}}, "racing.min_replicates is now racing.first_test"),
            ({"racing": {"confidnce": 0.9}}, "unknown key 'racing.confidnce'"),
            ({"racing": {}, "replicates": 3}, "remove 'replicates'"),
            ({"racing": {"batch": 1}, "search": {"algorithm": "optuna"}}, "'racing.batch' must be an integer >= 2"),
@@ -76,7 +78,7 @@ def test_killed_optuna_racing_driver_resumes_without_rerunning_finished_trials(
     round's Tuner and Tune's first save: that round is started afresh."""
     space = write_space(tmp_path, tiny_bench, {"stage1.lambda_ci": {"choice": [0.01, 0.02, 0.03]}},
                         max_concurrent=1, search={"algorithm": "optuna", "seed": 0}, num_samples=3,
-                        racing={"min_replicates": 2, "max_replicates": 2, "batch": 2})
+                        racing={"first_test": 2, "max_replicates": 2, "batch": 2})
     storage, sweep_dir = tmp_path / "sweeps", tmp_path / "sweeps" / "killed"
     driver = subprocess.Popen(sweep_command(space, storage, "killed"), cwd=tmp_path, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -138,16 +138,22 @@ def _config_table(summary: Summary) -> list[str]:
     scores = list(dict.fromkeys([metric, ORACLE, "report/miou"]))
     racing = SweepDir(Path(summary.sweep_dir)).race.is_file()
     rungs = any(c.stopped_at is not None for c in ranked[:TOP])
-    rows = [["rank", *params, *(f"{m} (oracle)" if m == ORACLE and m != metric else m for m in scores), "n",
-             *(["race"] if racing else []), *(["stopped at"] if rungs else []), "trials"]]
+    unlike = len({tuple(c.seeds) for c in ranked}) > 1  # raw means over different seeds: show the adjusted one
+    rows = [["rank", *params, *(f"{m} (oracle)" if m == ORACLE and m != metric else m for m in scores),
+             *([f"{metric} seed-adjusted"] if unlike else []), "n", *(["race"] if racing else []),
+             *(["stopped at"] if rungs else []), "trials"]]
     for c in ranked[:TOP]:
         cells = [format_spread(_selection_spread(c) if m == metric else c.spreads.get(m)) for m in scores]
+        cells += [_estimate_cell(c)] if unlike else []
         race = [_race_cell(c)] if racing else []
         stopped = [f"{c.stopped_at:g}" if c.stopped_at is not None else ""] if rungs else []
         mark = "" if c.trained_to_end or c.eliminated_after is not None else "*"
         rows.append([str(c.rank) + mark, *(_num(c.params[p]) for p in params), *cells, str(c.n), *race, *stopped,
                      ", ".join(c.trial_ids)])
     lines = [text_table(rows, rule=False), "(mean ± std over each configuration's replicates, n of them)"]
+    if unlike:
+        lines.append("(configurations ran different seeds: they rank by the seed-adjusted estimate ± its standard "
+                     "error, the mean with each seed's effect removed; docs/sweeps.md, \"Seed-adjusted estimates\")")
     if racing:
         spent = sum(len(c.trial_ids) for c in summary.configs)  # failed trials cost too
         full = len(summary.configs) * summary.replicates
@@ -157,6 +163,12 @@ def _config_table(summary: Summary) -> list[str]:
     if len(ranked) > TOP:
         lines.append(f"({len(ranked) - TOP} more configurations in summary.json)")
     return lines
+
+
+def _estimate_cell(c: ConfigSummary) -> str:
+    if c.estimate is None:
+        return "-"
+    return f"{c.estimate:.2f}" + ("" if c.estimate_se is None else f" ± {c.estimate_se:.2f}")
 
 
 def _race_cell(c: ConfigSummary) -> str:

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         preflight.check(configs, inputs=not args.config_only, write_builtin=False)
         print(f"{args.file}: {len(configs) - 1} trial configs checked (combinations of grid/choice values and "
               f"range ends): runnable")
-        seeds = (f"racing: {space.racing.min_replicates} to {space.racing.max_replicates} seeds" if space.racing
+        seeds = (f"racing: {space.racing.first_test} to {space.racing.max_replicates} seeds" if space.racing
                  else f"{space.replicates} replicate(s)")
         print(f"{args.file}: valid search space ({len(space.params)} parameters, {seeds} per configuration, "
               f"base {space.base})")

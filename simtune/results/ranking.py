@@ -7,7 +7,7 @@ best of many noisy evaluations would flatter it. Candidates are the trials that 
 failing and evaluated the metric. Trials trained to the end rank first; trials a scheduler
 (ASHA) stopped early rank after all of them, among themselves by the metric: a stopped trial
 saw fewer iterations, so its number is not comparable with a finished one, but a sweep whose
-every trial was stopped still has a best. Ties go to the earlier trial id. ``summary.json`` and
+every trial was stopped still has a best; among stopped ones, a later rung ranks first. Ties go to the earlier trial id. ``summary.json`` and
 ``best_config.yaml`` (the runner), the MLflow "best" tags (``tracking.sweep``), ``simtune
 report`` and ``retrain --best`` all rank with ``rank``.
 
@@ -23,8 +23,11 @@ configuration is judged by its mean at that rung over its K seeds, the number th
 compared (``RungStop``), not by where each replicate happened to end. A seed run twice (a
 grid pass repeated, a searcher proposing a configuration again) counts once, with its
 earliest trial that trained to the end, else its earliest stopped one. Configurations are
-then ranked by ``rank`` exactly as trials are (``rank_configs``); without replicates every
-configuration is one trial and the two rankings agree. Best and runner-up are compared
+then ranked by ``rank`` exactly as trials are (``rank_configs``), by their *seed-adjusted
+estimate* (``seed_adjusted``, ``stats.additive``): configurations a race eliminated ran fewer
+seeds than the finalists, and the seed moves the metric more than most configurations do, so
+their raw means are not compared side by side. With the same seeds everywhere the estimate is
+the raw mean; without replicates every configuration is one trial and the two rankings agree. Best and runner-up are compared
 seed by seed (``compare``) and the verdict line says whether the difference is beyond the
 noise (``simtune.stats``). The split-half reproducibility counts the configurations that
 were not stopped early, all of whose seeds trained to the end (``reproducibility``).
@@ -39,8 +42,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from simtune.stats import (PairedDifference, SplitHalf, Spread, paired_difference, split_half, split_half_line, spread,
-                           verdict)
+from simtune.stats import (Estimate, PairedDifference, SplitHalf, Spread, fit_additive, paired_difference, split_half,
+                           split_half_line, spread, verdict)
 
 SELECTION_METRIC = "val/miou"  # selection split (frankfurt); report/ is held out
 
@@ -57,6 +60,7 @@ class Standing:
     value: float | None  # the selection metric at the trial's last evaluation
     completed: bool  # trained to the end of its last stage
     stopped_early: bool = False  # ended by the scheduler before the end (not a failure)
+    reached: float = math.inf  # the iteration ``value`` is at when a rung stopped it (later rungs rank first)
 
 
 def rank(items: Sequence[T], standing: Callable[[T], Standing], mode: str = "max") -> list[T]:
@@ -65,7 +69,8 @@ def rank(items: Sequence[T], standing: Callable[[T], Standing], mode: str = "max
     scored = [(item, standing(item)) for item in items]
     usable = [(item, s) for item, s in scored if (s.completed or s.stopped_early) and s.value is not None
               and math.isfinite(s.value)]
-    usable.sort(key=lambda pair: (pair[1].completed, sign * float(pair[1].value)), reverse=True)  # type: ignore[arg-type]
+    usable.sort(key=lambda pair: (pair[1].completed, pair[1].reached, sign * float(pair[1].value)),  # type: ignore[arg-type]
+                reverse=True)
     return [item for item, _ in usable]
 
 
@@ -106,6 +111,7 @@ class ConfigResult:
     trial_ids: tuple[str, ...]
     completed: bool
     stop: RungStop | None = None
+    estimate: Estimate | None = None  # seed-adjusted (``seed_adjusted``); None until ranked
 
     @property
     def n(self) -> int:
@@ -131,8 +137,11 @@ class ConfigResult:
         return spread(values) if values else None
 
     def standing(self, metric: str) -> Standing:
+        """Judged by its seed-adjusted estimate when it has one, else by its mean over its seeds."""
         s = self.spread(metric)
-        return Standing(None if s is None else s.mean, self.completed, not self.completed)
+        value = self.estimate.value if self.estimate is not None else None if s is None else s.mean
+        return Standing(value, self.completed, not self.completed,
+                        math.inf if self.stop is None else self.stop.iteration)
 
 
 def config_key(values: dict[str, Any]) -> str:
@@ -178,8 +187,26 @@ def stopped_at_rungs(configs: Sequence[ConfigResult], stops: dict[str, RungStop]
 
 
 def rank_configs(configs: Sequence[ConfigResult], metric: str, mode: str = "max") -> list[ConfigResult]:
-    """Configurations best first by the one rule (``rank``) applied to their mean over replicates."""
-    return rank(configs, lambda c: c.standing(metric), mode)
+    """Configurations best first by the one rule (``rank``) applied to their seed-adjusted estimates."""
+    return rank(seed_adjusted(configs, metric), lambda c: c.standing(metric), mode)
+
+
+def seed_adjusted(configs: Sequence[ConfigResult], metric: str) -> list[ConfigResult]:
+    """``configs`` with their seed-adjusted estimates of ``metric`` (``stats.fit_additive``).
+
+    One fit over the configurations judged at the end of training (finalists and those a race
+    eliminated), and one per rung over those ASHA stopped there: values at different iterations
+    are never put in one model. On a complete table an estimate equals the raw mean.
+    """
+    groups: dict[float | None, list[ConfigResult]] = {}
+    for c in configs:
+        groups.setdefault(None if c.stop is None else c.stop.iteration, []).append(c)
+    estimates: dict[tuple[float | None, str], Estimate] = {}
+    for rung, members in groups.items():
+        fit = fit_additive({config_key(c.params): c.by_seed(metric) for c in members})
+        estimates.update({(rung, key): e for key, e in fit.estimates.items()})
+    return [dataclasses.replace(c, estimate=estimates.get((None if c.stop is None else c.stop.iteration,
+                                                           config_key(c.params)))) for c in configs]
 
 
 def compare(best: ConfigResult, other: ConfigResult, metric: str) -> PairedDifference | None:

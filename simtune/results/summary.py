@@ -51,6 +51,8 @@ class ConfigSummary:
     eliminated_after: int | None = None  # racing: the seeds it had run when the race dropped it
     eliminated_reason: str | None = None  # racing: "beaten" by the leader, or "failed"
     stopped_at: float | None = None  # ASHA: the rung (iteration) it was stopped at as a whole; mean is there
+    estimate: float | None = None  # seed-adjusted estimate of the selection metric (ranks by it; stats.additive)
+    estimate_se: float | None = None  # its standard error (None: noise unknown)
 
     @property
     def outcome(self) -> str:

@@ -206,9 +206,16 @@ def _racing(path: Path, data: dict[str, Any]) -> Racing | None:
     if data.get("racing") is None:
         return None
     raw = _mapping(path, "racing", data["racing"])
-    _check_keys(path, "racing.", raw, ("min_replicates", "max_replicates", "confidence", "min_difference", "batch"))
-    low = _int(path, "racing.min_replicates", raw.get("min_replicates", 2), 2)
-    high = _int(path, "racing.max_replicates", raw.get("max_replicates", 10), low)
+    if "min_replicates" in raw:
+        raise SearchSpaceError(f"{path}: racing.min_replicates is now racing.first_test (seeds before the first "
+                               f"elimination test); rename the key")
+    _check_keys(path, "racing.", raw, ("first_test", "max_replicates", "confidence", "min_difference", "batch"))
+    low = _int(path, "racing.first_test", raw.get("first_test", Racing.first_test), 2)
+    high = _int(path, "racing.max_replicates", raw.get("max_replicates", Racing.max_replicates), 2)
+    if high < low:
+        raise SearchSpaceError(f"{path}: racing.max_replicates ({high}) must be >= racing.first_test ({low}"
+                               f"{'' if 'first_test' in raw else ', its default'}): a race tests first after "
+                               f"first_test seeds")
     confidence = raw.get("confidence", 0.95)
     if not _is_number(confidence) or not 0.5 <= float(confidence) < 1.0:
         raise SearchSpaceError(f"{path}: racing.confidence must be a number in [0.5, 1), got {confidence!r}")
@@ -217,7 +224,7 @@ def _racing(path: Path, data: dict[str, Any]) -> Racing | None:
         raise SearchSpaceError(f"{path}: racing.min_difference must be a number >= 0 (metric units), got {margin!r}")
     if data.get("replicates", 1) != 1:
         raise SearchSpaceError(f"{path}: 'racing' decides how many seeds each configuration gets; remove "
-                               f"'replicates' (racing.min_replicates is the least any configuration gets)")
+                               f"'replicates' (racing.first_test is the least any configuration gets)")
     algorithm = (data.get("search") or {}).get("algorithm", "grid")
     if "batch" in raw and algorithm != "optuna":
         raise SearchSpaceError(f"{path}: racing.batch is for search.algorithm optuna (grid and random race all "
@@ -346,7 +353,7 @@ def override_settings(space: SearchSpace, *, num_samples: int | None = None, cpu
     where = Path("command line")
     if replicates is not None and space.racing is not None:
         raise SearchSpaceError(f"{space.file}: --replicates cannot be used with 'racing' (the race decides the "
-                               f"seeds); change racing.min_replicates / max_replicates in the space file")
+                               f"seeds); change racing.first_test / max_replicates in the space file")
     if search_seed is not None:
         space = dataclasses.replace(space, search=dataclasses.replace(
             space.search, seed=_int(where, "--search-seed", search_seed, 0)))

@@ -19,11 +19,12 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from simtune.results.ranking import config_key
 from simtune.search.racing import Race, Round
 from simtune.search.space import Param, SearchSpace
+from simtune.stats import fit_additive
 
 DUPLICATE_ASKS = 20  # asks per wanted configuration before a space of few values counts as exhausted
 
@@ -56,7 +57,15 @@ class FixedProposals:
 
 
 class OptunaProposals:
-    """TPE (``search.seed``) proposing ``racing.batch`` configurations per race, ``num_samples`` in all."""
+    """TPE (``search.seed``) proposing ``racing.batch`` configurations per race, ``num_samples`` in all.
+
+    TPE is told each configuration's *seed-adjusted* estimate (``stats.fit_additive`` over every
+    seed of every configuration raced so far), never its raw mean: configurations leave a race
+    after different numbers of seeds, and a raw mean over two lucky seeds would look better than
+    the winner's over ten. Estimates move as seeds arrive, and Optuna cannot change a value it was
+    told, so each race's proposals come from a fresh study holding every configuration at its
+    current estimate (a failed one at the worst value): the history TPE models is re-told.
+    """
 
     def __init__(self, space: SearchSpace) -> None:
         import optuna
@@ -64,53 +73,73 @@ class OptunaProposals:
         assert space.racing is not None
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._space, self._batch, self._left = space, space.racing.batch, space.num_samples
-        self._study = optuna.create_study(direction="maximize" if space.mode == "max" else "minimize",
-                                          sampler=optuna.samplers.TPESampler(seed=space.search.seed))
         self._distributions = {key: distribution(param) for key, param in space.params.items()}
-        for point in space.search.points_to_evaluate:
-            self._study.enqueue_trial(dict(point))
-        self._asked: dict[str, Any] = {}  # config_key -> its Optuna trial, until told
-        self._told: dict[str, float] = {}  # config_key -> the value told
+        self._params: dict[str, dict[str, Any]] = {}  # config_key -> its swept values, every one proposed
+        self._values: dict[str, list[float | None]] = {}  # config_key -> its values by replicate, once raced
+        self._races = 0
 
     def propose(self, recorded: Sequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-        for params in recorded or ():
-            self._study.enqueue_trial(dict(params))
+        study = self._study()
+        for params in recorded or (self._space.search.points_to_evaluate if self._races == 0 else ()):
+            study.enqueue_trial(dict(params))
+        self._races += 1
         wanted = len(recorded) if recorded else min(self._batch, self._left)
+        told = self.told()
         configs: list[dict[str, Any]] = []
         for _ in range(wanted * DUPLICATE_ASKS):
             if len(configs) == wanted:
                 break
-            trial = self._study.ask(self._distributions)
+            trial = study.ask(self._distributions)
             params = {key: trial.params[key] for key in self._space.params}
             key = config_key(params)
-            if key in self._asked or key in self._told:
-                self._tell_duplicate(trial, key)
+            if key in self._params:
+                _tell_duplicate(study, trial, told.get(key))
                 continue
-            self._asked[key] = trial
+            self._params[key] = params
             configs.append(params)
         self._left -= len(configs)
         return configs
 
     def tell(self, key: str, values: Sequence[float | None]) -> None:
-        trial = self._asked.pop(key, None)
-        if trial is None:
-            return  # an elite of an earlier race: TPE was told when that race ended
-        finite = [float(v) for v in values if v is not None and math.isfinite(v)]
-        failed = not finite or len(finite) < len(values)
-        value = worst(self._space.mode) if failed else math.fsum(finite) / len(finite)
-        trial.set_user_attr("n_seeds", len(values))
-        self._study.tell(trial, value)
-        self._told[key] = value
+        self._values[key] = list(values)
 
-    def _tell_duplicate(self, trial: Any, key: str) -> None:
-        """TPE proposed a configuration it already has: tell it what is known, or nothing (FAIL) yet."""
-        from optuna.trial import TrialState
+    def told(self) -> dict[str, float]:
+        """Config key -> the value TPE is told now: its seed-adjusted estimate, the worst when it failed."""
+        failed = {key for key, values in self._values.items()
+                  if not values or any(v is None or not math.isfinite(v) for v in values)}
+        fit = fit_additive({key: dict(enumerate(float(v) for v in values if v is not None))
+                            for key, values in self._values.items() if key not in failed})
+        return {key: worst(self._space.mode) if key in failed else fit.estimates[key].value for key in self._values}
 
-        trial.set_user_attr("duplicate_of", key)
-        if key in self._told:
-            self._study.tell(trial, self._told[key])
-        else:
-            self._study.tell(trial, state=TrialState.FAIL)
+    def _study(self) -> Any:
+        """A study holding every raced configuration at its current estimate (``told``)."""
+        import optuna
+        from optuna.trial import create_trial
+
+        direction: Literal["maximize", "minimize"] = "maximize" if self._space.mode == "max" else "minimize"
+        sampler = optuna.samplers.TPESampler(seed=race_seed(self._space.search.seed, self._races))
+        study = optuna.create_study(direction=direction, sampler=sampler)
+        for key, value in self.told().items():
+            study.add_trial(create_trial(params=self._params[key], distributions=self._distributions, value=value,
+                                         user_attrs={"n_seeds": len(self._values[key])}))
+        return study
+
+
+def race_seed(seed: int | None, race: int) -> int | None:
+    """TPE's seed for race ``race`` (0-based), derived from ``search.seed`` (None: unseeded)."""
+    import numpy as np
+
+    return None if seed is None else int(np.random.SeedSequence((seed, race)).generate_state(1)[0])
+
+
+def _tell_duplicate(study: Any, trial: Any, value: float | None) -> None:
+    """TPE proposed a configuration it already has: tell it the known value, or nothing (FAIL) yet."""
+    from optuna.trial import TrialState
+
+    if value is None:
+        study.tell(trial, state=TrialState.FAIL)
+    else:
+        study.tell(trial, value)
 
 
 def proposals_for(space: SearchSpace) -> Proposals:

@@ -2,7 +2,7 @@
 
 Every surviving configuration runs the same seed sequence (replicate 0, 1, ...: seed = base
 seed + k, ``search.replicates``), one seed per *round*. After each round from
-``min_replicates`` on, the current leader (best mean over the seeds every survivor has) is
+``first_test`` on, the current leader (best mean over the seeds every survivor has) is
 compared with each other survivor by a paired t-test over those seeds, and the p-values are
 corrected over the survivors with Holm's step-down procedure at ``1 - confidence``
 (``simtune.stats``). A survivor the leader beats beyond that corrected level is eliminated.
@@ -17,7 +17,9 @@ This is the paired-t-test variant of F-Race (Birattari, Stützle, Paquete and Va
 GECCO 2002) that irace offers as its ``t-test`` elimination with Holm's correction
 (López-Ibáñez et al., Operations Research Perspectives 3, 2016), with seeds as the instances.
 A race may start with configurations that already have seeds (the elites of an earlier race
-of an Optuna search, irace's iterated racing): they run only the seeds they lack. The rule
+of an Optuna search, irace's iterated racing): they run only the seeds they lack, and as in
+irace they cannot be eliminated before the newcomers have as many seeds as they have (an elite
+earned its place on more seeds than a test over fewer can overturn). The rule
 here is pure (no Ray): ``simtune.sweep.race`` runs its rounds on Tune and
 ``scripts/race_replay.py`` replays it on a recorded table.
 """
@@ -25,17 +27,19 @@ here is pure (no Ray): ``simtune.sweep.race`` runs its rounds on Tune and
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from simtune.stats import CONFIDENCE, holm_rejections, margin_p_value
+
+FIRST_TEST = 5  # racing.first_test's default (irace's too), chosen on the out-of-sample replay (docs/sweeps.md)
 
 
 @dataclass(frozen=True)
 class Racing:
     """The ``racing:`` block of a search space."""
 
-    min_replicates: int = 2  # seeds every configuration gets before the first test (>= 2)
+    first_test: int = FIRST_TEST  # seeds every configuration gets before the first elimination test (>= 2)
     max_replicates: int = 10  # the race stops after this many rounds
     confidence: float = CONFIDENCE  # family-wise: Holm at alpha = 1 - confidence over the survivors
     min_difference: float = 0.0  # δ, metric units: a survivor that cannot beat the leader by δ leaves
@@ -65,19 +69,20 @@ class Round:
 
 
 def decide(table: Mapping[str, Sequence[float | None]], survivors: Sequence[str], n: int, racing: Racing,
-           mode: str = "max") -> Round:
+           mode: str = "max", protected: Collection[str] = ()) -> Round:
     """The decision after round ``n`` (every survivor has values for replicates 0 .. n-1).
 
     Args:
         table: configuration -> its values by replicate index; None = the replicate failed.
         survivors: configurations still racing, in a stable order (ties keep the earlier one).
         mode: "max" or "min", as the sweep's metric.
+        protected: elites that may lead and be tested but not be eliminated in this round.
     """
     failed = [c for c in survivors if any(v is None or not math.isfinite(v) for v in table[c][:n])]
     left = [c for c in survivors if c not in failed]
     gone = [Elimination(c, n, "failed") for c in failed]
-    if n >= racing.min_replicates and len(left) > 1:
-        beaten = _beaten(table, left, n, racing, mode)
+    if n >= racing.first_test and len(left) > 1:
+        beaten = [e for e in _beaten(table, left, n, racing, mode) if e.config not in protected]
         gone += beaten
         left = [c for c in left if c not in {e.config for e in beaten}]
     done = len(left) <= 1 or n >= racing.max_replicates
@@ -133,6 +138,7 @@ class Race:
         carried = carried or {}
         self.racing, self.mode = racing, mode
         self.table: dict[str, list[float | None]] = {c: list(carried.get(c, ())) for c in configs}
+        self.earned = {c: len(values) for c, values in carried.items() if c in self.table}  # elites' seeds
         self.survivors = list(configs)
         self.n = 0  # rounds decided
         self.eliminated: list[Elimination] = []
@@ -149,7 +155,8 @@ class Race:
     def decide(self) -> Round:
         """Decide round ``n + 1`` (every survivor must have its value)."""
         self.n += 1
-        step = decide(self.table, self.survivors, self.n, self.racing, self.mode)
+        protected = [c for c, seeds in self.earned.items() if seeds > self.n]
+        step = decide(self.table, self.survivors, self.n, self.racing, self.mode, protected)
         self.survivors = list(step.survivors)
         self.eliminated += step.eliminated
         return step
@@ -164,6 +171,7 @@ class RaceOutcome:
     trials: int  # replicate runs the race paid for
     rounds: int
     eliminated: tuple[Elimination, ...]
+    table: dict[str, list[float | None]]  # the values each configuration ran, by replicate
 
 
 def replay(table: Mapping[str, Sequence[float]], racing: Racing, mode: str = "max") -> RaceOutcome:
@@ -182,4 +190,4 @@ def replay(table: Mapping[str, Sequence[float]], racing: Racing, mode: str = "ma
         trials += len(todo)
         race.record({c: table[c][race.n] for c in todo})
         if race.decide().finished:
-            return RaceOutcome(race.leader(), trials, race.n, tuple(race.eliminated))
+            return RaceOutcome(race.leader(), trials, race.n, tuple(race.eliminated), race.table)

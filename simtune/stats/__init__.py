@@ -14,22 +14,25 @@ Definitions used everywhere:
 - A difference is *beyond noise* iff its 95% interval excludes 0, otherwise *within noise*.
   With n = 1 pair the interval (and so the noise) is unknown. A verdict says "beats"/"trails"
   only beyond noise, "leads"/"is behind" within it.
+- Configurations that ran different seeds are compared by their seed-adjusted estimates
+  (``additive``), never by raw means over unlike seed sets.
 - Whether a sweep's configurations differ at all is one test over all of them (Friedman's,
   ``surface``), never best against worst: picking the extremes inflates their difference.
 
-Modules: ``paired`` (spreads, paired intervals and p-values, Holm, verdicts), ``surface`` (do the
+Modules: ``additive`` (seed-adjusted configuration estimates over unlike seed sets), ``paired`` (spreads, paired intervals and p-values, Holm, verdicts), ``surface`` (do the
 configurations differ?), ``reproducibility`` (split-half Spearman, Spearman-Brown, bootstrap).
 Import from ``simtune.stats``.
 """
 
+from simtune.stats.additive import AdditiveFit, Estimate, fit_additive
 from simtune.stats.paired import (ALPHA, CONFIDENCE, NOISE_HINT, PairedDifference, Spread, format_spread,
                                   holm_rejections, margin_p_value, paired_difference, paired_p_value,
-                                  spread, t_quantile, verdict)
+                                  spread, t_quantile, unpaired_difference, verdict)
 from simtune.stats.reproducibility import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, SplitHalf, spearman,
                                            spearman_brown, split_half, split_half_line)
 from simtune.stats.surface import SurfaceTest, surface_line, surface_test
 
-__all__ = ["ALPHA", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED", "CONFIDENCE", "NOISE_HINT", "PairedDifference",
+__all__ = ["ALPHA", "AdditiveFit", "Estimate", "fit_additive", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED", "CONFIDENCE", "NOISE_HINT", "PairedDifference",
            "SplitHalf", "Spread", "SurfaceTest", "format_spread", "holm_rejections", "margin_p_value", "paired_difference",
            "paired_p_value", "spearman", "spearman_brown", "split_half", "split_half_line", "spread",
-           "surface_line", "surface_test", "t_quantile", "verdict"]
+           "surface_line", "surface_test", "t_quantile", "unpaired_difference", "verdict"]

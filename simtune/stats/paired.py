@@ -93,6 +93,24 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedDifferenc
     return PairedDifference(n=d.n, mean=d.mean, half_width=t_quantile(d.n - 1) * d.std / math.sqrt(d.n))
 
 
+def unpaired_difference(sa: Spread, sb: Spread) -> PairedDifference:
+    """mean(a) - mean(b) of two spreads over *different* seeds, with the half-width of Welch's 95% t-interval.
+
+    For two samples that share no seed (a sweep's seeds against fresh ones): the standard error
+    is sqrt(s_a^2 / n_a + s_b^2 / n_b), with Welch-Satterthwaite degrees of freedom (as
+    ``scipy.stats.ttest_ind(equal_var=False)``). ``n`` is n_a + n_b; the half-width is None when either side has one value.
+    """
+    n, mean = sa.n + sb.n, sa.mean - sb.mean
+    if sa.std is None or sb.std is None:
+        return PairedDifference(n=n, mean=mean, half_width=None)
+    va, vb = sa.std ** 2 / sa.n, sb.std ** 2 / sb.n
+    if va + vb == 0.0:
+        return PairedDifference(n=n, mean=mean, half_width=0.0)
+    df = (va + vb) ** 2 / (va ** 2 / (sa.n - 1) + vb ** 2 / (sb.n - 1))
+    t = float(_scipy_stats.t.ppf((1.0 + CONFIDENCE) / 2.0, df))
+    return PairedDifference(n=n, mean=mean, half_width=t * math.sqrt(va + vb))
+
+
 def _differences(a: Sequence[float], b: Sequence[float]) -> Spread:
     """The spread of the pairwise differences a_i - b_i (std None with one pair)."""
     if len(a) != len(b):

@@ -58,6 +58,7 @@ class SurfaceTest:
     n_configs: int  # configurations with a value for every seed (the ones tested)
     n_seeds: int  # seeds (blocks)
     min_p: float | None = None  # Friedman: the smallest p any data could give with this table's shape
+    left_out: tuple[str, ...] = ()  # configurations not tested: they lack a seed the others have
 
     @property
     def beyond_noise(self) -> bool | None:
@@ -75,18 +76,19 @@ def surface_test(table: Mapping[str, Sequence[float | None]]) -> SurfaceTest:
     Raises:
         ValueError: a value is NaN or infinite.
     """
-    columns, k = _complete_blocks(table)
+    kept, k = _complete_blocks(table)
+    columns, left_out = list(kept.values()), tuple(key for key in table if key not in kept)
     if len(columns) < 2 or k < 2:
-        return SurfaceTest(None, None, None, len(columns), k)
+        return SurfaceTest(None, None, None, len(columns), k, left_out=left_out)
     if len(columns) == 2:
         p = paired_p_value(columns[0], columns[1])
-        return SurfaceTest(PAIRED_T, _t_statistic(columns[0], columns[1]), p, 2, k)
+        return SurfaceTest(PAIRED_T, _t_statistic(columns[0], columns[1]), p, 2, k, left_out=left_out)
     c = len(columns)
     min_p = float(_scipy_stats.chi2.sf(k * (c - 1), c - 1))  # every seed ranks the configurations alike
     if all(len({col[s] for col in columns}) == 1 for s in range(k)):  # every seed ties them all: no evidence
-        return SurfaceTest(FRIEDMAN, 0.0, 1.0, c, k, min_p)
+        return SurfaceTest(FRIEDMAN, 0.0, 1.0, c, k, min_p, left_out)
     result = _scipy_stats.friedmanchisquare(*columns)
-    return SurfaceTest(FRIEDMAN, float(result.statistic), float(result.pvalue), c, k, min_p)
+    return SurfaceTest(FRIEDMAN, float(result.statistic), float(result.pvalue), c, k, min_p, left_out)
 
 
 def surface_line(result: SurfaceTest) -> str:
@@ -112,19 +114,19 @@ def surface_line(result: SurfaceTest) -> str:
     return line
 
 
-def _complete_blocks(table: Mapping[str, Sequence[float | None]]) -> tuple[list[list[float]], int]:
-    """The configurations × seeds table without gaps, and its number of seeds.
+def _complete_blocks(table: Mapping[str, Sequence[float | None]]) -> tuple[dict[str, list[float]], int]:
+    """The configurations × seeds table without gaps (key -> values), and its number of seeds.
 
     Either the configurations that lack a seed are left out or the seeds that some configuration
     lacks are, whichever keeps more values (the first on a tie: it keeps every seed).
     """
-    rows = [list(v) for v in table.values()]
-    k = max((len(v) for v in rows), default=0)
-    full = [[float(x) for x in v if x is not None] for v in rows if len(v) == k and None not in v]
-    shared = [s for s in range(k) if all(s < len(v) and v[s] is not None for v in rows)]
+    rows = {key: list(v) for key, v in table.items()}
+    k = max((len(v) for v in rows.values()), default=0)
+    full = {key: [float(x) for x in v if x is not None] for key, v in rows.items() if len(v) == k and None not in v}
+    shared = [s for s in range(k) if all(s < len(v) and v[s] is not None for v in rows.values())]
     if len(rows) * len(shared) > len(full) * k:
-        full, k = [[float(x) for s in shared if (x := v[s]) is not None] for v in rows], len(shared)
-    if any(not math.isfinite(x) for column in full for x in column):
+        full, k = {key: [float(x) for s in shared if (x := v[s]) is not None] for key, v in rows.items()}, len(shared)
+    if any(not math.isfinite(x) for column in full.values() for x in column):
         raise ValueError("surface_test: values must be finite")
     return full, k
 

@@ -81,7 +81,9 @@ def _config_summary(c: ConfigResult, metric: str, place: int | None,
                          trained_to_end=c.completed, trial_ids=list(c.trial_ids), spreads=spreads,
                          stopped_at=None if c.stop is None else c.stop.iteration,
                          eliminated_after=gone["after"] if (gone := left.get(config_key(c.params))) else None,
-                         eliminated_reason=gone["reason"] if gone else None)
+                         eliminated_reason=gone["reason"] if gone else None,
+                         estimate=None if c.estimate is None else c.estimate.value,
+                         estimate_se=None if c.estimate is None else c.estimate.se)
 
 
 def _verdict(ranked: list[ConfigResult], metric: str) -> NoiseVerdict:

@@ -140,6 +140,9 @@ METRICS: tuple[tuple[str, str, str], ...] = (  # (name, the runs that carry it, 
     ("config/<metric>_mean, config/<metric>_std", "configuration", "mean and sample std of its trials' last "
                                                                     "evaluations, over the sweep's seeds"),
     ("config/n_seeds", "configuration", "n: how many seeds those are over"),
+    ("config/<metric>_adjusted, …_adjusted_se", "configuration", "seed-adjusted estimate of the selection metric "
+                                                                 "and its standard error: what ranks configurations "
+                                                                 "that ran different seeds"),
     ("best_config/<metric>_mean, …_std, …/n_seeds", "sweep, retrain", "the best configuration over the sweep's "
                                                                       "seeds: the estimate it was chosen on"),
     ("runner_up_config/<metric>_mean, …_std, …/n_seeds", "retrain (`--compare-runner-up`)",
@@ -157,6 +160,11 @@ METRICS: tuple[tuple[str, str, str], ...] = (  # (name, the runs that carry it, 
 def mean_key(scope: str, metric: str) -> str:
     """``config/val/miou_mean``: the mean of ``metric`` over the seeds ``scope`` names."""
     return f"{scope}/{metric}_mean"
+
+
+def adjusted_key(scope: str, metric: str) -> str:
+    """``config/val/miou_adjusted``: the seed-adjusted estimate (``stats.additive``); ``…_adjusted_se`` its error."""
+    return f"{scope}/{metric}_adjusted"
 
 
 def std_key(scope: str, metric: str) -> str:

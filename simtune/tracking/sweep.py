@@ -199,11 +199,12 @@ class SweepTracker:
 def config_metrics(c: ConfigSummary, metric: str, scope: str = naming.CONFIG) -> dict[str, float]:
     """Mean and std of the selection metric and ``report/miou`` over a configuration's seeds, and n.
 
-    Names: ``<scope>/<metric>_mean``, ``<scope>/<metric>_std``, ``<scope>/n_seeds``
-    (``naming``); ``scope`` is ``config`` on its own run, ``best_config`` on the sweep's.
+    Names: ``<scope>/<metric>_mean``, ``<scope>/<metric>_std``, ``<scope>/n_seeds``, the seed-adjusted
+    ``<scope>/<metric>_adjusted`` and ``…_adjusted_se`` (``naming``); ``scope`` is ``config`` on its own run, ``best_config`` on the sweep's.
     """
     values: dict[str, float | None] = {naming.mean_key(scope, metric): c.mean, naming.std_key(scope, metric): c.std,
-                                       naming.seeds_key(scope): c.n}
+                                       naming.seeds_key(scope): c.n, naming.adjusted_key(scope, metric): c.estimate,
+                                       naming.adjusted_key(scope, metric) + "_se": c.estimate_se}
     if metric != naming.REPORT and (report := c.spreads.get(naming.REPORT)) is not None:
         values[naming.mean_key(scope, naming.REPORT)] = report.mean
         values[naming.std_key(scope, naming.REPORT)] = report.std

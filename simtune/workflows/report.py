@@ -6,8 +6,9 @@ evaluation, mean over replicates, the one rule).
 The report mirrors the paper's ablations: Table 3 (mIoU against ``lambda_ci`` at fixed
 ``w`` = ``bank_size``) and Table 4 (against ``w`` at fixed ``lambda_ci``), each point the mean
 ± std over the replicates (seeds) with its n; parameter importances from an Optuna study
-rebuilt from the configuration means, flagged unless the configurations differ beyond the seed
-noise (one test over all of them, ``simtune.stats.surface_test``);
+rebuilt from the configurations' seed-adjusted estimates, flagged unless the configurations
+differ beyond the seed noise (one test over all of them), both over the configurations trained
+to the end (``simtune.workflows.importance``);
 the best configuration's per-class IoU; whether each label-free ``select/*`` validator can select
 (the trust table with seed intervals, also written alone to ``report/trust.md``:
 ``simtune.workflows.selection_report``); and a markdown summary that states the verdict
@@ -31,12 +32,12 @@ from simtune.errors import ConfigError, SimtuneError
 from simtune.labels import CLASS_NAMES
 from simtune.rundir import RunDir
 from simtune.selection import trust
-from simtune.stats import (NOISE_HINT, Spread, SurfaceTest, format_spread, spread, surface_line,
-                           surface_test)
+from simtune.stats import NOISE_HINT, Spread, format_spread, spread
 from simtune.results.ranking import SELECTION_METRIC, ConfigResult, ranking_verdict, reproducibility_line
 from simtune.results.trials import TrialOutcome, load_configs, load_trials, selection_rule
 from simtune import figures
 from simtune.tracking import naming
+from simtune.workflows.importance import like_with_like, param_importances, surface_noise
 from simtune.workflows.selection_report import TRUST_FILE, TrustOutcome, section, trust_study
 
 LAMBDA_KEYS = ("stage1.lambda_ci", "stage2.lambda_ci")
@@ -89,70 +90,6 @@ def pick_key(trials: Sequence[TrialOutcome], keys: Sequence[str]) -> str:
     """The first of ``keys`` that varies between trials, else the first."""
     swept = set(varying(trials))
     return next((k for k in keys if k in swept), keys[0])
-
-
-# ----------------------------------------------------------------------------- importance
-
-
-def param_importances(configs: Sequence[ConfigResult], params: Sequence[str], metric: str,
-                      mode: str) -> dict[str, float]:
-    """Optuna's importances (its default evaluator) over a study of the configuration means.
-
-    Raises:
-        SimtuneError: fewer than two ranked configurations or no swept parameter.
-    """
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    distributions = {p: d for p in params if (d := _distribution([c.params[p] for c in configs])) is not None}
-    if len(configs) < 2 or not distributions:
-        raise SimtuneError(f"needs at least two ranked configurations and one swept parameter "
-                           f"(have {len(configs)} configurations, {len(distributions)} parameters)")
-    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
-    for c in configs:
-        mean = c.spread(metric)
-        study.add_trial(optuna.trial.create_trial(params={p: c.params[p] for p in distributions},
-                                                  distributions=distributions, value=mean.mean if mean else None))
-    return optuna.importance.get_param_importances(study)
-
-
-def surface_noise(ranked: Sequence[ConfigResult], metric: str) -> tuple[SurfaceTest | None, str]:
-    """Whether the configurations differ at all beyond the seed noise, and a line saying so.
-
-    One test over every configuration, blocked by seed (``simtune.stats.surface_test``: Friedman's
-    test, the paired t-test for two): best against worst would be beyond noise far too often on
-    identical configurations, because picking the extremes inflates their difference.
-    """
-    if len(ranked) < 2:
-        return None, ""
-    if max(c.n for c in ranked) < 2:
-        return None, (f"the configuration means span {_span(ranked, metric):.2f}; with one replicate the noise "
-                      f"is unknown, so the importances may rank noise ({NOISE_HINT})")
-    seeds = sorted({s for c in ranked for s in c.by_seed(metric)})
-    result = surface_test({str(i): [c.by_seed(metric).get(s) for s in seeds] for i, c in enumerate(ranked)})
-    line = surface_line(result)
-    return result, (line if result.beyond_noise else f"**{line}**, so the importances may rank noise")
-
-
-def _span(ranked: Sequence[ConfigResult], metric: str) -> float:
-    means = [s.mean for c in ranked if (s := c.spread(metric)) is not None]
-    return max(means) - min(means) if means else math.nan
-
-
-def _distribution(values: list[Any]) -> Any:
-    """An Optuna distribution covering the observed values (None for a constant)."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    if len({json.dumps(v) for v in values}) < 2:
-        return None
-    if all(isinstance(v, bool) or isinstance(v, str) for v in values):
-        return CategoricalDistribution(sorted(set(values), key=str))
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return IntDistribution(min(values), max(values))
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        low, high = float(min(values)), float(max(values))
-        return FloatDistribution(low, high, log=low > 0 and high / low >= 100)
-    return None
 
 
 # ----------------------------------------------------------------------------- the report
@@ -250,7 +187,12 @@ def mean_final(trials: Sequence[TrialOutcome]) -> dict[str, float]:
 
 def _importances(report: Report, configs: Sequence[ConfigResult], metric: str,
                  mode: str) -> tuple[dict[str, float], str]:
+    """Importances and Friedman's test over the configurations trained to the end (like with like)."""
     swept = [p for p in configs[0].params if not p.startswith("data.")]
+    configs, stopped = like_with_like(configs)
+    if stopped:
+        report.notes.append("parameter importance and the noise test leave out the configurations ASHA stopped "
+                            "early: " + ", ".join(stopped))
     try:
         importances = param_importances(configs, swept, metric, mode)
     except SimtuneError as exc:
@@ -258,7 +200,7 @@ def _importances(report: Report, configs: Sequence[ConfigResult], metric: str,
         return {}, ""
     surface, flag = surface_noise(configs, metric)
     noisy = surface is None or not surface.beyond_noise
-    title = f"parameter importance for {metric} ({len(configs)} configuration means)"
+    title = f"parameter importance for {metric} ({len(configs)} configuration estimates)"
     fig = figures.importance_bars(importances, title + ("\nWITHIN NOISE: ranks noise" if noisy else ""))
     report.files.append(figures.save_figure(fig, report.out_dir / "importance.png"))
     return importances, flag
@@ -334,7 +276,8 @@ def _markdown(report: Report, trials: Sequence[TrialOutcome], configs: Sequence[
         lines.append("")
     importances, flag = importance
     if importances:
-        lines += ["## Parameter importance (on configuration means)", "", f"Against seed noise: {flag}.", "",
+        lines += ["## Parameter importance (on seed-adjusted configuration estimates, configurations trained "
+                  "to the end)", "", f"Against seed noise: {flag}.", "",
                   "| parameter | importance |", "|---|---|"]
         lines += [f"| {k} | {v:.3f} |" for k, v in importances.items()] + [""]
     lines += [f"## Per-class IoU of the best configuration (mean of {best.n} replicate(s), last evaluation)", "",

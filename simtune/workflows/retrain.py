@@ -28,7 +28,7 @@ from simtune.errors import ConfigError, TrackingError
 from simtune.rundir import RunDir, load_segmenter_state
 from simtune.search.replicates import fresh_seeds
 from simtune.workflows.retrain_seeds import SeedRun, train_seeds_of
-from simtune.stats import Spread, format_spread, paired_difference, spread, verdict
+from simtune.stats import Spread, format_spread, paired_difference, spread, unpaired_difference, verdict
 from simtune.results.sweepdir import find_sweep
 from simtune.results.trials import TrialOutcome, load_configs, load_trials, selection_rule
 from simtune.tracking.sweep import experiment_of
@@ -255,7 +255,10 @@ def confirmation(result: RetrainResult) -> list[str]:
     """The best configuration on fresh seeds against its sweep estimate, on the selection metric.
 
     A configuration chosen as the best of several is, on average, luckier on the seeds it was
-    chosen on than it will be on others (the winner's curse); this line says how much.
+    chosen on than it will be on others (the winner's curse). The line gives sweep estimate minus
+    confirmation with its 95% interval (Welch: the two seed sets are disjoint,
+    ``stats.unpaired_difference``) and calls the shortfall the winner's curse only when that
+    interval excludes 0; a shortfall inside the seed noise is said to be within it.
     """
     best = result.candidates[0]
     fresh, selected = best.spread(result.metric), best.sweep.get(result.metric)
@@ -264,10 +267,17 @@ def confirmation(result: RetrainResult) -> list[str]:
     seeds = ", ".join(map(str, best.seeds))
     text = (f"Confirmation: {result.metric} {format_spread(fresh)} on fresh seeds {seeds}; "
             f"the sweep estimated {format_spread(selected, with_n=True)} on its own seeds")
-    if fresh.mean < selected.mean:
-        return [text + f": {selected.mean - fresh.mean:.2f} lower on fresh seeds (winner's curse: the sweep "
-                       "picked the configuration partly for its luck on its seeds)"]
-    return [text + ": not lower on fresh seeds"]
+    diff = unpaired_difference(selected, fresh)
+    if diff.half_width is None:
+        return [text + f": sweep estimate - confirmation = {diff.mean:.2f} {metric_unit(result.metric)}; noise "
+                       "unknown with one seed on a side"]
+    gap = f"sweep estimate - confirmation = {diff.mean:.2f} ± {diff.half_width:.2f} {metric_unit(result.metric)} (95%)"
+    if diff.beyond_noise and diff.mean > 0:
+        return [text + f": {gap}, lower on fresh seeds beyond noise (winner's curse: the sweep picked the "
+                       "configuration partly for its luck on its seeds)"]
+    if diff.beyond_noise:
+        return [text + f": {gap}, higher on fresh seeds beyond noise"]
+    return [text + f": {gap}, confirmation within noise of the sweep's estimate"]
 
 
 # ----------------------------------------------------------------------------- the model registry

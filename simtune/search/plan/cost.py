@@ -3,7 +3,7 @@
 At a GPU-day per run the price is the first question. ``estimate`` counts, from the space
 alone (no Ray, no data):
 
-- configurations and seeds per configuration (racing: from ``min_replicates`` to
+- configurations and seeds per configuration (racing: from ``first_test`` to
   ``max_replicates``, so trials are a range);
 - distinct stage-0 and stage-1 runs after sharing: trials whose stage-0 (stage-1) settings
   and seed are identical train it once (``train.stage_cache``). Exact for a grid; for random
@@ -73,7 +73,7 @@ class Cost:
 def estimate(space: SearchSpace, *, share_stage1: bool = True, share_stage0: bool = True) -> Cost:
     """The cost of running ``space`` (see the module docstring)."""
     points = _configurations(space)
-    seeds = Span(space.racing.min_replicates, space.racing.max_replicates) if space.racing \
+    seeds = Span(space.racing.first_test, space.racing.max_replicates) if space.racing \
         else Span(space.replicates, space.replicates)
     exact = stage_keys_known(space)
     spans = [_count(space, points, k, share_stage1, share_stage0, exact) for k in (seeds.low, seeds.high)]
