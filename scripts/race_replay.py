@@ -16,7 +16,8 @@ selection (the best mean over the first K seeds) -- is judged on truth it did no
 Per rule: P(picks the true best), expected regret (true best minus the pick's truth, metric
 units), trials spent (% of every configuration on every seed), each with a 95% interval over
 draws. Then the paired regret differences racing - fixed K against the fixed K just cheaper and
-just dearer than racing (a negative difference whose interval excludes 0: racing picks better), how often a configuration the race eliminated is *told* a better value than the
+just dearer than racing (a negative difference whose interval excludes 0: racing picks better),
+how often a configuration the race eliminated is *told* a better value than the
 winner (raw mean over its seeds vs its seed-adjusted estimate; on the recorded table in random
 seed orders, as a live race would tell TPE), and the false-elimination rates of the rule on
 identical configurations (the model's noise, every configuration the same truth).
@@ -53,7 +54,8 @@ def read_table(path: Path, metric: str, key: str) -> Table:
     return {c: [values[s] for s in seeds] for c, values in by_config.items()}
 
 
-def rules(first_tests: list[int], deltas: list[float], fixed: list[int], seeds: int, confidence: float) -> dict[str, Rule]:
+def rules(first_tests: list[int], deltas: list[float], fixed: list[int], seeds: int,
+          confidence: float) -> dict[str, Rule]:
     """The rules to compare on tables of ``seeds`` seeds: racing (first test x δ) and fixed K."""
     out: dict[str, Rule] = {}
     for first in first_tests:

@@ -54,7 +54,8 @@ def test_racing_settings_are_validated_before_anything_runs(tmp_path: Path, tiny
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     bad = [({"racing": {"first_test": 1}}, "racing.first_test' must be an integer >= 2"),
            ({"racing": {"max_replicates": 1}}, "racing.max_replicates' must be an integer >= 2"),
-           ({"racing": {"max_replicates": 3}}, "racing.max_replicates (3) must be >= racing.first_test (5, its default)"),
+           ({"racing": {"max_replicates": 3}},
+            "racing.max_replicates (3) must be >= racing.first_test (5, its default)"),
            ({"racing": {"min_replicates": 2}}, "racing.min_replicates is now racing.first_test"),
            ({"racing": {"confidnce": 0.9}}, "unknown key 'racing.confidnce'"),
            ({"racing": {}, "replicates": 3}, "remove 'replicates'"),

@@ -7,7 +7,8 @@ best of many noisy evaluations would flatter it. Candidates are the trials that 
 failing and evaluated the metric. Trials trained to the end rank first; trials a scheduler
 (ASHA) stopped early rank after all of them, among themselves by the metric: a stopped trial
 saw fewer iterations, so its number is not comparable with a finished one, but a sweep whose
-every trial was stopped still has a best; among stopped ones, a later rung ranks first. Ties go to the earlier trial id. ``summary.json`` and
+every trial was stopped still has a best; among stopped ones, a later rung ranks first. Ties
+go to the earlier trial id. ``summary.json`` and
 ``best_config.yaml`` (the runner), the MLflow "best" tags (``tracking.sweep``), ``simtune
 report`` and ``retrain --best`` all rank with ``rank``.
 
@@ -27,7 +28,8 @@ then ranked by ``rank`` exactly as trials are (``rank_configs``), by their *seed
 estimate* (``seed_adjusted``, ``stats.additive``): configurations a race eliminated ran fewer
 seeds than the finalists, and the seed moves the metric more than most configurations do, so
 their raw means are not compared side by side. With the same seeds everywhere the estimate is
-the raw mean; without replicates every configuration is one trial and the two rankings agree. Best and runner-up are compared
+the raw mean; without replicates every configuration is one trial and the two rankings agree.
+Best and runner-up are compared
 seed by seed (``compare``) and the verdict line says whether the difference is beyond the
 noise (``simtune.stats``). The split-half reproducibility counts the configurations that
 were not stopped early, all of whose seeds trained to the end (``reproducibility``).

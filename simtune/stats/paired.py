@@ -98,7 +98,8 @@ def unpaired_difference(sa: Spread, sb: Spread) -> PairedDifference:
 
     For two samples that share no seed (a sweep's seeds against fresh ones): the standard error
     is sqrt(s_a^2 / n_a + s_b^2 / n_b), with Welch-Satterthwaite degrees of freedom (as
-    ``scipy.stats.ttest_ind(equal_var=False)``). ``n`` is n_a + n_b; the half-width is None when either side has one value.
+    ``scipy.stats.ttest_ind(equal_var=False)``). ``n`` is n_a + n_b; the half-width is None when
+    either side has one value.
     """
     n, mean = sa.n + sb.n, sa.mean - sb.mean
     if sa.std is None or sb.std is None:

@@ -84,7 +84,7 @@ def _distribution(values: list[Any]) -> Any:
 
     if len({json.dumps(v) for v in values}) < 2:
         return None
-    if all(isinstance(v, bool) or isinstance(v, str) for v in values):
+    if all(isinstance(v, (bool, str)) for v in values):
         return CategoricalDistribution(sorted(set(values), key=str))
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         return IntDistribution(min(values), max(values))
