@@ -10,13 +10,14 @@ tell whether the loader really reads the PNG's *first* channel.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import struct
 import subprocess
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -280,9 +281,17 @@ def parse_faults(text: str, swept: Mapping[str, Any]) -> dict[str, int]:
     return found
 
 
-def fault_callbacks(run_dir: Path, swept: Mapping[str, Any]) -> list[Callback]:
-    """The fault ``SIMTUNE_FAULT`` asks for this trial, as a training callback; [] when it asks none."""
-    at = parse_faults(os.environ.get(FAULT_ENV, ""), swept)
+def fault_hook() -> Callable[[Path, Mapping[str, Any]], list[Callback]]:
+    """The fault hook: ``SIMTUNE_TRIAL_CALLBACKS=simtune.testing:fault_hook`` plugs it into every trial
+    a sweep or retrain runs (``simtune.sweep.trainable.trial_callbacks``). Called in the driver, it
+    reads ``SIMTUNE_FAULT`` there, so the faults reach trials on every node without their environment."""
+    return functools.partial(fault_callbacks, os.environ.get(FAULT_ENV, ""))
+
+
+def fault_callbacks(faults: str, run_dir: Path, swept: Mapping[str, Any]) -> list[Callback]:
+    """The fault ``faults`` (``SIMTUNE_FAULT``'s syntax) asks for this trial, as a training callback;
+    [] when it asks none."""
+    at = parse_faults(faults, swept)
     return [FaultInjector(run_dir, at)] if at else []
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import torch
 
+from simtune.sweep.options import CALLBACKS_ENV
 from simtune.testing import tiny_benchmark
 
 
@@ -241,6 +242,19 @@ def wait_until_up(url: str, proc: subprocess.Popen[Any], timeout: float = 90, lo
                 return
         time.sleep(0.5)
     raise RuntimeError(f"mlflow server did not start within {timeout:g} s{said()}")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def fault_hook() -> Iterator[None]:
+    """Every trial a sweep or retrain of the session runs carries the fault hook, which injects what a
+    test's ``SIMTUNE_FAULT`` asks for (nothing when it is unset); subprocesses inherit it."""
+    before = os.environ.get(CALLBACKS_ENV)
+    os.environ[CALLBACKS_ENV] = "simtune.testing:fault_hook"
+    yield
+    if before is None:
+        os.environ.pop(CALLBACKS_ENV, None)
+    else:
+        os.environ[CALLBACKS_ENV] = before
 
 
 @pytest.fixture(autouse=True, scope="session")

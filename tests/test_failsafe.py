@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import socket
 import subprocess
@@ -24,8 +25,10 @@ import yaml
 
 from simtune.cli import main
 from simtune.rundir import RunDir
-from simtune.errors import EXIT_DIVERGED, EXIT_TRIALS_FAILED, EXIT_USER_ERROR
-from simtune.testing import REPO_ROOT, SYNTHETIC_EXPERIMENT, tiny_overrides, write_tiny_space
+from simtune.errors import EXIT_DIVERGED, EXIT_TRIALS_FAILED, EXIT_USER_ERROR, ConfigError
+from simtune.sweep.options import CALLBACKS_ENV, trial_callbacks
+from simtune.testing import (FAULT_ENV, REPO_ROOT, SYNTHETIC_EXPERIMENT, FaultInjector, tiny_overrides,
+                             write_tiny_space)
 
 SPACES = REPO_ROOT / "search_spaces"
 
@@ -178,10 +181,11 @@ def test_eval_of_a_damaged_model_is_one_line(finished_run: Path, tmp_path: Path,
 
 
 def test_resumable_checkpoints_hold_only_plain_data(finished_run: Path) -> None:
-    for stage in ("stage1", "stage2"):
-        for path in (RunDir(finished_run).model(stage), RunDir(finished_run).checkpoint(stage)):
-            if path.is_file():
-                torch.load(path, map_location="cpu", weights_only=True)  # raises on anything but plain data
+    run = RunDir(finished_run)
+    files = [path for stage in ("stage1", "stage2") for path in (run.model(stage), run.checkpoint(stage))]
+    assert [path for path in files if not path.is_file()] == []
+    for path in files:
+        torch.load(path, map_location="cpu", weights_only=True)  # raises on anything but plain data
 
 
 def test_resume_from_a_truncated_checkpoint_is_one_line(tiny_bench: tuple[Path, Path], tmp_path: Path,
@@ -216,6 +220,28 @@ def test_diverged_train_ends_in_one_line_and_leaves_the_run_inspectable(tiny_ben
 
 
 # ----------------------------------------------------------------------------- sweeps
+
+
+def test_trials_run_only_the_hooks_their_caller_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(CALLBACKS_ENV)
+    monkeypatch.setenv(FAULT_ENV, "nan_at=2@stage1.lambda_ci=0.03")
+    assert trial_callbacks() == ()  # SIMTUNE_FAULT alone injects nothing
+    monkeypatch.setenv(CALLBACKS_ENV, "simtune.testing:fault_hook")
+    (make,) = trial_callbacks()
+    monkeypatch.delenv(FAULT_ENV)  # read once, in the driver: a trial on another node need not see it
+    make = pickle.loads(pickle.dumps(make))  # as every trial receives it
+    (hook,) = make(tmp_path, {"stage1.lambda_ci": 0.03})
+    assert isinstance(hook, FaultInjector) and hook.at == {"nan_at": 2}
+    assert make(tmp_path, {"stage1.lambda_ci": 0.01}) == []
+
+
+@pytest.mark.parametrize("item", ["simtune.nowhere:hook", "simtune.testing:no_such_hook", "simtune.testing",
+                                  "simtune.testing:FAULT_ENV"])
+def test_a_trial_hook_that_is_no_function_is_refused(item: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CALLBACKS_ENV, item)
+    with pytest.raises(ConfigError, match=f"{CALLBACKS_ENV}: .*{item}"):
+        trial_callbacks()
+
 
 
 @pytest.mark.ray_sweep

@@ -13,19 +13,16 @@ from simtune.errors import ConfigError
 from simtune.schema import Config
 from simtune.search.plan.resources import Fitted, Node, fit
 from simtune.search.space import Resources, SearchSpace
-from simtune.testing import FAULT_ENV
 
 
 def init_ray(address: str | None) -> None:
-    """Connect to ``address`` (or RAY_ADDRESS), else start a local Ray; the fault hook reaches every worker."""
+    """Connect to ``address`` (or RAY_ADDRESS), else start a local Ray."""
     import ray
 
-    env = {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else {}
-    runtime_env = {"env_vars": env} if env else None
     if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
+        ray.init(address=address, logging_level=logging.WARNING)
     else:
-        ray.init(include_dashboard=False, runtime_env=runtime_env, logging_level=logging.WARNING)
+        ray.init(include_dashboard=False, logging_level=logging.WARNING)
 
 
 def check_shared_storage(storage: Path, *, explicit: bool) -> None:

@@ -16,8 +16,10 @@ Optuna learns the configuration failed instead of seeing its last good evaluatio
 normally: Tune never retries a trial that returned, and the sweep summary and the MLflow
 child run mark it failed from ``failure.json``.
 
-Test hook: ``simtune.testing.fault_callbacks`` adds the faults ``SIMTUNE_FAULT`` asks for (none
-when it is unset) after the reporter, so a test can crash or fail a chosen trial.
+Extra callbacks come from the caller: ``run_trial`` runs the ones its ``callbacks`` factories make
+for the trial, after the reporter. The callers take them from ``options.trial_callbacks``: the
+``module:function`` hooks that ``SIMTUNE_TRIAL_CALLBACKS`` names (none when it is unset), which is
+how the test suite plugs in ``simtune.testing.fault_hook`` to crash or fail a chosen trial.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -46,7 +48,7 @@ from simtune.results.sweepdir import SweepDir
 from simtune.search.space import SearchSpace, final_iteration
 from simtune.errors import NonFiniteLoss, SimtuneError
 from simtune.search.replicates import config_values
-from simtune.testing import fault_callbacks
+from simtune.sweep.options import CallbackFactory
 from simtune.train.loop import Callback
 
 STAGE_NUMBER = {"stage0": 0, "stage1": 1, "stage2": 2}
@@ -103,9 +105,10 @@ class JobSource(Protocol):
     def job(self, params: dict[str, Any], trial_id: str) -> TrialJob: ...
 
 
-def run_trial(params: dict[str, Any], context: JobSource) -> None:
+def run_trial(params: dict[str, Any], context: JobSource, callbacks: Sequence[CallbackFactory] = ()) -> None:
     """Tune function trainable: the job ``context`` makes of ``params`` (a sweep's sampled keys, a
-    retrain's seed), trained by ``run_pipeline`` and reported to Tune.
+    retrain's seed), trained by ``run_pipeline`` with the callbacks that ``callbacks`` make for it
+    (after the reporter), and reported to Tune.
 
     A diverged run (non-finite loss) or a user error (``SimtuneError``: a bad config or
     dataset that the pre-flight could not see) reports ``failed=1`` and returns: it would
@@ -120,7 +123,7 @@ def run_trial(params: dict[str, Any], context: JobSource) -> None:
     placement = trial_placement(job.cfg)
     cfg = dataclasses.replace(job.cfg, data=dataclasses.replace(job.cfg.data, num_workers=placement["num_workers"]))
     reporter = TuneReporter(run_dir, final_step=job.final_step, metric=job.metric, mode=job.mode)
-    callbacks = [reporter, *fault_callbacks(run_dir, job.swept)]
+    extra = [callback for factory in callbacks for callback in factory(run_dir, job.swept)]
     previous = RunDir(run_dir).failure_reason()
     if previous is not None:  # a diverged trial restarted by a --resume: it would only diverge again
         reporter.report_failure(previous)
@@ -129,7 +132,7 @@ def run_trial(params: dict[str, Any], context: JobSource) -> None:
     try:
         # resume=True: the run dir of a retried or resumed trial is not empty, and that is expected.
         # The command's pre-flight decoded every file once (data.check): a trial opens a few.
-        run_pipeline(cfg, run_dir, callbacks=callbacks, resume=True, stage1_cache=job.stage1_cache,
+        run_pipeline(cfg, run_dir, callbacks=[reporter, *extra], resume=True, stage1_cache=job.stage1_cache,
                      stage0_cache=job.stage0_cache, check_files=FILES_OPENED,
                      run_info={"placement": placement}, until=job.until)
         reporter.report_final()

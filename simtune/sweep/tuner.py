@@ -25,7 +25,7 @@ from simtune.search.algorithms import ALGORITHMS, SCHEDULERS
 from simtune.search.halving import Action, ConfigHalving, record
 from simtune.search.replicates import TRIAL_INDEX, config_values, replicate_index
 from simtune.search.space import Param, SearchSpace
-from simtune.sweep.options import SweepOptions
+from simtune.sweep.options import SweepOptions, trial_callbacks
 from simtune.sweep.trainable import TrialContext, run_trial
 
 
@@ -99,7 +99,8 @@ def _trainable(space: SearchSpace, options: SweepOptions) -> Any:
     # checkpoint at every evaluation is wanted, so no warning about frequent snapshots.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    return tune.with_resources(tune.with_parameters(run_trial, context=context), reservation(space)[0])
+    trainable = tune.with_parameters(run_trial, context=context, callbacks=trial_callbacks())
+    return tune.with_resources(trainable, reservation(space)[0])
 
 
 def reservation(space: SearchSpace) -> tuple[dict[str, float], int]:

@@ -29,6 +29,7 @@ from simtune.rundir import read_json, write_json
 from simtune.search.plan.resources import AUTO
 from simtune.sweep.cluster import check_shared_storage, fit_here, init_ray
 from simtune.sweep.mlflow_callback import result_metrics
+from simtune.sweep.options import trial_callbacks
 from simtune.sweep.trainable import TrialJob, run_trial
 from simtune.sweep.tuner import tune_started
 from simtune.tracking.store import connect, log_metrics
@@ -85,7 +86,8 @@ def run_jobs(jobs: dict[str, TrialJob], folder: Path, resources: dict[str, float
              max_failures: int, callbacks: list[Any]) -> dict[str, str | None]:
     """One Tune trial per job in the experiment ``folder`` (restored when Tune had started it), on the
     Ray this process has joined; returns job name -> failure reason or None."""
-    trainable = tune.with_resources(tune.with_parameters(run_trial, context=SeedJobs(jobs)), resources)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, context=SeedJobs(jobs), callbacks=trial_callbacks()), resources)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if tune_started(folder):
         tuner = tune.Tuner.restore(str(folder), trainable, resume_unfinished=True, resume_errored=True)
