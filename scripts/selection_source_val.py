@@ -28,10 +28,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from simtune.data.datasets import SegmentationDataset, list_samples
-from simtune.data.stats import SOURCE, HeldoutRun, heldout_run
+from simtune.data.stats import SOURCE
 from simtune.data.synth.write import write_source_images
 from simtune.errors import SimtuneError
 from simtune.evaluation import evaluate_model
+from simtune.heldout import HeldoutRun, heldout_run
 from simtune.models import load_module_state, segmenter_from_config
 from simtune.rundir import RunDir, load_segmenter_state
 

@@ -68,7 +68,7 @@ def run_sizes(args: argparse.Namespace) -> int:
 
 
 def run_heldout(args: argparse.Namespace) -> int:
-    from simtune.data.stats import heldout_text, score_runs
+    from simtune.heldout import heldout_text, score_runs
 
     scores = score_runs(args.run_dirs, args.count, args.stage)
     print(json.dumps(scores[0], indent=1) if len(scores) == 1 else heldout_text(scores, args.stage))
@@ -76,7 +76,7 @@ def run_heldout(args: argparse.Namespace) -> int:
 
 
 def run_table(args: argparse.Namespace) -> int:
-    from simtune.data.stats import iou_table
+    from simtune.heldout import iou_table
 
     print("\n".join(iou_table(args.source_only, args.target_only, args.part, args.count)))
     return 0

@@ -49,8 +49,8 @@ from simtune.tracking.sweep import SweepTracker
 from simtune.tracking.artifacts import PREDICTION_SAMPLES, log_checkpoint, log_trial_artifacts
 from simtune.tracking.datasets import log_data_inputs
 from simtune.tracking.store import (TAG_FAILURE, TAG_PARENT, TAG_REPLICATE, TAG_ROLE, TAG_RUN_DIR, TAG_STOPPED,
-                                    TAG_PLACEMENT, TAG_SWEEP, TAG_TRIAL, log_history, log_metrics, log_params,
-                                    one_line, search)
+                                    TAG_PLACEMENT, TAG_SWEEP, TAG_TRIAL, connect, log_history, log_metrics,
+                                    log_params, one_line, search)
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,7 @@ class MlflowTrialLogger(tune.Callback):
     @property
     def client(self) -> Any:
         if self._client is None:
-            from mlflow import MlflowClient
-
-            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            self._client = connect(self.tracking_uri)
         return self._client
 
     # ------------------------------------------------------------------------- Tune hooks
