@@ -207,3 +207,24 @@ def test_configurations_on_unlike_seeds_rank_by_their_seed_adjusted_estimates() 
     # its truth: the seed effects sum to 0 over the sweep's seeds
     assert ranked[2].estimate is not None and ranked[2].estimate.value == pytest.approx(21.0)
     assert ranked[0].estimate is not None and ranked[0].estimate.value == pytest.approx(winner.spread("val/miou").mean)
+
+
+def test_the_final_table_shows_the_seed_adjusted_estimate_when_seed_sets_differ(tmp_path: Path) -> None:
+    import dataclasses
+
+    from simtune.commands.sweep import format_summary
+    from simtune.results.summary import ConfigSummary, Summary
+
+    def row(rank: int, lam: float, seeds: list[int], mean: float, estimate: float) -> ConfigSummary:
+        return ConfigSummary(rank=rank, params={"stage1.lambda_ci": lam}, n=len(seeds), seeds=seeds, mean=mean,
+                             std=1.0, trained_to_end=rank == 1, trial_ids=[f"t{lam}"], estimate=estimate,
+                             estimate_se=0.4 if len(seeds) > 2 else 1.1)
+
+    (tmp_path / "race.json").write_text("{}")
+    summary = dataclasses.replace(Summary.empty(tmp_path), replicates=5, configs=[
+        row(1, 0.1, [0, 1, 2, 3, 4], 22.2, 22.2), row(2, 1.0, [0, 1], 23.1, 21.0)])
+    table = format_summary(summary)
+    assert "val/miou seed-adjusted" in table and "21.00 ± 1.10" in table and "22.20 ± 0.40" in table
+    assert "they rank by the seed-adjusted estimate" in table
+    same = dataclasses.replace(summary, configs=[row(1, 0.1, [0, 1], 22.2, 22.2), row(2, 1.0, [0, 1], 21.0, 21.0)])
+    assert "seed-adjusted" not in format_summary(same)  # same seeds: the raw mean is the estimate
