@@ -5,7 +5,8 @@ however it dies, so a lock never outlives its process. Lock files are emptied, n
 (removing one would let two later processes lock two different files of the same name).
 
 Publishing is write-to-a-temporary-then-rename (``os.replace``): a reader sees the old file or
-folder or the new one, never half of one, and a crashed writer leaves only a ``.*.tmp`` name.
+folder or the new one, never half of one, and a crashed writer leaves only a ``.*.tmp`` name (or,
+replacing a folder, the older folder under a ``.*.old`` name).
 """
 
 from __future__ import annotations
@@ -136,19 +137,39 @@ def write_with(path: Path, write: Callable[[Path], object]) -> None:
 def publish_folder(final: Path, files: dict[str, Path], *, marker: str = "complete") -> Path:
     """Copy ``name -> path`` (files or folders) into a new folder ``final``, atomically.
 
-    The folder is filled under a temporary name, gets an empty ``marker`` file last, and is
-    then renamed to ``final`` (replacing an older one), so ``final/marker`` exists only for a
+    The folder is filled under a temporary name, gets an empty ``marker`` file last, and then
+    takes the place of ``final`` (``replace_folder``), so ``final/marker`` exists only for a
     complete folder.
     """
-    tmp = temporary_path(final)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = staging_folder(final)
     for name, src in files.items():
         if src.is_dir():
             shutil.copytree(src, tmp / name)
         else:
             shutil.copy2(src, tmp / name)
     (tmp / marker).write_text("")
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    replace_folder(tmp, final)
     return final
+
+
+def staging_folder(final: Path) -> Path:
+    """A new, empty folder beside ``final`` (``temporary_path``) to fill before ``replace_folder``."""
+    tmp = temporary_path(final)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def replace_folder(staging: Path, final: Path) -> None:
+    """Put the complete folder ``staging`` in the place of ``final``, removing the older ``final``.
+
+    Two renames: the older folder steps aside under ``.<name>.<pid>.old`` and ``staging`` takes its
+    name. A reader sees the older folder or the new one, never a mix of both; a crash between the
+    renames leaves the older folder under its ``.old`` name.
+    """
+    old = final.with_name(f".{final.name}.{os.getpid()}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)

@@ -10,11 +10,15 @@ tell whether the loader really reads the PNG's *first* channel.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import os
 import signal
+import socket
 import struct
 import subprocess
+import sys
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -26,9 +30,12 @@ import yaml
 import numpy as np
 from PIL import Image
 
+from simtune import config
 from simtune.errors import ConfigError, NonFiniteLoss
 from simtune.labels import CITYSCAPES_LABEL_IDS, PALETTE, SYNTHIA_LABEL_IDS
-from simtune.rundir import RunDir
+from simtune.results.sweepdir import SweepDir
+from simtune.rundir import RunDir, write_config
+from simtune.schema import Config
 from simtune.train.loop import Callback
 
 DEFAULT_SIZE = (16, 8)  # (W, H): small, but big enough for 4x4 label blocks
@@ -194,6 +201,12 @@ def tiny_overrides(source_root: Path, target_root: Path, *extra: str) -> list[st
     return [f"data.source.root={source_root}", f"data.target.root={target_root}", *TINY_OVERRIDES, *extra]
 
 
+def tiny_cfg(tiny_bench: tuple[Path, Path], *extra: str) -> Config:
+    """The synthetic experiment on the tiny benchmark ``tiny_bench`` = (source root, target root),
+    then the ``extra`` overrides (``key=value``)."""
+    return config.load(SYNTHETIC_EXPERIMENT, tiny_overrides(*tiny_bench, *extra))
+
+
 def write_tiny_space(folder: Path, tiny_bench: tuple[Path, Path], params: dict[str, Any], **settings: Any) -> Path:
     """A search space over the synthetic experiment, shrunk to the tiny benchmark through its ``set:``.
 
@@ -203,12 +216,34 @@ def write_tiny_space(folder: Path, tiny_bench: tuple[Path, Path], params: dict[s
         ``folder/space.yaml``.
     """
     tiny = dict(text.split("=", 1) for text in tiny_overrides(*tiny_bench))
-    body = {"base": str(SYNTHETIC_EXPERIMENT), "set": {k: yaml.safe_load(v) for k, v in tiny.items()},
-            "max_concurrent": 2, **settings, "params": params}
+    return write_space_file(folder, {"base": str(SYNTHETIC_EXPERIMENT),
+                                     "set": {k: yaml.safe_load(v) for k, v in tiny.items()},
+                                     "max_concurrent": 2, **settings, "params": params})
+
+
+def write_space_file(folder: Path, body: Mapping[str, Any]) -> Path:
+    """``folder/space.yaml`` holding ``body`` (keys in their order); returns its path."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "space.yaml"
-    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    path.write_text(yaml.safe_dump(dict(body), sort_keys=False))
     return path
+
+
+def write_trial(sweep: Path, trial_id: str, vals: list[float], *, lambda_ci: float = 0.01, bank_size: int = 50,
+                finished: bool = True, seed: int = 0) -> Path:
+    """A hand-written trial of the sweep folder ``sweep``: a run dir whose stage-1 history's ``val/miou``
+    goes through ``vals`` (``report/miou`` = val + 1, ``val/iou/road`` = 2 val), finished or not."""
+    run_dir = SweepDir(sweep).run(trial_id).root
+    run = RunDir(run_dir)
+    run.stage("stage1").mkdir(parents=True)
+    write_config(config.build({"seed": seed, "stage1": {"lambda_ci": lambda_ci, "bank_size": bank_size}}),
+                 run.config_file)
+    history = [{"step": 10 * (i + 1), "val/miou": v, "report/miou": v + 1, "val/iou/road": 2 * v,
+                "report/iou/road": 2 * v + 1, "iteration": 10.0 * (i + 1)} for i, v in enumerate(vals)]
+    run.history_file("stage1").write_text(json.dumps(history))
+    if finished:
+        run.results.write_text(json.dumps({"stages": {"stage1": history[-1]}}))
+    return run_dir
 
 
 # ----------------------------------------------------------------------------- injected faults (sweep tests)
@@ -295,12 +330,42 @@ def fault_callbacks(faults: str, run_dir: Path, swept: Mapping[str, Any]) -> lis
     return [FaultInjector(run_dir, at)] if at else []
 
 
-def stop_process_group(proc: subprocess.Popen[Any]) -> None:
-    """Ctrl-C the process group ``proc`` leads (``mlflow ui`` ignores SIGTERM while serving);
-    kill the group when that has not ended it within 30 s."""
-    os.killpg(proc.pid, signal.SIGINT)
+# ----------------------------------------------------------------------------- processes a test starts
+
+
+def simtune_command(*args: str) -> list[str]:
+    """The command line of the ``simtune`` CLI with ``args``, run by this interpreter."""
+    return [sys.executable, "-m", "simtune.cli", *args]
+
+
+def simtune(*args: str, cwd: Path, env: Mapping[str, str] | None = None,
+            timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Run the real ``simtune`` CLI in a process of its own in ``cwd``, output captured; ``env`` is its
+    whole environment (None: this process's)."""
+    return subprocess.run(simtune_command(*args), cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def kill_group(proc: subprocess.Popen[Any], sig: int = signal.SIGKILL) -> None:
+    """Send ``sig`` to the process group ``proc`` leads (started with ``start_new_session=True``);
+    a group that is already gone is left alone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+def stop_process_group(proc: subprocess.Popen[Any], sig: int = signal.SIGINT, timeout: float = 30) -> None:
+    """Stop the process group ``proc`` leads with ``sig`` (Ctrl-C by default: ``mlflow ui`` ignores
+    SIGTERM while serving); kill the group when that has not ended ``proc`` within ``timeout`` s."""
+    kill_group(proc, sig)
     try:
-        proc.wait(timeout=30)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_group(proc)
         proc.wait(timeout=10)

@@ -12,7 +12,6 @@ import os
 import secrets
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import pytest
 import torch
 
 from simtune.sweep.options import CALLBACKS_ENV
-from simtune.testing import tiny_benchmark
+from simtune.testing import free_port, kill_group, stop_process_group, tiny_benchmark
 
 
 @pytest.fixture(scope="session")
@@ -53,18 +52,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # ----------------------------------------------------------------------------- Ray clusters on 127.0.0.1
 
 RAY = Path(sys.executable).with_name("ray")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def kill_group(process: subprocess.Popen[Any], sig: int = signal.SIGKILL) -> None:
-    """Signal the process group this test started (the process was made its leader)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)
 
 
 @dataclass
@@ -190,8 +177,6 @@ def two_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clust
 def mlflow_http_server(folder: Path) -> Iterator[str]:
     """``mlflow server`` over HTTP with its own backend (SQLite) and artifact store under ``folder``,
     one worker, on a free port; yields its address. Stopped with its process group."""
-    from simtune.testing import stop_process_group
-
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -212,7 +197,6 @@ def mlflow_http_server(folder: Path) -> Iterator[str]:
 @contextlib.contextmanager
 def mlflow_ui(uri: str) -> Iterator[str]:
     """The ``mlflow ui`` line simtune prints for ``uri``, on a free port with one worker; yields its address."""
-    from simtune.testing import stop_process_group
     from simtune.tracking import naming
 
     port = free_port()

@@ -6,8 +6,6 @@ No rate is asserted beyond being positive: the machine running the tests may be 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +17,15 @@ from simtune.bench.data.files import write_datasets
 from simtune.bench.data.measure import cores_per_gpu
 from simtune.bench.data.settings import DataBenchSettings
 from simtune.data.datasets import SegmentationDataset, list_samples, read_png8
+from simtune.testing import REPO_ROOT, simtune
 
 SMALL = ["--size", "small", "--images", "12", "--distinct", "3", "--iterations", "6"]
 
 
-def simtune(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "simtune.cli", "bench", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=Path(__file__).resolve().parents[1])
-
-
 def test_bench_data_prints_a_row_per_worker_count_and_the_cores_line(tmp_path: Path) -> None:
     out = tmp_path / "data.json"
-    done = simtune("--data", "--workers", "0,1", *SMALL, "--out", str(out))  # the real CLI, in its own process
+    done = simtune("bench", "--data", "--workers", "0,1", *SMALL, "--out", str(out), cwd=REPO_ROOT,
+                   timeout=120)  # the real CLI, in its own process
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["workers"])
@@ -68,7 +63,7 @@ def test_bench_data_json_on_stdout_and_step_ms(capsys: pytest.CaptureFixture[str
 
 
 def test_bench_data_bad_workers_exits_2_with_one_line() -> None:
-    done = simtune("--data", "--workers", "0,x")
+    done = simtune("bench", "--data", "--workers", "0,x", cwd=REPO_ROOT, timeout=120)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [
         "simtune bench: error: --workers must be comma-separated integers >= 0, e.g. 0,1,2,4, but got '0,x'"]

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from simtune.search.plan.cost import estimate
 from simtune.search.parse import load_space
-from simtune.testing import write_tiny_space
+from simtune.testing import simtune, write_tiny_space
 
 ITERS = {"init.source_pretrain.iters": 3, "stage1.iters": 4, "stage2.iters": 2}
 
@@ -41,8 +39,7 @@ def test_a_stage1_grid_shares_stage_0_only(tmp_path: Path, tiny_bench: tuple[Pat
 def test_racing_gives_ranges_and_the_cli_prints_the_line(tmp_path: Path, tiny_bench: tuple[Path, Path]) -> None:
     path = _space(tmp_path, tiny_bench, {"pseudo_label.quantile": {"grid": [0.3, 0.5, 0.7]}},
                   racing={"first_test": 2, "max_replicates": 4})
-    proc = subprocess.run([sys.executable, "-m", "simtune.cli", "validate", str(path), "--cost", "--config-only"],
-                          capture_output=True, text=True, timeout=120)
+    proc = simtune("validate", str(path), "--cost", "--config-only", cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     line = proc.stdout.strip().splitlines()[-1]
     assert line.startswith("cost: 3 configurations x 2 to 4 seeds = 6 to 12 trials; stage 0: 2 to 4 runs, "

@@ -27,7 +27,7 @@ from simtune.cli import main
 from simtune.rundir import RunDir
 from simtune.errors import EXIT_DIVERGED, EXIT_TRIALS_FAILED, EXIT_USER_ERROR, ConfigError
 from simtune.sweep.options import CALLBACKS_ENV, trial_callbacks
-from simtune.testing import (FAULT_ENV, REPO_ROOT, SYNTHETIC_EXPERIMENT, FaultInjector, tiny_overrides,
+from simtune.testing import (FAULT_ENV, REPO_ROOT, SYNTHETIC_EXPERIMENT, FaultInjector, simtune, tiny_overrides,
                              write_tiny_space)
 
 SPACES = REPO_ROOT / "search_spaces"
@@ -44,12 +44,6 @@ def one_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     assert len(lines) == 1, f"expected one line, got:\n{text}"
     return lines[0]
-
-
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
-            timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "simtune.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +63,7 @@ def test_sweep_with_a_missing_dataset_root_is_one_line_before_ray(tmp_path: Path
     space = write_tiny_space(tmp_path / "space", tiny_bench, {"stage1.lambda_ci": {"grid": [0.1, 0.01]}})
     missing = tmp_path / "nowhere" / "gta5"
     start = time.perf_counter()
-    proc = run_cli("sweep", str(space), "--storage", str(tmp_path / "sweeps"), "--name", "x",
+    proc = simtune("sweep", str(space), "--storage", str(tmp_path / "sweeps"), "--name", "x",
                    "--set", f"data.source.root={missing}", cwd=tmp_path)
     assert proc.returncode == EXIT_USER_ERROR
     line = one_line(proc.stderr)
@@ -250,8 +244,8 @@ def test_sweep_exit_code_counts_failed_trials_and_user_errors_are_not_retried(
     space = write_tiny_space(tmp_path / "space", tiny_bench, {"pseudo_label.quantile": {"grid": [0.3, 0.5, 0.7]}},
                        max_failures=2)
     fault = "config_error_at=2@pseudo_label.quantile=0.3;nan_at=4@pseudo_label.quantile=0.5"
-    proc = run_cli("sweep", str(space), "--storage", str(tmp_path / "sweeps"), "--name", "f", cwd=tmp_path,
-                   env={"SIMTUNE_FAULT": fault})
+    proc = simtune("sweep", str(space), "--storage", str(tmp_path / "sweeps"), "--name", "f", cwd=tmp_path,
+                   env={**os.environ, FAULT_ENV: fault})
     assert proc.returncode == EXIT_TRIALS_FAILED, proc.stdout[-2000:] + proc.stderr[-2000:]
     last = proc.stdout.strip().splitlines()[-1]
     assert "2 of 3 trials failed" in last and "ConfigError" in last
@@ -273,7 +267,7 @@ def test_second_sweep_of_the_same_name_is_refused_while_the_first_runs(tmp_path:
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        proc = run_cli("sweep", str(space), "--storage", str(storage), "--name", "x", cwd=tmp_path)
+        proc = simtune("sweep", str(space), "--storage", str(storage), "--name", "x", cwd=tmp_path)
         assert proc.returncode == EXIT_USER_ERROR
         line = one_line(proc.stderr)
         assert f"pid {holder.pid}" in line and socket.gethostname() in line

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,8 @@ from simtune.errors import ConfigError, DataError
 from simtune.rundir import RunDir
 from simtune.schema import Config
 from simtune.search.plan.resources import Node, fit
-from simtune.testing import FAULT_ENV, SYNTHETIC_EXPERIMENT, make_gta5_tree, tiny_overrides, write_tiny_space
+from simtune.testing import (FAULT_ENV, SYNTHETIC_EXPERIMENT, make_gta5_tree, simtune, tiny_cfg, tiny_overrides,
+                             write_tiny_space)
 from simtune.train.stage import eval_metrics
 from test_sweep import run_sweep, summary_of
 
@@ -175,7 +174,7 @@ def test_a_trial_opens_two_files_per_dataset_the_command_all(tmp_path: Path, tin
 
     source = tmp_path / "src"
     shutil.copytree(tiny_bench[0], source)
-    cfg = config.load(SYNTHETIC_EXPERIMENT, tiny_overrides(source, tiny_bench[1]))
+    cfg = tiny_cfg((source, tiny_bench[1]))
     last = sorted((source / "images").iterdir())[-1]
     last.write_bytes(last.read_bytes()[:40])  # the last source image is truncated
     assert len(datasets_from_config(cfg, check_files=2).source) == 8  # a trial's start: not opened
@@ -185,9 +184,9 @@ def test_a_trial_opens_two_files_per_dataset_the_command_all(tmp_path: Path, tin
 
 def test_a_bad_worker_count_is_refused_before_compute(tmp_path: Path, tiny_bench: tuple[Path, Path]) -> None:
     assert (worker_count("auto", cpus=8), worker_count("auto", cpus=2), worker_count(3)) == (3, 0, 3)
-    proc = subprocess.run([sys.executable, "-m", "simtune.cli", "train", str(SYNTHETIC_EXPERIMENT), "--out",
-                           str(tmp_path / "run"), *sum((["--set", o] for o in tiny_overrides(*tiny_bench)), []),
-                           "--set", "data.num_workers=-1"], capture_output=True, text=True, timeout=120)
+    proc = simtune("train", str(SYNTHETIC_EXPERIMENT), "--out", str(tmp_path / "run"),
+                   *sum((["--set", o] for o in tiny_overrides(*tiny_bench)), []), "--set", "data.num_workers=-1",
+                   cwd=tmp_path, timeout=120)
     assert proc.returncode == 2 and not (tmp_path / "run").exists()
     assert proc.stderr.strip() == "simtune train: error: data.num_workers must be an integer >= 0 or 'auto', got -1"
 
@@ -201,13 +200,12 @@ def test_workers_change_no_number(tiny_bench: tuple[Path, Path], tmp_path: Path)
     from simtune.train.builders import build_nets
     from simtune.train.pipeline import run_pipeline
 
-    cfg = config.load(SYNTHETIC_EXPERIMENT, tiny_overrides(*tiny_bench))
+    cfg = tiny_cfg(tiny_bench)
     nets, _ = build_nets(cfg, torch.device("cpu"))
     data = datasets_from_config(cfg)
     scores = [eval_metrics(nets, data.val, torch.device("cpu"), False, loading=Loading(workers=w)) for w in (0, 2)]
     assert scores[0] == scores[1]
-    runs = {w: run_pipeline(config.load(SYNTHETIC_EXPERIMENT, tiny_overrides(*tiny_bench, f"data.num_workers={w}")),
-                            tmp_path / f"w{w}") for w in (0, 2)}
+    runs = {w: run_pipeline(tiny_cfg(tiny_bench, f"data.num_workers={w}"), tmp_path / f"w{w}") for w in (0, 2)}
     assert runs[0].stages == runs[2].stages
     assert np.array_equal(*(np.load(RunDir(tmp_path / f"w{w}").predictions / "histogram.npy")
                             for w in (0, 2)))
@@ -220,8 +218,7 @@ def test_workers_change_no_number(tiny_bench: tuple[Path, Path], tmp_path: Path)
 def test_an_object_store_uri_as_storage_is_refused_with_one_line(tmp_path: Path, command: str) -> None:
     args = {"sweep": ["sweep", str(SYNTHETIC_EXPERIMENT.parents[1] / "search_spaces" / "lambda_w.yaml")],
             "retrain": ["retrain", "--best"], "report": ["report"]}[command]
-    proc = subprocess.run([sys.executable, "-m", "simtune.cli", *args, "--storage", "s3://bucket/sweeps"],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    proc = simtune(*args, "--storage", "s3://bucket/sweeps", cwd=tmp_path, timeout=120)
     assert proc.returncode == 2 and not (tmp_path / "s3:").exists()
     assert proc.stderr.strip() == (f"simtune {command}: error: --storage s3://bucket/sweeps: a URI is not supported; "
                                    "give a folder that every node mounts at the same path (e.g. NFS), see "

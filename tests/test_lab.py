@@ -13,16 +13,11 @@ from typing import Any
 
 import pytest
 
-from conftest import Cluster, kill_group, mlflow_http_server
+from conftest import Cluster, mlflow_http_server
 from simtune.errors import TrackingError
-from simtune.testing import FAULT_ENV, write_tiny_space
+from simtune.testing import FAULT_ENV, kill_group, simtune, simtune_command, tiny_cfg, write_tiny_space
 from simtune.tracking.store import sweep_store
 from test_sweep import FULL, attempts, summary_of, sweep_command, tune_results
-
-
-def simtune(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "simtune.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=900)
 
 
 def test_the_recorded_store_wins_and_another_is_refused(tmp_path: Path) -> None:
@@ -150,9 +145,8 @@ def _seed_dirs(folder: Path) -> list[Path]:
 def test_retrain_trains_its_seeds_at_once_on_ray_and_lists_a_failed_seed(small_sweep: Path) -> None:
     """Four seed runs (best and runner-up, fresh seeds 1 and 2) on the 2-CPU head: two at a time;
     seed 2 diverges in both and is listed, seed 1 of both finishes."""
-    done = subprocess.run([sys.executable, "-m", "simtune.cli", "retrain", "--best", "--name", "small", "--seeds", "2",
-                           "--compare-runner-up"], cwd=small_sweep, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, FAULT_ENV: "nan_at=2@seed=2"})
+    done = simtune("retrain", "--best", "--name", "small", "--seeds", "2", "--compare-runner-up", cwd=small_sweep,
+                   env={**os.environ, FAULT_ENV: "nan_at=2@seed=2"})
     assert done.returncode == 1, done.stderr[-3000:]  # a seed failed: exit code 1, the rest went on
     assert "simtune retrain: seeds: 1 CPU + 0 GPUs per trial, up to 2 at once" in done.stderr
     last = done.stdout.strip().splitlines()[-1]
@@ -170,8 +164,7 @@ def test_retrain_trains_its_seeds_at_once_on_ray_and_lists_a_failed_seed(small_s
 
 @pytest.mark.ray_sweep
 def test_a_retrain_killed_mid_seed_continues_from_the_checkpoints(small_sweep: Path) -> None:
-    command = [sys.executable, "-m", "simtune.cli", "retrain", "--best", "--name", "small", "--seeds", "1",
-               "--seeds-from", "7"]
+    command = simtune_command("retrain", "--best", "--name", "small", "--seeds", "1", "--seeds-from", "7")
     with open(small_sweep / "retrain.log", "w") as log:
         driver = subprocess.Popen(command, cwd=small_sweep, stdout=log, stderr=subprocess.STDOUT,
                                   start_new_session=True, env={**os.environ, FAULT_ENV: "pause_once_at=2"})
@@ -199,13 +192,11 @@ def test_a_run_waiting_for_a_shared_stage_gives_up_naming_the_holder(tmp_path: P
     """Another process holds the stage-1 key's lock (as a trial training it would, or a dead node's
     leftover on NFS): the run waits ``runtime.shared_stage_timeout_h``, then fails with one line
     that names the holder and the lock file; it trained nothing."""
-    from simtune import config
     from simtune.errors import StageWaitTimeout
-    from simtune.testing import SYNTHETIC_EXPERIMENT, tiny_overrides
     from simtune.train.pipeline import run_pipeline
     from simtune.train.stage_cache import stage1_key
 
-    cfg = config.load(SYNTHETIC_EXPERIMENT, tiny_overrides(*tiny_bench, "runtime.shared_stage_timeout_h=0.0005"))
+    cfg = tiny_cfg(tiny_bench, "runtime.shared_stage_timeout_h=0.0005")
     lock = tmp_path / "stage1_cache" / f"{stage1_key(cfg)}.lock"
     code = (f"import time; from pathlib import Path; from simtune.files import waiting_lock\n"
             f"with waiting_lock(Path({str(lock)!r}), 10):\n    print('held', flush=True); time.sleep(120)")

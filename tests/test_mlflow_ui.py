@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,15 +15,10 @@ import pytest
 
 from conftest import mlflow_ui
 from simtune.rundir import RunDir
-from simtune.testing import write_tiny_space
+from simtune.testing import simtune, write_tiny_space
 from simtune.tracking import naming
 
 SWEEP = "ui"
-
-
-def simtune(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "simtune.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=900)
 
 
 @pytest.fixture(scope="module")

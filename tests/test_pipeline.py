@@ -12,16 +12,11 @@ import yaml
 from PIL import Image
 
 from simtune.rundir import RunDir
-from simtune import config, schema
 from simtune.cli import main
 from simtune.train.pipeline import run_pipeline
-from simtune.testing import SYNTHETIC_EXPERIMENT, tiny_overrides
+from simtune.testing import SYNTHETIC_EXPERIMENT, tiny_cfg, tiny_overrides
 from simtune.train.loop import Callback
 from simtune.train.stage_cache import stage1_key
-
-
-def tiny_cfg(bench: tuple[Path, Path], *extra: str) -> schema.Config:
-    return config.load(SYNTHETIC_EXPERIMENT, tiny_overrides(*bench, *extra))
 
 
 def test_train_cli_runs_both_stages(tiny_bench: tuple[Path, Path], tmp_path: Path,

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,6 @@ import numpy as np
 import pytest
 
 from simtune import config
-from simtune.rundir import RunDir, write_config
 from simtune.cli import main
 from simtune.errors import ConfigError
 from simtune.workflows.report import build_report
@@ -23,28 +20,10 @@ from simtune.results.trials import load_trials, rank_trials
 from simtune.search.replicates import fresh_seeds
 from simtune.workflows.retrain import retrain_best
 from simtune.workflows.retrain_seeds import scale_iters
-
-REPO = Path(__file__).resolve().parents[1]
-TINY = ["stage1.iters=4", "stage1.schedule_iters=4", "stage2.iters=2", "stage2.schedule_iters=2", "eval.every=2",
-        "eval.max_images=2", "runtime.threads=1", "runtime.checkpoint_every=2", "init.source_pretrain.iters=0"]
+from simtune.testing import SYNTHETIC_EXPERIMENT, simtune, tiny_benchmark, tiny_overrides, write_trial
 
 
 # ----------------------------------------------------------------------------- hand-written sweeps
-
-
-def write_trial(sweep: Path, trial_id: str, vals: list[float], *, lambda_ci: float = 0.01, bank_size: int = 50,
-                finished: bool = True, seed: int = 0) -> Path:
-    """A run dir with a stage-1 history whose ``val/miou`` goes through ``vals`` (report = val + 1)."""
-    run_dir = sweep / "runs" / trial_id
-    (run_dir / "stage1").mkdir(parents=True)
-    cfg = config.build({"seed": seed, "stage1": {"lambda_ci": lambda_ci, "bank_size": bank_size}})
-    write_config(cfg, run_dir / "config.yaml")
-    history = [{"step": 10 * (i + 1), "val/miou": v, "report/miou": v + 1, "val/iou/road": 2 * v,
-                "report/iou/road": 2 * v + 1, "iteration": 10.0 * (i + 1)} for i, v in enumerate(vals)]
-    RunDir(run_dir).history_file("stage1").write_text(json.dumps(history))
-    if finished:
-        (run_dir / "results.json").write_text(json.dumps({"stages": {"stage1": history[-1]}}))
-    return run_dir
 
 
 def test_best_trial_is_chosen_by_its_last_evaluation_not_its_best_ever(tmp_path: Path) -> None:
@@ -138,24 +117,16 @@ def test_report_says_the_configurations_differ_when_every_seed_agrees(tmp_path: 
 # ----------------------------------------------------------------------------- a tiny real sweep
 
 
-def simtune(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "simtune.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=900)
-
-
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """2 x 2 grid over lambda_ci and bank_size, real pipeline, 6 iterations per trial."""
-    from simtune.data.synth import generate_benchmark
-
     tmp = tmp_path_factory.mktemp("tiny")
-    bench = generate_benchmark(tmp / "bench", num_source=8, num_target_train=6, num_target_val_per_city=2, workers=1)
+    bench = tiny_benchmark(tmp / "bench")
     space = tmp / "space.yaml"
-    space.write_text(f"base: {REPO / 'experiments' / 'synthetic.yaml'}\nsearch: {{algorithm: grid}}\n"
+    space.write_text(f"base: {SYNTHETIC_EXPERIMENT}\nsearch: {{algorithm: grid}}\n"
                      "resources: {cpus: 1}\nmax_concurrent: 2\nparams:\n"
                      "  stage1.lambda_ci: {grid: [0.001, 0.01]}\n  stage1.bank_size: {grid: [10, 50]}\n")
-    sets = [f"--set={s}" for s in [*TINY, f"data.source.root={bench.source_root}",
-                                   f"data.target.root={bench.target_root}"]]
+    sets = [f"--set={s}" for s in tiny_overrides(*bench)]
     done = simtune("sweep", str(space), "--name", "tiny", "--storage", "sweeps", *sets, cwd=tmp)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "database is locked" not in done.stdout + done.stderr

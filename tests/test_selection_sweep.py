@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from simtune.rundir import RunDir
 from simtune.cli import main
-from simtune.testing import SYNTHETIC_EXPERIMENT, tiny_overrides
-
-
-def write_space(folder: Path, tiny_bench: tuple[Path, Path], **settings: Any) -> Path:
-    tiny = dict(text.split("=", 1) for text in tiny_overrides(*tiny_bench))
-    body = {"base": str(SYNTHETIC_EXPERIMENT), "set": {k: yaml.safe_load(v) for k, v in tiny.items()},
-            "max_concurrent": 2, **settings}
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "space.yaml"
-    path.write_text(yaml.safe_dump(body, sort_keys=False))
-    return path
+from simtune.testing import SYNTHETIC_EXPERIMENT, simtune, write_tiny_space
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +18,11 @@ def entropy_sweep(tmp_path_factory: pytest.TempPathFactory, tiny_bench: tuple[Pa
     """A 2-trial grid selected by select/entropy, run through ``simtune sweep``; lambda_ci 0.01 is the
     base config's value (the default), and the validators are on only because the metric needs them."""
     folder = tmp_path_factory.mktemp("select_sweep")
-    space = write_space(folder, tiny_bench, metric="select/entropy", mode="max",
+    space = write_tiny_space(folder, tiny_bench, metric="select/entropy", mode="max",
                         search={"algorithm": "grid"},
                         scheduler={"type": "fifo"},
                         params={"stage1.lambda_ci": {"grid": [0.01, 0.5]}})
-    proc = subprocess.run([sys.executable, "-m", "simtune.cli", "sweep", str(space), "--storage",
-                           str(folder / "sweeps"), "--name", "ent"], capture_output=True, text=True,
-                          timeout=600, cwd=folder)
+    proc = simtune("sweep", str(space), "--storage", str(folder / "sweeps"), "--name", "ent", cwd=folder, timeout=600)
     assert proc.returncode == 0, f"sweep failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return folder / "sweeps" / "ent"
 
@@ -123,14 +108,14 @@ def test_report_holds_the_trust_table(entropy_sweep: Path, capsys: pytest.Captur
 def test_space_rejects_unknown_or_minimised_validators(tmp_path: Path, tiny_bench: tuple[Path, Path],
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     params = {"stage1.lambda_ci": {"grid": [0.01]}}
-    bad_name = write_space(tmp_path / "a", tiny_bench, metric="select/entropi", params=params)
+    bad_name = write_tiny_space(tmp_path / "a", tiny_bench, metric="select/entropi", params=params)
     assert main(["validate", str(bad_name)]) == 2
     err = capsys.readouterr().err
     assert "select/entropi" in err and "select/entropy" in err
-    minimised = write_space(tmp_path / "b", tiny_bench, metric="select/snd", mode="min", params=params)
+    minimised = write_tiny_space(tmp_path / "b", tiny_bench, metric="select/snd", mode="min", params=params)
     assert main(["validate", str(minimised)]) == 2
     assert "higher = better" in capsys.readouterr().err
-    off = write_space(tmp_path / "c", tiny_bench, metric="select/im", params=params)
+    off = write_tiny_space(tmp_path / "c", tiny_bench, metric="select/im", params=params)
     assert main(["validate", str(off), "--set", "select.enabled=false"]) == 2  # said explicitly: not overridden
     assert "select.enabled" in capsys.readouterr().err
 
@@ -141,12 +126,12 @@ def test_validators_are_computed_only_when_needed(tmp_path: Path, tiny_bench: tu
 
     assert not load(SYNTHETIC_EXPERIMENT).select.enabled  # off by default: +~20% per evaluation
     params = {"stage1.lambda_ci": {"grid": [0.01]}}
-    by_validator = load_space(write_space(tmp_path / "a", tiny_bench, metric="select/im", params=params))
+    by_validator = load_space(write_tiny_space(tmp_path / "a", tiny_bench, metric="select/im", params=params))
     select = by_validator.config_for({"stage1.lambda_ci": 0.01}).select
     assert select.enabled and select.source_images == 0  # no DEV: select/im does not need it
-    by_dev = load_space(write_space(tmp_path / "d", tiny_bench, metric="select/dev", params=params))
+    by_dev = load_space(write_tiny_space(tmp_path / "d", tiny_bench, metric="select/dev", params=params))
     assert by_dev.config_for({"stage1.lambda_ci": 0.01}).select.source_images >= 2
-    by_oracle = load_space(write_space(tmp_path / "b", tiny_bench, params=params))
+    by_oracle = load_space(write_tiny_space(tmp_path / "b", tiny_bench, params=params))
     assert not by_oracle.config_for({"stage1.lambda_ci": 0.01}).select.enabled
-    asked = load_space(write_space(tmp_path / "c", tiny_bench, params=params), ["select.enabled=true"])
+    asked = load_space(write_tiny_space(tmp_path / "c", tiny_bench, params=params), ["select.enabled=true"])
     assert asked.config_for({"stage1.lambda_ci": 0.01}).select.enabled

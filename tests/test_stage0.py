@@ -11,7 +11,7 @@ import torch
 
 from simtune import config, schema
 from simtune.cli import main
-from simtune.testing import SYNTHETIC_EXPERIMENT, tiny_overrides
+from simtune.testing import SYNTHETIC_EXPERIMENT, tiny_cfg, tiny_overrides
 from simtune.train.loop import Callback
 from simtune.train.pipeline import run_pipeline
 from simtune.train.stage_cache import stage0_key, stage1_key
@@ -19,8 +19,9 @@ from simtune.train.stage_cache import stage0_key, stage1_key
 STAGE0 = ("init.source_pretrain.iters=3", "init.source_pretrain.lr=0.02")
 
 
-def tiny_cfg(bench: tuple[Path, Path], *extra: str) -> schema.Config:
-    return config.load(SYNTHETIC_EXPERIMENT, tiny_overrides(*bench, *STAGE0, *extra))
+def stage0_cfg(bench: tuple[Path, Path], *extra: str) -> schema.Config:
+    """The tiny config with a stage 0 of its own (``STAGE0``)."""
+    return tiny_cfg(bench, *STAGE0, *extra)
 
 
 def same_weights(a: Path, b: Path) -> bool:
@@ -42,7 +43,7 @@ class Events(Callback):
 
 def test_stage0_runs_first_and_both_stages_start_from_it(tiny_bench: tuple[Path, Path], tmp_path: Path) -> None:
     """With lr 0 a stage keeps its initial weights: stage 1 and stage 2 end where stage 0 ended."""
-    cfg = tiny_cfg(tiny_bench, "stage1.lr=0", "stage2.lr=0")
+    cfg = stage0_cfg(tiny_bench, "stage1.lr=0", "stage2.lr=0")
     events = Events()
     run_pipeline(cfg, tmp_path / "run", callbacks=[events])
     run = tmp_path / "run"
@@ -56,12 +57,12 @@ def test_stage0_runs_first_and_both_stages_start_from_it(tiny_bench: tuple[Path,
 
 def test_stage0_is_trained_once_per_setting(tiny_bench: tuple[Path, Path], tmp_path: Path) -> None:
     cache = tmp_path / "stage0_cache"
-    first = run_pipeline(tiny_cfg(tiny_bench, "mode=source_only"), tmp_path / "a", stage0_cache=cache)
+    first = run_pipeline(stage0_cfg(tiny_bench, "mode=source_only"), tmp_path / "a", stage0_cache=cache)
     events = Events()
-    run_pipeline(tiny_cfg(tiny_bench, "mode=aa", "stage1.lambda_adv=0.01"), tmp_path / "b", callbacks=[events],
+    run_pipeline(stage0_cfg(tiny_bench, "mode=aa", "stage1.lambda_adv=0.01"), tmp_path / "b", callbacks=[events],
                  stage0_cache=cache)
     done = json.loads((tmp_path / "b/stage0/done.json").read_text())
-    assert done["from_cache"] == stage0_key(tiny_cfg(tiny_bench))
+    assert done["from_cache"] == stage0_key(stage0_cfg(tiny_bench))
     assert same_weights(tmp_path / "a/stage0/model.pt", tmp_path / "b/stage0/model.pt")
     assert ("stage0", 0) in events.evals  # the cached evaluations are replayed to the callbacks
     assert first.out_dir == tmp_path / "a"
@@ -69,13 +70,13 @@ def test_stage0_is_trained_once_per_setting(tiny_bench: tuple[Path, Path], tmp_p
 
 
 def test_stage0_key_follows_what_stage0_depends_on(tiny_bench: tuple[Path, Path]) -> None:
-    base = tiny_cfg(tiny_bench)
-    assert stage0_key(base) == stage0_key(tiny_cfg(tiny_bench, "stage1.lambda_ci=0.1", "mode=aa",
+    base = stage0_cfg(tiny_bench)
+    assert stage0_key(base) == stage0_key(stage0_cfg(tiny_bench, "stage1.lambda_ci=0.1", "mode=aa",
                                                    "stage2.iters=5", "pseudo_label.quantile=0.3"))
     for change in ("seed=1", "init.source_pretrain.iters=4", "init.source_pretrain.lr=0.05", "model.width=8"):
-        assert stage0_key(tiny_cfg(tiny_bench, change)) != stage0_key(base), change
+        assert stage0_key(stage0_cfg(tiny_bench, change)) != stage0_key(base), change
     # A different warm start is a different stage 1.
-    assert stage1_key(tiny_cfg(tiny_bench, "init.source_pretrain.iters=4")) != stage1_key(base)
+    assert stage1_key(stage0_cfg(tiny_bench, "init.source_pretrain.iters=4")) != stage1_key(base)
 
 
 def test_train_cli_shares_stage0_beside_its_runs_unless_told_not_to(tiny_bench: tuple[Path, Path],

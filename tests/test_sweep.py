@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,10 @@ from simtune.errors import EXIT_TRIALS_FAILED
 from simtune.rundir import RunDir
 from simtune.results.sweepdir import SweepDir
 from simtune.results.trials import load_configs, load_trials, selection_rule
+from simtune.testing import kill_group, simtune, simtune_command
 from simtune.testing import write_tiny_space as write_space
 
-from conftest import Cluster, kill_group
+from conftest import Cluster
 
 FULL = 6  # iterations of a complete tiny trial (4 + 2)
 
@@ -32,15 +32,14 @@ FULL = 6  # iterations of a complete tiny trial (4 + 2)
 
 
 def sweep_command(space: Path, storage: Path, name: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "simtune.cli", "sweep", str(space), "--storage", str(storage), "--name", name,
-            *extra]
+    return simtune_command("sweep", str(space), "--storage", str(storage), "--name", name, *extra)
 
 
 def run_sweep(space: Path, storage: Path, name: str, *extra: str, env: dict[str, str] | None = None,
               timeout: int = 600, expect: int = 0) -> subprocess.CompletedProcess[str]:
     """Run ``simtune sweep`` in a subprocess; ``expect`` is its exit code (0: every trial finished)."""
-    proc = subprocess.run(sweep_command(space, storage, name, *extra), capture_output=True, text=True,
-                          timeout=timeout, cwd=storage.parent, env={**os.environ, **(env or {})})
+    proc = simtune("sweep", str(space), "--storage", str(storage), "--name", name, *extra, cwd=storage.parent,
+                   timeout=timeout, env={**os.environ, **(env or {})})
     assert proc.returncode == expect, f"sweep ended {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
@@ -223,9 +222,8 @@ def test_sweep_on_a_two_node_cluster(tmp_path: Path, tiny_bench: tuple[Path, Pat
                                      two_node_cluster: Cluster) -> None:
     cluster = two_node_cluster
     space = write_space(tmp_path, tiny_bench, {"pseudo_label.quantile": {"grid": [0.3, 0.6]}})
-    implicit = subprocess.run([sys.executable, "-m", "simtune.cli", "sweep", str(space), "--address",
-                               cluster.address, "--name", "nostorage"], capture_output=True, text=True,
-                              timeout=180, cwd=tmp_path, env=cluster.env)
+    implicit = simtune("sweep", str(space), "--address", cluster.address, "--name", "nostorage", cwd=tmp_path,
+                       timeout=180, env=cluster.env)
     error = implicit.stderr.strip().splitlines()[-1]  # after Ray's own connection warnings
     assert implicit.returncode == 2 and error.startswith("simtune sweep: error:") and "--storage" in error
 

@@ -16,9 +16,9 @@ from simtune.errors import EXIT_TRIALS_FAILED, EXIT_USER_ERROR
 from simtune.results.sweepdir import SweepDir
 from simtune.rundir import RunDir
 from simtune.sweep.tuner import tune_started
+from simtune.testing import kill_group
 from simtune.testing import write_tiny_space as write_space
 
-from conftest import kill_group
 from test_sweep import run_sweep, summary_of, sweep_command
 
 RACING = {"first_test": 2, "max_replicates": 3}

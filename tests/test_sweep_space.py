@@ -2,35 +2,32 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
 from simtune.cli import main
 from simtune.errors import SearchSpaceError
 from simtune.search.parse import load_space, override_settings
+from simtune.testing import simtune, write_space_file
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_SPACES = sorted((REPO / "search_spaces").glob("*.yaml"))
 PAPER_EXPERIMENTS = [REPO / "experiments" / "gta5_cityscapes.yaml", REPO / "experiments" / "synthia_cityscapes.yaml"]
 
 
+SpaceWriter = Callable[[dict[str, Any]], Path]
+
+
 @pytest.fixture
-def write_space(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """Write a space file (with a small base experiment beside it) from a mapping."""
+def small_space(tmp_path: Path) -> SpaceWriter:
+    """Writes a space file over a small base experiment beside it (``exp.yaml``) from a mapping."""
     (tmp_path / "exp.yaml").write_text("model: {backbone: small}\nstage1: {iters: 40}\nstage2: {iters: 20}\n"
                                        "eval: {every: 10}\n")
-
-    def write(body: dict, name: str = "space.yaml") -> Path:  # type: ignore[type-arg]
-        path = tmp_path / name
-        path.write_text(yaml.safe_dump({"base": "exp.yaml", **body}, sort_keys=False))
-        return path
-
-    return write
+    return lambda body: write_space_file(tmp_path, {"base": "exp.yaml", **body})
 
 
 BAD_SPACES = {
@@ -80,9 +77,9 @@ BAD_SPACES = {
 
 
 @pytest.mark.parametrize("case", list(BAD_SPACES))
-def test_bad_space_is_one_line_naming_file_and_key(write_space, case: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_space_is_one_line_naming_file_and_key(small_space: SpaceWriter, case: str) -> None:
     body, expected = BAD_SPACES[case]
-    path = write_space(body)
+    path = small_space(body)
     with pytest.raises(SearchSpaceError) as info:
         load_space(path)
     message = str(info.value)
@@ -98,23 +95,22 @@ def test_missing_base_file_is_a_search_space_error(tmp_path: Path) -> None:
         load_space(path)
 
 
-def test_set_on_a_swept_key_is_refused(write_space) -> None:  # type: ignore[no-untyped-def]
-    path = write_space({"params": {"stage1.lambda_ci": {"grid": [0.1, 0.01]}}})
+def test_set_on_a_swept_key_is_refused(small_space: SpaceWriter) -> None:
+    path = small_space({"params": {"stage1.lambda_ci": {"grid": [0.1, 0.01]}}})
     with pytest.raises(SearchSpaceError, match="--set stage1.lambda_ci conflicts with the swept parameter"):
         load_space(path, ["stage1.lambda_ci=0.5"])
 
 
-def test_validate_cli_prints_one_line_and_exits_2(write_space, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
-    path = write_space({"params": {"stage1.lambda_ci": {"uniform": [3, 1]}}, "search": {"algorithm": "random"}})
+def test_validate_cli_prints_one_line_and_exits_2(small_space: SpaceWriter, capsys: pytest.CaptureFixture[str]) -> None:
+    path = small_space({"params": {"stage1.lambda_ci": {"uniform": [3, 1]}}, "search": {"algorithm": "random"}})
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "low <= high must hold, but got low=3, high=1" in err[0]
 
 
-def test_validate_cli_in_a_fresh_process(write_space) -> None:  # type: ignore[no-untyped-def]
-    path = write_space({"params": {"stage1.lamda_ci": {"grid": [0.1]}}})
-    proc = subprocess.run([sys.executable, "-m", "simtune.cli", "validate", str(path)], capture_output=True, text=True,
-                          timeout=120)
+def test_validate_cli_in_a_fresh_process(small_space: SpaceWriter) -> None:
+    path = small_space({"params": {"stage1.lamda_ci": {"grid": [0.1]}}})
+    proc = simtune("validate", str(path), cwd=path.parent, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "did you mean 'stage1.lambda_ci'" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -160,8 +156,8 @@ def test_lambda_w_grid_is_the_papers_and_the_demo_a_subset() -> None:
     assert sum(w >= demo_iters for w in demo["stage1.bank_size"].values) <= 1
 
 
-def test_trial_config_takes_sampled_values_over_set_and_base(write_space) -> None:  # type: ignore[no-untyped-def]
-    path = write_space({"set": {"stage1.iters": 30}, "search": {"algorithm": "random"},
+def test_trial_config_takes_sampled_values_over_set_and_base(small_space: SpaceWriter) -> None:
+    path = small_space({"set": {"stage1.iters": 30}, "search": {"algorithm": "random"},
                         "params": {"stage1.bank_size": {"randint": [10, 20]}, "stage1.lambda_ci": {"uniform": [0, 1]}}})
     space = load_space(path, ["stage2.iters=7"])
     cfg = space.config_for({"stage1.bank_size": np.int64(12), "stage1.lambda_ci": np.float64(0.25)})
@@ -170,8 +166,8 @@ def test_trial_config_takes_sampled_values_over_set_and_base(write_space) -> Non
     assert space.total_iters() == 37
 
 
-def test_defaults_and_command_line_settings(write_space) -> None:  # type: ignore[no-untyped-def]
-    space = load_space(write_space({"scheduler": {"type": "asha"}, "params": {"seed": {"grid": [0, 1]}}}))
+def test_defaults_and_command_line_settings(small_space: SpaceWriter) -> None:
+    space = load_space(small_space({"scheduler": {"type": "asha"}, "params": {"seed": {"grid": [0, 1]}}}))
     assert (space.num_samples, space.max_failures, space.mode) == (1, 2, "max")
     assert (space.scheduler.grace_period, space.scheduler.max_t) == (10, 60)  # eval.every, both stages
     assert (space.resources.cpus, space.resources.gpus, space.max_concurrent) == ("auto", "auto", "auto")
@@ -182,9 +178,9 @@ def test_defaults_and_command_line_settings(write_space) -> None:  # type: ignor
         override_settings(space, cpus=0)
 
 
-def test_relative_paths_in_set_and_overrides_become_absolute(write_space, tmp_path: Path,  # type: ignore[no-untyped-def]
+def test_relative_paths_in_set_and_overrides_become_absolute(small_space: SpaceWriter, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    path = write_space({"set": {"data.source.root": "gta"}, "params": {"seed": {"grid": [0, 1]}}})
+    path = small_space({"set": {"data.source.root": "gta"}, "params": {"seed": {"grid": [0, 1]}}})
     monkeypatch.chdir(tmp_path / "..")
     space = load_space(path, ["data.target.root=city"])
     cfg = space.base_config

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conftest import free_port, mlflow_ui
+from conftest import mlflow_ui
 from simtune import config, schema
 from simtune.rundir import write_config
 from simtune.cli import main
@@ -29,7 +29,7 @@ from simtune.tracking.sweep import SweepTracker
 from simtune.sweep.mlflow_callback import trial_loggers
 from simtune.results.summary import Summary
 from simtune.results.sweepdir import resolve_sweep_dir
-from simtune.testing import SYNTHETIC_EXPERIMENT, tiny_overrides
+from simtune.testing import SYNTHETIC_EXPERIMENT, free_port, tiny_overrides
 from simtune.tracking.naming import command_name
 from simtune.tracking.experiments import ensure_experiment
 from simtune.tracking.store import (connect, default_tracking_uri, log_json_artifact, search,

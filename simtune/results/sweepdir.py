@@ -125,11 +125,3 @@ def read_summary(sweep_dir: Path) -> dict[str, Any]:
     """``summary.json`` as written (``results.summary.Summary.to_json``); {} before the first summary."""
     path = SweepDir(sweep_dir).summary
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def trial_values(sweep_dir: Path, trial_id: str) -> dict[str, Any]:
-    """The values the search chose for one trial (``summary.json``), in the space's order; {} if unknown."""
-    for trial in read_summary(sweep_dir).get("trials", []):
-        if trial.get("trial_id") == trial_id:
-            return dict(trial.get("params") or {})
-    return {}
