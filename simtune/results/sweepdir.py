@@ -2,8 +2,8 @@
 
 A sweep folder (``<storage>/<name>/``) holds ``sweep.json``, ``space.yaml``,
 ``base_config.yaml``, ``runs/<trial_id>/`` (run directories, see ``simtune.rundir``),
-``stage0_cache/``, ``stage1_cache/``, ``shared/``, ``summary.json``, ``best_config.yaml`` and, with ASHA,
-``asha.json``. Only this module spells those names.
+``stage0_cache/``, ``stage1_cache/``, ``shared/``, ``summary.json``, ``best_config.yaml``, ``report/`` and,
+with ASHA, ``asha.json``. Only this module spells those names.
 """
 
 from __future__ import annotations
@@ -52,6 +52,11 @@ class SweepDir(RunsFolder):
     def retrain(self) -> Path:
         """``retrain --best``'s seed run directories (``<trial>-x<scale>/seed<n>``) and Tune experiments."""
         return self.root / "retrain"
+
+    @property
+    def report(self) -> Path:
+        """``simtune report``'s folder (``workflows.report_folder``), replaced whole by each report."""
+        return self.root / "report"
 
     @property
     def shared(self) -> Path:

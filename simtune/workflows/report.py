@@ -34,10 +34,12 @@ from simtune.rundir import RunDir
 from simtune.selection import trust
 from simtune.stats import NOISE_HINT, Spread, format_spread, spread
 from simtune.results.ranking import SELECTION_METRIC, ConfigResult, ranking_verdict, reproducibility_line
+from simtune.results.sweepdir import SweepDir
 from simtune.results.trials import TrialOutcome, load_configs, load_trials, selection_rule
 from simtune import figures
 from simtune.tracking import naming
 from simtune.workflows.importance import like_with_like, param_importances, surface_noise
+from simtune.workflows.report_folder import ReportFolder, report_folder
 from simtune.workflows.selection_report import TRUST_FILE, TrustOutcome, section, trust_study
 
 LAMBDA_KEYS = ("stage1.lambda_ci", "stage2.lambda_ci")
@@ -114,20 +116,22 @@ class Report:
 
 
 def build_report(sweep_dir: Path, out_dir: Path | None = None, *, tracking_uri: str | None = None) -> Report:
-    """Write the sweep's figures and ``summary.md`` to ``out_dir`` (default ``<sweep>/report``).
+    """Write the sweep's figures and ``summary.md`` to ``out_dir`` (default ``<sweep>/report``), replacing
+    the report there, if any, whole (``workflows.report_folder``; a note says so).
 
     Also attaches them to the sweep's parent MLflow run under ``report/`` when the store
     has one (a missing store is a note, not an error: the report stands on the run dirs).
     Raises:
-        ConfigError: the sweep has no finished trial.
+        ConfigError: the sweep has no finished trial, or ``out_dir`` holds files but no report.
     """
-    out = Path(out_dir) if out_dir is not None else sweep_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    folder = report_folder(Path(out_dir) if out_dir is not None else SweepDir(sweep_dir).report,
+                           chosen=out_dir is not None)
     trials = load_trials(sweep_dir)
     metric, mode = selection_rule(sweep_dir)
     configs = load_configs(sweep_dir, trials, metric, mode)
     if not configs:
         raise ConfigError(f"{sweep_dir}: no finished trial with {metric} to report on ({len(trials)} trials)")
+    out = folder.staging()
     by_id = {t.trial_id: t for t in trials}
     counted = [by_id[r.trial_id] for c in configs for r in c.replicates]  # best configuration first
     report = Report(sweep_dir, out, best=counted[0], best_config=configs[0],
@@ -157,8 +161,18 @@ def build_report(sweep_dir: Path, out_dir: Path | None = None, *, tracking_uri: 
     summary.write_text(_markdown(report, trials, configs, metric, mode, effects, (importances, flag), best_final,
                                  validators))
     report.files.append(summary)
+    _publish(report, folder)
     _attach(report, tracking_uri)
     return report
+
+
+def _publish(report: Report, folder: ReportFolder) -> None:
+    """Move the report from its staging folder to ``folder`` and point ``report`` at it."""
+    staging = report.out_dir
+    replaced = folder.publish(staging, report.sweep_dir)
+    report.files = [folder.path / path.relative_to(staging) for path in report.files]
+    report.out_dir = folder.path
+    report.notes += [replaced] if replaced else []
 
 
 def _table_name(effect: Effect) -> str:
