@@ -48,7 +48,8 @@ def summarize(space: SearchSpace, sweep_dir: Path) -> Summary:
     configs = demote_eliminated(configs, left)
     ranked = rank_configs(configs, space.metric, space.mode)
     by_id = {t.trial_id: t for t in trials}
-    unranked = [c for c in configs if all(c is not r for r in ranked)]  # no counted replicate
+    placed = {config_key(r.params) for r in ranked}
+    unranked = [c for c in configs if config_key(c.params) not in placed]  # no counted replicate
     return Summary(
         sweep=sweep_dir.name, sweep_dir=str(sweep_dir), space_file=str(space.file), metric=space.metric,
         mode=space.mode, max_iteration=space.scheduler.max_t,
