@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from simtune.errors import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_USER_ERROR, NonFiniteLoss, SimtuneError
 
 # Each module defines ``register(subparsers)``, which adds its parser with ``func=run``.
-COMMANDS = ("validate", "data", "train", "eval", "sweep", "retrain", "report", "ablation", "bench")
+COMMANDS = ("validate", "data", "train", "eval", "sweep", "retrain", "report", "ui", "ablation", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from simtune.tracking import naming
@@ -43,14 +42,29 @@ def test_description_lists_the_difference_from_the_base_and_links() -> None:
     assert "Links:\n- [sweep](#/experiments/1/runs/abc)" in text
 
 
-def test_ui_command_opens_the_store_it_names() -> None:
+def test_commands_end_with_simtune_ui_on_the_folder_of_sweeps() -> None:
     assert ui_command("sqlite:////data/sweeps/mlflow.db") == \
         "mlflow ui --backend-store-uri sqlite:////data/sweeps/mlflow.db --port 5000"
-    assert ui_command("sqlite:////my sweeps/mlflow.db").endswith("'sqlite:////my sweeps/mlflow.db' --port 5000")
-    lines = ui_lines("sqlite:////data/sweeps/mlflow.db", "3", "r1")
-    assert lines[-1].startswith("mlflow ui --backend-store-uri")  # the command is the last line
-    assert "http://127.0.0.1:5000/#/experiments/3/runs/r1?workflowType=machine_learning" in lines[0]
+    lines = ui_lines("sqlite:////data/sweeps/mlflow.db", "3", "r1", sweep="demo", storage="/data/sweeps")
+    assert lines[-1] == f"{naming.simtune_program()} ui --storage /data/sweeps"  # the command is the last line
+    assert lines[1] == ("  configurations: http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning"
+                        "&viewStateShareKey=demo")
+    assert lines[2].startswith("  every trial, charted: ") and lines[2].endswith("&compareRunsMode=CHART")
+    assert lines[3] == "  this run: http://127.0.0.1:5000/#/experiments/3/runs/r1?workflowType=machine_learning"
+    assert ui_lines("sqlite:////my sweeps/mlflow.db")[-1].endswith("ui --storage '/my sweeps'")
     assert ui_lines("http://tracking:5000", "3")[-1].startswith("open http://tracking:5000")
+
+
+def test_the_printed_simtune_runs_without_an_activated_virtualenv(tmp_path: Path) -> None:
+    import shutil
+    import sys
+
+    script = Path(sys.executable).parent / "simtune"  # the console script of this environment
+    on_path = shutil.which("simtune")
+    expected = "simtune" if on_path and Path(on_path).resolve() == script.resolve() else str(script.resolve())
+    assert naming.simtune_program(str(script)) == expected
+    assert naming.simtune_program(str(tmp_path / "bin" / "simtune")) == str(tmp_path / "bin" / "simtune")
+    assert naming.simtune_program("/repo/simtune/cli.py") == f"{sys.executable} -m simtune.cli"
 
 
 def test_command_line_is_recorded_as_the_user_typed_it() -> None:
@@ -80,19 +94,11 @@ def test_miou_curve_marks_the_end_of_stage_1_and_draws_stage_2_as_a_line() -> No
     assert [list(ln.get_xdata()) for ln in fig.axes[0].get_lines() if ln.get_linestyle() == ":"] == [[300, 300]]
 
 
-def test_links_open_the_training_view_and_a_sweep_link_its_saved_runs_table() -> None:
+def test_links_open_the_training_view_and_a_sweep_link_its_saved_views() -> None:
     url = naming.ui_url("sqlite:////s/mlflow.db", "3", "r1", sweep="lambda_w-2026 12")
     assert url == ("http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning"
                    "&viewStateShareKey=lambda_w-2026_12")
     assert naming.experiment_tags() == {"mlflow.experimentKind": "custom_model_development"}
-    key, value = naming.sweep_view("lambda_w-2026 12", ["stage1.lambda_ci", "stage1.bank_size"])
-    assert key == "mlflow.sharedViewState.lambda_w-2026_12"  # what MLflow's "Share" button writes
-    view = json.loads(value)
-    assert view["searchFilter"] == "tags.`simtune.sweep` = 'lambda_w-2026 12'"
-    assert view["selectedColumns"][2:] == [
-        "params.`stage1.lambda_ci`", "params.`stage1.bank_size`", "params.`seed`", "metrics.`val/miou`",
-        "metrics.`report/miou`", "metrics.`config/val/miou_mean`", "metrics.`config/report/miou_mean`",
-        "metrics.`config/n_seeds`"]
 
 
 def test_source_is_the_command_name_and_the_whole_line_is_a_tag() -> None:

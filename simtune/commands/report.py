@@ -46,5 +46,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     if report.tracking_uri:
         print("\n".join(naming.ui_lines(report.tracking_uri, report.experiment_id, report.parent_run_id,
-                                         sweep=report.sweep_dir.name)))
+                                         sweep=report.sweep_dir.name, storage=report.sweep_dir.parent)))
     return 0

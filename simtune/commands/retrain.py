@@ -91,5 +91,5 @@ def format_result(result: RetrainResult) -> str:
         lines.append("no model registered: every seed of the best configuration failed")
     lines += [f"note: {note}" for note in result.notes]
     lines += naming.ui_lines(result.tracking_uri, result.experiment_id, result.parent_run_id,
-                            sweep=result.sweep_dir.name)
+                            sweep=result.sweep_dir.name, storage=result.sweep_dir.parent)
     return "\n".join(lines)

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     tracked = read_json(SweepDir(options.sweep_dir).tracking)
     if tracked:
         print("\n".join(naming.ui_lines(tracked["tracking_uri"], tracked["experiment_id"], tracked["parent_run_id"],
-                                         sweep=name)))
+                                         sweep=name, storage=options.sweep_dir.parent)))
     # On failure the count and the first reason come last, after the MLflow lines.
     failures = failure_line(summary)
     if failures is None:

@@ -1,15 +1,15 @@
 """The experiments simtune writes to: one per search space, in MLflow's training view, with a
-saved runs-table view per sweep (``naming.sweep_view``, the tag MLflow's "Share" button
-writes, opened by the link ``naming.ui_url`` prints); MLflow's empty ``Default`` put away."""
+configurations view and a trials chart view per sweep (``views``: the tags MLflow's "Share" button
+writes, opened by the links ``naming.ui_lines`` prints); MLflow's empty ``Default`` put away."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from simtune.errors import TrackingError
-from simtune.tracking import naming
+from simtune.tracking import naming, views
 from simtune.tracking.store import TAG_ARTIFACT_ROOT, artifact_root, one_line
 
 if TYPE_CHECKING:
@@ -78,7 +78,11 @@ def _folder_name(name: str) -> str:
 
 
 def set_sweep_view(client: MlflowClient, experiment_id: str, sweep: str, swept: Iterable[str],
-                   metric: str = naming.SELECTION) -> None:
-    """Write the sweep's saved runs-table view (``naming.sweep_view``) as an experiment tag."""
-    key, value = naming.sweep_view(sweep, swept, metric)
-    client.set_experiment_tag(experiment_id, key, value)
+                   metric: str = naming.SELECTION, *, configs: Iterable[Mapping[str, Any]] = (),
+                   replicated: bool = True) -> None:
+    """Write the sweep's two saved views (``views.configurations_view``, ``views.trials_view``) as
+    experiment tags; ``configs`` (the swept values of each configuration) fold their groups."""
+    swept = list(swept)
+    for key, value in (views.configurations_view(sweep, swept, metric, configs=configs, replicated=replicated),
+                       views.trials_view(sweep, swept, metric)):
+        client.set_experiment_tag(experiment_id, key, value)

@@ -12,18 +12,18 @@ One home for every name a user reads in the MLflow UI:
   configuration's difference from the base and links between sweep, trials, retrains and
   model versions; ``mlflow.source.name`` (the command name) and ``mlflow.user``;
 - **every metric key** (``METRICS``); the experiment's tags for MLflow's UI (training view,
-  a saved view per sweep); the ``mlflow ui`` command and the link to the sweep's runs table.
+  two saved views per sweep, ``views``); the ``simtune ui`` command and the links to a sweep's views.
 """
 
 from __future__ import annotations
 
 import getpass
-import json
 import math
 import re
 import urllib.parse
 import os
 import shlex
+import shutil
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -212,13 +212,27 @@ def config_diff(values: Mapping[str, Any], base: Mapping[str, Any]) -> list[str]
 
 
 def description(title: str, lines: Iterable[str] = (), links: Iterable[str] = ()) -> str:
-    """A run description: a bold title, then a bullet per line, then a ``Links`` list."""
-    text = [f"**{title}**", ""]
+    """A run description: a bold title, then a bullet per line, then a ``Links`` list, one link a line.
+
+    ``lines`` are markdown (``plain`` escapes free text); the title is escaped here."""
+    text = [f"**{plain(title)}**", ""]
     text += [f"- {line}" for line in lines]
     links = list(links)
     if links:
         text += ["", "Links:", *(f"- {link}" for link in links)]
     return "\n".join(text).strip() + "\n"
+
+
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>~@#|])")
+# MLflow's UI renders descriptions with showdown's GitHub flavour: ``@word`` after a space becomes
+# a link to github.com/word (its ``ghMentions``) unless written ``\@word``.
+GH_MENTION = re.compile(r"(^|\s)(\\)?(@([a-z\d]+(?:[a-z\d.-]+?[a-z\d]+)*))", re.IGNORECASE | re.MULTILINE)
+
+
+def plain(text: str) -> str:
+    """``text`` as markdown that renders as itself: the characters markdown (and showdown's GitHub
+    flavour: ``@mentions``) would act on are backslash-escaped."""
+    return _MARKDOWN.sub(r"\\\1", text)
 
 
 def source_tags(command: str | None = None) -> dict[str, str]:
@@ -268,58 +282,78 @@ def experiment_tags() -> dict[str, str]:
 
 
 def view_key(sweep: str) -> str:
-    """The saved view of a sweep (``?viewStateShareKey=``): its name, as characters a tag key allows."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", sweep)[:200] or "sweep"
+    """The saved configurations view of a sweep (``?viewStateShareKey=``): its name, as characters a
+    tag key allows (``views.configurations_view``)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", sweep)[:190] or "sweep"
 
 
-def sweep_view(sweep: str, swept: Iterable[str], metric: str = SELECTION) -> tuple[str, str]:
-    """The experiment tag (key, value) holding the runs table a sweep's link opens.
-
-    MLflow's UI reads it as a shared view: the runs of this sweep (its parent, trials,
-    configurations, retrains: the ``simtune.sweep`` tag), newest first, with the swept
-    params, the trial metrics and the configurations' means and n as columns.
-    """
-    metrics = dict.fromkeys((metric, SELECTION, REPORT))
-    columns = ["attributes.`Source`", "attributes.`Models`",
-               *(f"params.`{key}`" for key in swept), "params.`seed`",
-               *(f"metrics.`{m}`" for m in metrics),
-               *(f"metrics.`{mean_key(CONFIG, m)}`" for m in metrics), f"metrics.`{seeds_key(CONFIG)}`"]
-    quoted = sweep.replace("\\", "\\\\").replace("'", "\\'")
-    state = {"searchFilter": f"tags.`simtune.sweep` = '{quoted}'", "orderByKey": "attributes.start_time",
-             "orderByAsc": False, "selectedColumns": columns}
-    return TAG_VIEW_PREFIX + view_key(sweep), json.dumps(state)
+def trials_view_key(sweep: str) -> str:
+    """The saved chart view of a sweep's trials (``views.trials_view``)."""
+    return f"{view_key(sweep)}-trials"
 
 
 # ----------------------------------------------------------------------------- opening the UI
 
 
 def ui_command(tracking_uri: str, port: int = UI_PORT) -> str:
-    """The one command that opens ``tracking_uri`` in the MLflow UI.
+    """``mlflow ui`` on ``tracking_uri``: what ``simtune ui`` runs, with the environment's mlflow.
 
-    A SQLite store is opened by its database file; a server already serves a UI, so its
-    address is returned instead.
+    A server already serves a UI, so its address is returned instead.
     """
     if tracking_uri.startswith(("http://", "https://")):
         return f"open {tracking_uri.rstrip('/')} (an MLflow server)"
     return f"mlflow ui --backend-store-uri {shlex.quote(tracking_uri)} --port {port}"
 
 
+def simtune_program(argv0: str | None = None) -> str:
+    """How to call simtune again as this process was called: ``simtune`` when that name on PATH is
+    this program, else its path (a virtualenv not activated), else ``python -m simtune.cli``."""
+    path = Path(argv0 if argv0 is not None else sys.argv[0])
+    if path.name == "simtune":
+        found = shutil.which("simtune")
+        return "simtune" if found and Path(found).resolve() == path.resolve() else shlex.quote(str(path.resolve()))
+    if path.name == "cli.py":
+        return f"{shlex.quote(sys.executable)} -m simtune.cli"
+    return "simtune"
+
+
+def simtune_ui_command(storage: Path | str, argv0: str | None = None) -> str:
+    """``simtune ui --storage <folder>``: the MLflow UI on a folder of sweeps' store, from simtune's
+    own environment (``simtune_program``)."""
+    return f"{simtune_program(argv0)} ui --storage {shlex.quote(str(storage))}"
+
+
 def ui_url(tracking_uri: str, experiment_id: str | None = None, run_id: str | None = None,
-           port: int = UI_PORT, *, sweep: str | None = None) -> str:
-    """The UI address in its training view once ``ui_command`` runs: with ``sweep`` the runs table
-    as the sweep's saved view (``sweep_view``), else the run's page or the experiment's runs."""
+           port: int = UI_PORT, *, sweep: str | None = None, charts: bool = False) -> str:
+    """The UI address in its training view: with ``sweep`` the sweep's configurations table, or with
+    ``charts`` its trials' chart view (``views``); else the run's page or the experiment's runs."""
     base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{port}"
     if experiment_id is None:
         return base
-    query = {"workflowType": TRAINING_WORKFLOW, **({"viewStateShareKey": view_key(sweep)} if sweep else {})}
+    query: dict[str, str] = {"workflowType": TRAINING_WORKFLOW}
+    if sweep:
+        query["viewStateShareKey"] = trials_view_key(sweep) if charts else view_key(sweep)
+        if charts:
+            query["compareRunsMode"] = "CHART"
     page = f"runs/{run_id}" if run_id and not sweep else "runs"
     return f"{base}/#/experiments/{experiment_id}/{page}?{urllib.parse.urlencode(query)}"
 
 
 def ui_lines(tracking_uri: str, experiment_id: str | None = None, run_id: str | None = None, *,
-             sweep: str | None = None) -> list[str]:
-    """What every command that wrote to MLflow prints last: where to look (``ui_url``), then the command."""
+             sweep: str | None = None, storage: Path | str | None = None, port: int = UI_PORT) -> list[str]:
+    """What every command that wrote to MLflow prints last: the links (a sweep's two views, else the
+    run), then the command that serves them: ``simtune ui`` on the folder of sweeps (for a SQLite
+    store: ``storage``, else the database's folder), or the server's address."""
     lines = []
-    if experiment_id is not None:
-        lines.append(f"MLflow: {ui_url(tracking_uri, experiment_id, run_id, sweep=sweep)} once the UI runs:")
-    return [*lines, ui_command(tracking_uri)]
+    if experiment_id is not None and sweep:
+        lines += ["MLflow, once the UI below runs:",
+                  f"  configurations: {ui_url(tracking_uri, experiment_id, port=port, sweep=sweep)}",
+                  f"  every trial, charted: {ui_url(tracking_uri, experiment_id, port=port, sweep=sweep, charts=True)}"]
+        if run_id:
+            lines.append(f"  this run: {ui_url(tracking_uri, experiment_id, run_id, port=port)}")
+    elif experiment_id is not None:
+        lines.append(f"MLflow, once the UI below runs: {ui_url(tracking_uri, experiment_id, run_id, port=port)}")
+    if tracking_uri.startswith(("http://", "https://")):
+        return [*lines, ui_command(tracking_uri)]
+    folder = storage if storage is not None else Path(tracking_uri.removeprefix("sqlite:///")).parent
+    return [*lines, simtune_ui_command(folder)]

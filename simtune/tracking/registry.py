@@ -40,6 +40,10 @@ from mlflow.pyfunc import PythonModel
 
 from simtune.tracking.naming import CHAMPION, PREVIOUS
 
+MODEL_DESCRIPTION = ("simtune segmenters retrained from the best configuration of this search space; alias "
+                     f"`{CHAMPION}` is the latest, `{PREVIOUS}` the one before it")
+_OLD_DESCRIPTION = ("simtune segmenters retrained from the best configuration of this search space; @champion is "
+                    "the latest")
 MODEL_NAME_IN_RUN = "segmenter"
 WEIGHTS = "segmenter.pt"
 CONFIG = "config.yaml"
@@ -149,10 +153,11 @@ def register(client: Any, name: str, model_uri: str, link_run_id: str | None = N
     from mlflow.exceptions import MlflowException
 
     try:
-        client.get_registered_model(name)
+        found = client.get_registered_model(name)
+        if found.description == _OLD_DESCRIPTION:  # its "@champion" rendered as a link to a GitHub user
+            client.update_registered_model(name, description=MODEL_DESCRIPTION)
     except MlflowException:
-        client.create_registered_model(name, description="simtune segmenters retrained from the best configuration "
-                                                         "of this search space; @champion is the latest")
+        client.create_registered_model(name, description=MODEL_DESCRIPTION)
     before = champion_version(client, name)
     with using_store(client.tracking_uri), contextlib.redirect_stderr(io.StringIO()):  # it prints "Created version"
         version = mlflow.register_model(model_uri, name, tags=tags)

@@ -99,7 +99,8 @@ class SweepTracker:
         swept = tuple(getattr(space, "params", {}) or {})
         metric = str(getattr(space, "metric", SELECTION_METRIC))
         try:
-            set_sweep_view(client, experiment_id, sweep_name, swept, metric)
+            replicated = getattr(space, "racing", None) is not None or int(getattr(space, "replicates", 1)) > 1
+            set_sweep_view(client, experiment_id, sweep_name, swept, metric, replicated=replicated)
             parent = find_sweep_parent(client, experiment_id, sweep_name, sweep_dir) if resume else None
             if parent is None:
                 run_id = _create_parent(client, experiment_id, sweep_name, sweep_dir, space_file, space, base_config,
@@ -134,6 +135,8 @@ class SweepTracker:
         ranked = summary.ranked
         if summary.replicates > 1:  # with one replicate each trial run is its configuration's run
             self._log_configurations(ranked)
+        set_sweep_view(self.client, self.experiment_id, self.sweep_name, self.swept, self.metric,
+                       configs=[c.params for c in summary.configs], replicated=summary.replicates > 1)
         if ranked:  # the best configuration's means, next to the best trial's single-seed numbers
             log_metrics(self.client, self.parent_run_id,
                         [(k, v, 0) for k, v in config_metrics(ranked[0], self.metric, naming.BEST_CONFIG).items()])

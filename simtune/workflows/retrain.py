@@ -91,6 +91,8 @@ class RetrainResult:
     previous_version: str | None = None  # the version that was @champion before this retrain
     seeds: int = 1
     iters_scale: float = 1.0
+    configs: list[dict[str, Any]] = field(default_factory=list)  # every ranked configuration's swept values
+    replicated: bool = False  # the sweep ran several seeds per configuration
 
 
 def retrain_best(*, storage: Path, sweep: str | None = None, seeds: int = 3, iters_scale: float = 1.0,
@@ -125,7 +127,8 @@ def retrain_best(*, storage: Path, sweep: str | None = None, seeds: int = 3, ite
     client = connect(result.tracking_uri)
     experiment = experiment_of(result.sweep_dir)
     result.experiment_id = ensure_experiment(client, experiment, result.tracking_uri)
-    set_sweep_view(client, result.experiment_id, result.sweep_dir.name, result.candidates[0].values, result.metric)
+    set_sweep_view(client, result.experiment_id, result.sweep_dir.name, result.candidates[0].values, result.metric,
+                   configs=result.configs, replicated=result.replicated)
     sweep_parent = find_sweep_parent(client, result.experiment_id, result.sweep_dir.name, result.sweep_dir)
     result.sweep_parent_run_id = sweep_parent.info.run_id if sweep_parent else None
     result.parent_run_id = _create_parent(client, result)
@@ -170,6 +173,7 @@ def _plan(sweep_dir: Path, compare_runner_up: bool, tracking_uri: str | None, se
         Candidate(role, by_id[c.replicates[0].trial_id], fresh, values=dict(c.params),
                   sweep={m: s for m in dict.fromkeys((metric, "report/miou")) if (s := c.spread(m)) is not None})
         for role, c in zip(("best", "runner_up"), chosen)])
+    result.configs, result.replicated = [dict(c.params) for c in ranked], any(c.n > 1 for c in ranked)
     if compare_runner_up and len(ranked) < 2:
         result.notes.append("no runner-up to compare: the sweep has a single ranked configuration")
     return result
@@ -202,21 +206,36 @@ def _create_parent(client: Any, result: RetrainResult) -> str:
     if len(result.candidates) > 1:
         tags["simtune.runner_up_trial_id"] = result.candidates[1].trial.trial_id
     run = client.create_run(result.experiment_id, run_name=naming.retrain_run_name(best.values), tags=tags)
-    log_params(client, run.info.run_id, {"seeds": result.seeds, "iters_scale": result.iters_scale,
-                                         "best_trial": best.trial.trial_id, **best.values})
+    log_params(client, run.info.run_id, {"n_fresh_seeds": result.seeds, "fresh_seeds": ", ".join(map(str, best.seeds)),
+                                         "iters_scale": result.iters_scale, "best_trial": best.trial.trial_id,
+                                         **best.values})
     log_data_inputs(client, run.info.run_id, RunDir(best.trial.run_dir).config())
     return str(run.info.run_id)
 
 
 def _parent_note(client: Any, result: RetrainResult, model: str = "") -> str:
-    """The retrain parent's description: what is retrained, how it was chosen, links."""
-    lines = [f"{result.seeds} seeds of {naming.config_label(c.values) or c.trial.trial_id} "
-             f"({c.role.replace('_', '-')}, trial {c.trial.trial_id}), iterations x{result.iters_scale:g}"
-             for c in result.candidates]
-    lines.append(f"chosen by {result.metric} ({result.mode}) at each trial's last evaluation; mean ± std over "
-                 "seeds of report/miou (lindau + munster) on this run")
+    """The retrain parent's description: what is retrained on which fresh seeds, how it was chosen, and
+    once the seeds ended the outcome in full (confirmation, ``report/miou``, verdicts, model version)."""
+    lines = [f"`{naming.config_label(c.values) or c.trial.trial_id}` ({c.role.replace('_', '-')}, trial "
+             f"`{c.trial.trial_id}`) on {result.seeds} fresh seeds: {', '.join(map(str, c.seeds))}; "
+             f"iterations ×{result.iters_scale:g}" for c in result.candidates]
+    lines.append(f"chosen by `{result.metric}` ({result.mode}) at each trial's last evaluation; fresh seeds: no "
+                 "trial of the sweep trained with them")
+    lines += [naming.plain(line) for line in _outcome_lines(result)]
+    if result.model_version is not None:
+        before = f", `{naming.PREVIOUS}` version {result.previous_version}" if result.previous_version else ""
+        lines.append(f"registered as `{result.model_name}` version {result.model_version}, alias "
+                     f"`{naming.CHAMPION}`{before}")
     links = [naming.run_link(result.experiment_id, run_id, text) for run_id, text in _sweep_links(client, result)]
     return naming.description(f"Retrain of sweep {result.sweep_dir.name}", lines, [*links, *([model] if model else [])])
+
+
+def _outcome_lines(result: RetrainResult) -> list[str]:
+    """The confirmation and verdict lines, and ``report/miou`` on fresh seeds beside the sweep's estimate."""
+    report = [f"{naming.REPORT} ({c.role.replace('_', '-')}, lindau + munster): "
+              f"{format_spread(c.spread(naming.REPORT), with_n=True)} on fresh seeds; the sweep estimated "
+              f"{format_spread(c.sweep.get(naming.REPORT), with_n=True)}" for c in result.candidates if c.runs]
+    return [*confirmation(result), *report, *verdicts(result)]
 
 
 def _sweep_links(client: Any, result: RetrainResult) -> list[tuple[str, str]]:
@@ -249,6 +268,7 @@ def _log_spread(client: Any, result: RetrainResult) -> None:
     lines = verdicts(result) + confirmation(result)
     if lines:
         client.set_tag(result.parent_run_id, "simtune.verdict", " | ".join(lines))
+    client.set_tag(result.parent_run_id, naming.TAG_NOTE, _parent_note(client, result))
 
 
 def confirmation(result: RetrainResult) -> list[str]:
@@ -301,20 +321,23 @@ def _register(client: Any, result: RetrainResult, name: str) -> None:
         model_uri = log_segmenter(champion.run_id, result.tracking_uri, load_segmenter_state(run.weights()),
                                   run.config_file, run.config().model.num_classes,
                                   step=int(last[1]["step"]) if last else 0)
-        text = (f"Seed {champion.seed} of {naming.config_label(result.candidates[0].values)} "
-                f"(best {result.metric} of {len(done)} fresh seeds); report/miou {confirmed} on fresh seeds, "
-                f"{estimated} on the sweep's seeds. "
-                + " ".join(naming.run_link(result.experiment_id, run_id, label)
-                           for run_id, label in [(result.parent_run_id, "retrain"), *_sweep_links(client, result)]))
+        text = naming.description(
+            f"Seed {champion.seed} of {naming.config_label(best.values)}",
+            [f"best `{result.metric}` of {len(done)} fresh seeds", f"`report/miou` {confirmed} on fresh seeds, "
+             f"{estimated} on the sweep's seeds"],
+            [naming.run_link(result.experiment_id, run_id, label)
+             for run_id, label in [(result.parent_run_id, "retrain"), *_sweep_links(client, result)]])
         registered = register(client, name, model_uri, result.parent_run_id, description=text, tags={
             "sweep": result.sweep_dir.name, "trial_id": result.candidates[0].trial.trial_id,
             "seed": str(champion.seed), "report_miou_fresh_seeds": confirmed, "report_miou_sweep_seeds": estimated,
             "selection": result.metric})
     except Exception as exc:  # MLflow wraps store and artifact errors in several types
         raise TrackingError(f"could not register the champion model in {result.tracking_uri}: {one_line(exc)}") from exc
-    link = naming.model_link(name, registered.version, f"model {name} version {registered.version} (@{CHAMPION})")
-    client.set_tag(result.parent_run_id, "simtune.registered_model",
-                   f"{name}@{CHAMPION} (version {registered.version})")
-    client.set_tag(result.parent_run_id, naming.TAG_NOTE, _parent_note(client, result, link))
+    link = naming.model_link(name, registered.version, f"model {name} version {registered.version} "
+                                                       f"(alias {CHAMPION})")
     result.model_name, result.model_version, result.champion = name, registered.version, champion
     result.previous_version = registered.previous
+    client.set_tag(result.parent_run_id, "simtune.registered_model",
+                   f"{name}@{CHAMPION} (version {registered.version})")
+    log_params(client, result.parent_run_id, {"registered_model": f"{name} version {registered.version}"})
+    client.set_tag(result.parent_run_id, naming.TAG_NOTE, _parent_note(client, result, link))
