@@ -31,7 +31,8 @@ def retrained(tiny_bench: tuple[Path, Path], tmp_path_factory: pytest.TempPathFa
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     retrain = simtune("retrain", "--best", "--seeds", "2", cwd=tmp)
     assert retrain.returncode == 0, retrain.stderr[-3000:]
-    uri = shlex.split(retrain.stdout.strip().splitlines()[-1])[3]
+    storage = shlex.split(retrain.stdout.strip().splitlines()[-1])[-1]  # simtune ui --storage DIR
+    uri = f"sqlite:///{storage}/mlflow.db"
     with mlflow_ui(uri) as url:
         yield {"dir": tmp, "uri": uri, "api": f"{url}/api/2.0/mlflow", "sweep": sweep.stdout, "retrain": retrain.stdout}
 
@@ -65,16 +66,22 @@ def test_printed_link_opens_the_sweeps_runs_table_in_the_training_view(retrained
     tags = by_key(experiment["tags"])
     assert tags["mlflow.experimentKind"] == "custom_model_development"  # MLflow's training view
     link = naming.ui_url(retrained["uri"], experiment["experiment_id"], sweep=SWEEP)
+    charts = naming.ui_url(retrained["uri"], experiment["experiment_id"], sweep=SWEEP, charts=True)
     for stdout in (retrained["sweep"], retrained["retrain"]):
-        assert f"MLflow: {link} once the UI runs:" in stdout
+        assert f"  configurations: {link}\n  every trial, charted: {charts}\n" in stdout
     assert "workflowType=machine_learning" in link and f"viewStateShareKey={SWEEP}" in link
     view = json.loads(tags[f"mlflow.sharedViewState.{SWEEP}"])  # what the link's view key opens
-    assert "params.`stage1.lambda_ci`" in view["selectedColumns"]
+    assert view["columnOrder"][2] == "params.`stage1.lambda_ci`"  # after Run Name and Created
     assert {"metrics.`val/miou`", "metrics.`config/val/miou_mean`", "metrics.`config/n_seeds`"} <= set(
         view["selectedColumns"])
     shown = runs(api, experiment["experiment_id"], view["searchFilter"])
     roles = sorted(by_key(r["data"]["tags"])["simtune.role"] for r in shown)
-    assert roles == ["configuration"] * 2 + ["retrain"] + ["retrain_seed"] * 2 + ["sweep"] + ["trial"] * 4
+    assert roles == ["configuration"] * 2 + ["trial"] * 4  # grouped: one folded row per configuration
+    groups = {",".join(f"param.stage1.lambda_ci.{p['value']}" for p in r["data"]["params"]
+                       if p["key"] == "stage1.lambda_ci") for r in shown}
+    assert groups == set(view["groupsExpanded"]) and not any(view["groupsExpanded"].values())
+    trials = json.loads(tags[f"mlflow.sharedViewState.{SWEEP}-trials"])
+    assert len(runs(api, experiment["experiment_id"], trials["searchFilter"])) == 4  # every trial charted
     # MLflow's empty "Default" experiment is put away (deleted, restorable), not listed first.
     import requests
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from simtune.workflows.report import build_report
 from simtune.results.sweepdir import find_sweep
 from simtune.results.trials import load_trials, rank_trials
 from simtune.search.replicates import fresh_seeds
+from simtune.tracking import naming
 from simtune.workflows.retrain import retrain_best
 from simtune.workflows.retrain_seeds import scale_iters
 from simtune.testing import SYNTHETIC_EXPERIMENT, simtune, tiny_benchmark, tiny_overrides, write_trial
@@ -138,10 +140,13 @@ def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def printed_store(stdout: str) -> str:
-    """The store of the ``mlflow ui --backend-store-uri URI --port N`` line a command ends with."""
+    """The store of the ``simtune ui --storage DIR`` line a command ends with: ``DIR/mlflow.db``.
+
+    The line calls simtune as this process was called (here ``python -m simtune.cli``), so it runs
+    without an activated virtualenv."""
     words = shlex.split(stdout.strip().splitlines()[-1])
-    assert words[:3] == ["mlflow", "ui", "--backend-store-uri"] and words[4] == "--port" and words[5].isdigit()
-    return words[3]
+    assert words[:-3] == [sys.executable, "-m", "simtune.cli"] and words[-3:-1] == ["ui", "--storage"], words
+    return f"sqlite:///{words[-1]}/mlflow.db"
 
 
 def runs_by_role(client: Any, role: str) -> list[Any]:
@@ -218,6 +223,14 @@ def test_retrain_registers_a_version_and_a_second_retrain_moves_champion(tiny_sw
     assert {"loss/seg_src", "lr"} <= set(best[0].data.metrics)  # losses logged live during retraining
     note = parent.data.tags["mlflow.note.content"]
     assert f"runs/{sweep_parent.info.run_id}?" in note and "#/models/simtune-space/versions/1?" in note
+    # The description says it all, as it renders: fresh seeds, the confirmation and verdicts in full, the model.
+    confirmation = next(line for line in done.stdout.splitlines() if line.startswith("Confirmation: "))
+    assert naming.plain(confirmation) in note and "on 2 fresh seeds: 1, 2" in note
+    assert "registered as `simtune-space` version 1, alias `champion`" in note
+    assert "Verdict: best" in note.replace("\\", "") and not naming.GH_MENTION.search(note.replace("\\@", ""))
+    assert note.count("\n- [") == 3  # sweep, best trial, model: one link a line
+    assert parent.data.params["n_fresh_seeds"] == "2" and parent.data.params["fresh_seeds"] == "1, 2"
+    assert parent.data.params["registered_model"] == "simtune-space version 1" and "seeds" not in parent.data.params
     first = client.get_model_version_by_alias("simtune-space", "champion")
     assert str(first.version) == "1" and first.run_id in {s.info.run_id for s in best}  # the seed run that owns it
     # A second retrain (its seed runs are reused) adds version 2: @champion moves, @previous keeps version 1.
