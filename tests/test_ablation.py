@@ -15,7 +15,7 @@ from simtune.rundir import RunDir
 from simtune.stats import paired_difference
 from simtune.testing import REPO_ROOT, SYNTHETIC_EXPERIMENT, tiny_overrides
 from simtune.workflows.ablation import rows
-from simtune.workflows.ablation_record import AblationDir, AblationRecord, comparisons, write_record
+from simtune.workflows.ablation.record import AblationDir, AblationRecord, comparisons, write_record
 
 
 def sets(bench: tuple[Path, Path], *extra: str) -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from simtune.errors import SearchSpaceError
-from simtune.results.ranking import config_key
+from simtune.search.replicates import config_key
 from simtune.search.parse import load_space
 from simtune.search.races import run_races
 from simtune.search.racing import Racing, decide, replay
@@ -73,7 +73,7 @@ def test_an_indifference_zone_stops_paying_for_differences_too_small_to_matter()
     assert plain.rounds == 10 and zoned.rounds < 10 and zoned.trials < plain.trials / 2
     assert {e.reason for e in zoned.eliminated} == {"no gain of δ"} and zoned.winner in table
     big = paired_table({"a": 30.0, "bad": 25.0}, seeds=4, noise=0.1)
-    (gone,) = decide(big, ["a", "bad"], 2, Racing(min_difference=1.0)).eliminated
+    (gone,) = decide(big, ["a", "bad"], 2, Racing(first_test=2, min_difference=1.0)).eliminated
     assert gone.difference > 4 and gone.reason == "beaten"  # a lead beyond noise is said as such
 
 

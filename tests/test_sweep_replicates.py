@@ -17,10 +17,11 @@ from simtune import config
 from simtune.cli import main
 from simtune.errors import SearchSpaceError
 from simtune.stats import Spread
-from simtune.results.ranking import (Replicate, RungStop, Standing, compare, config_key, group_configs, rank_configs,
+from simtune.results.ranking import (Replicate, RungStop, Standing, compare, group_configs, rank_configs,
                                      ranking_verdict, reproducibility, reproducibility_line,
                                      stopped_at_rungs)
 from simtune.search.parse import load_space, override_settings
+from simtune.search.replicates import config_key
 from test_sweep import run_sweep, summary_of, write_space
 
 QUANTILES = [0.3, 0.6]  # stage-2 values: configurations with the same seed share stage 1
@@ -148,7 +149,7 @@ def test_configurations_are_judged_over_all_their_seeds() -> None:
     assert stopped_10.spread("val/miou").mean == 20.0  # both seeds; seed 0 alone (complete) would say 10
     assert not stopped_90.completed and stopped_90.stopped_early and stopped_90.n == 2
     assert cut.by_seed("val/miou") == {0: 5.0, 1: 7.0} and cut.by_seed("report/miou") == {} and not cut.completed
-    unranked = {c.params["w"]: c for c in configs if c not in ranked}
+    unranked = {c.params["w"]: c for c in configs if c.params not in [r.params for r in ranked]}
     assert sorted(unranked) == [60, 70] and all(c.n == 0 for c in unranked.values())  # a seed failed or is missing
     # The best is the only complete one: no paired verdict against a runner-up stopped earlier.
     assert ranking_verdict(ranked, "val/miou").line == ("Verdict: only the best trained to the end; the runner-up "

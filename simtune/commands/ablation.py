@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from simtune.errors import ConfigError
 
 if TYPE_CHECKING:
-    from simtune.workflows.ablation_record import AblationRecord
+    from simtune.workflows.ablation.record import AblationRecord
 
 DEFAULT_OUT = Path("runs/ablation")
 MODES = "source_only, aa, aa_sim, aa_sim_ssl, target_only"
@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from simtune.workflows.ablation_record import AblationDir, text
+    from simtune.workflows.ablation.record import AblationDir, text
 
     record = _pool(args) if args.pool is not None else _run(args)
     folder = AblationDir((args.out or DEFAULT_OUT).resolve())

@@ -38,12 +38,12 @@ were not stopped early, all of whose seeds trained to the end (``reproducibility
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from simtune.search.replicates import config_key
 from simtune.stats import (Estimate, PairedDifference, SplitHalf, Spread, fit_additive, paired_difference, split_half,
                            split_half_line, spread, verdict)
 
@@ -144,11 +144,6 @@ class ConfigResult:
         value = self.estimate.value if self.estimate is not None else None if s is None else s.mean
         return Standing(value, self.completed, not self.completed,
                         math.inf if self.stop is None else self.stop.iteration)
-
-
-def config_key(values: dict[str, Any]) -> str:
-    """A configuration's identity: its swept values as sorted JSON."""
-    return json.dumps(values, sort_keys=True, default=str)
 
 
 def group_configs(items: Sequence[T], params: Callable[[T], dict[str, Any]],

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from simtune import config
-from simtune.results.ranking import (SELECTION_METRIC, ConfigResult, Replicate, RungStop, Standing, config_key,
+from simtune.results.ranking import (SELECTION_METRIC, ConfigResult, Replicate, RungStop, Standing,
                                      group_configs, rank, rank_configs, stopped_at_rungs)
 from simtune.results.sweepdir import SweepDir, read_summary
 from simtune.rundir import RunDir, read_json
 from simtune.search.halving import recorded_cuts
+from simtune.search.replicates import config_key
 
 # ----------------------------------------------------------------------------- trials from run directories
 

@@ -75,7 +75,7 @@ def quantile(values: list[float], q: float) -> float:
 class ConfigHalving:
     """ASHA's rungs, with configurations of K replicates as the unit kept or stopped.
 
-    Configurations are named by any string (the sweep uses ``results.ranking.config_key``),
+    Configurations are named by any string (the sweep uses ``search.replicates.config_key``),
     replicates by their index 0..K-1.
     """
 

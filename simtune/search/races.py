@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any, Literal, Protocol
 
-from simtune.results.ranking import config_key
+from simtune.search.replicates import config_key
 from simtune.search.racing import Race, Round
 from simtune.search.space import Param, SearchSpace
 from simtune.stats import fit_additive

@@ -28,6 +28,7 @@ mean there over its K seeds, and ranks it after the configurations trained to th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -42,6 +43,11 @@ def replicate_index(params: Mapping[str, Any]) -> int:
 def config_values(params: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's Tune config without the replicate index: the configuration it belongs to."""
     return {key: value for key, value in params.items() if key != TRIAL_INDEX}
+
+
+def config_key(values: Mapping[str, Any]) -> str:
+    """A configuration's identity: its swept values as sorted JSON (without the replicate index)."""
+    return json.dumps(dict(values), sort_keys=True, default=str)
 
 
 def replicate_seed(base_seed: int, index: int) -> int:

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from simtune.results.ranking import config_key
+from simtune.search.replicates import config_key
 from simtune.results.sweepdir import SweepDir
 from simtune.rundir import read_json, write_json
 from simtune.search.races import run_races

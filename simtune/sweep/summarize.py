@@ -12,13 +12,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from simtune.results.ranking import (SELECTION_METRIC, ConfigResult, Replicate, Standing, config_key, group_configs,
+from simtune.results.ranking import (SELECTION_METRIC, ConfigResult, Replicate, Standing, group_configs,
                                      rank_configs, ranking_verdict, reproducibility, reproducibility_line,
                                      stopped_at_rungs)
 from simtune.results.summary import ConfigSummary, Counts, NoiseVerdict, Reproducibility, Summary, TrialSummary
 from simtune.results.sweepdir import SweepDir
 from simtune.results.trials import demote_eliminated, eliminations, rung_stops
-from simtune.search.replicates import replicate_index
+from simtune.search.replicates import config_key, replicate_index
 from simtune.search.space import SearchSpace
 
 RESULT_NOISE = ("time_this_iter_s", "time_total_s", "timestamp", "training_iteration", "date", "pid",

@@ -18,7 +18,7 @@ from typing import Any
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
-from simtune.results.ranking import config_key
+from simtune.search.replicates import config_key
 from simtune.results.sweepdir import SweepDir
 from simtune.rundir import read_json, write_json
 from simtune.search.algorithms import ALGORITHMS, SCHEDULERS

@@ -11,7 +11,7 @@ as long as stage 1 (``stage2.iters`` and ``stage2.schedule_iters`` are set to st
 Scores are the last evaluation of the last stage, never the best checkpoint.
 
 Rerunning with the same ``out`` reuses every finished run, so more lambda_ci values can be
-added to a finished table. The folder's record and tables (``simtune.workflows.ablation_record``)
+added to a finished table. The folder's record and tables (``simtune.workflows.ablation.record``)
 are written at the end; ``pool_ablations`` combines finished folders over disjoint seeds.
 """
 
@@ -30,7 +30,7 @@ from simtune import config, preflight
 from simtune.errors import ConfigError
 from simtune.labels import CLASS_NAMES, STUFF_IDS, THING_IDS
 from simtune.schema import Config
-from simtune.workflows.ablation_record import (LONG_AA, LONG_SOURCE, SSL, AblationDir, AblationRecord,
+from simtune.workflows.ablation.record import (LONG_AA, LONG_SOURCE, SSL, AblationDir, AblationRecord,
                                                first_difference, pool_records, read_record, recorded_config, sim_row,
                                                write_record)
 
