@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(truth)} configurations, seed sd {fit.seed_sd:.2f}, residual sd {fit.residual_sd:.2f}")
     for k in args.ks:
         rho = expected_rho(sweeps(truth, fit.seed_sd, fit.residual_sd, k, args.truth_draws, rng))
-        hits = widths = counted = 0
+        hits = counted = 0
+        widths = 0.0
         for values in sweeps(truth, fit.seed_sd, fit.residual_sd, k, args.draws, rng):
             result = split_half({str(i): list(row) for i, row in enumerate(values)})
             if result.low is None or result.high is None:
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         half = 1.96 * math.sqrt(share * (1 - share) / counted)
         print(f"K = {k}: expected rho {rho:.3f}; the 95% interval holds it in {share:.1%} "
               f"[{share - half:.1%}, {share + half:.1%}] of {counted} sweeps; mean width {widths / counted:.2f}")
-    print("command: " + " ".join(["python scripts/split_half_coverage.py", *(argv if argv is not None else sys.argv[1:])]))
+    given = argv if argv is not None else sys.argv[1:]
+    print("command: " + " ".join(["python scripts/split_half_coverage.py", *given]))
     return 0
 
 
