@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from simtune.search.racing import Racing, decide, leader, replay
-from simtune.stats import fit_additive, paired_difference, spread
+from simtune.stats import fit_additive, format_interval, paired_difference, spread
 from simtune.tables import text_table
 
 Table = dict[str, list[float]]
@@ -116,7 +116,7 @@ def model_draws(truth: dict[str, float], seed_sd: float, residual_sd: float, see
 def interval(values: np.ndarray, scale: float = 1.0, digits: int = 1) -> str:
     """``mean [low, high]`` of a column over draws (normal 95% interval of the mean), times ``scale``."""
     m, h = float(values.mean()), 1.96 * float(values.std(ddof=1)) / math.sqrt(len(values))
-    return f"{m * scale:.{digits}f} [{(m - h) * scale:.{digits}f}, {(m + h) * scale:.{digits}f}]"
+    return format_interval(m * scale, (m - h) * scale, (m + h) * scale, digits=digits)
 
 
 def result_table(judged: dict[str, np.ndarray]) -> str:

@@ -22,6 +22,12 @@ def test_spread_of_one_value_has_unknown_std() -> None:
     assert stats.spread([3.5]) == stats.Spread(n=1, mean=3.5, std=None)
 
 
+def test_format_interval_signs_and_drops_unknown_bounds() -> None:
+    assert stats.format_interval(22.414, 21.9, 22.951) == "22.41 [21.90, 22.95]"
+    assert stats.format_interval(0.41, -0.12, 0.95, signed=True) == "+0.41 [-0.12, +0.95]"
+    assert stats.format_interval(0.5, 0.1, None, digits=3) == "0.500"  # one bound unknown: no interval
+
+
 def test_t_quantiles_match_the_table() -> None:
     assert stats.t_quantile(1) == pytest.approx(12.7062, abs=1e-4)
     assert stats.t_quantile(2) == pytest.approx(4.3027, abs=1e-4)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from simtune.selection.study import (CONSENSUS, LEVEL, ORACLE, RESAMPLES, RESAMPLE_SEED, Baselines, Estimate,
                                      Grid, StudyRow, baselines, beats_baseline, seed_weights, study_row, verdict)
+from simtune.stats import format_interval
 
 LABEL_FREE_PREFIXES = ("select/", "source_val/")  # validators a user without target labels has
 
@@ -51,19 +52,12 @@ def fmt(estimate: Estimate, digits: int = 2) -> str:
     """``+0.41 [-0.12, +0.95]``; ``-`` when undefined; no interval when the noise is unknown."""
     if estimate.value is None:
         return "-"
-    text = f"{estimate.value:+.{digits}f}"
-    if estimate.low is None or estimate.high is None:
-        return text
-    return f"{text} [{estimate.low:+.{digits}f}, {estimate.high:+.{digits}f}]"
+    return format_interval(estimate.value, estimate.low, estimate.high, digits=digits, signed=True)
 
 
 def level(estimate: Estimate) -> str:
     """``22.41 [21.90, 22.95]``: an mIoU level (no sign)."""
-    if estimate.value is None:
-        return "-"
-    if estimate.low is None or estimate.high is None:
-        return f"{estimate.value:.2f}"
-    return f"{estimate.value:.2f} [{estimate.low:.2f}, {estimate.high:.2f}]"
+    return "-" if estimate.value is None else format_interval(estimate.value, estimate.low, estimate.high)
 
 
 def name(row: StudyRow, members: Sequence[str]) -> str:

@@ -25,14 +25,14 @@ Import from ``simtune.stats``.
 """
 
 from simtune.stats.additive import AdditiveFit, Estimate, fit_additive
-from simtune.stats.paired import (ALPHA, CONFIDENCE, NOISE_HINT, PairedDifference, Spread, format_spread,
-                                  holm_rejections, margin_p_value, paired_difference, paired_p_value,
+from simtune.stats.paired import (ALPHA, CONFIDENCE, NOISE_HINT, PairedDifference, Spread, format_interval,
+                                  format_spread, holm_rejections, margin_p_value, paired_difference, paired_p_value,
                                   spread, t_quantile, unpaired_difference, verdict)
 from simtune.stats.reproducibility import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, SplitHalf, spearman,
                                            spearman_brown, split_half, split_half_line)
 from simtune.stats.surface import SurfaceTest, surface_line, surface_test
 
 __all__ = ["ALPHA", "AdditiveFit", "Estimate", "fit_additive", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED", "CONFIDENCE", "NOISE_HINT", "PairedDifference",
-           "SplitHalf", "Spread", "SurfaceTest", "format_spread", "holm_rejections", "margin_p_value", "paired_difference",
+           "SplitHalf", "Spread", "SurfaceTest", "format_interval", "format_spread", "holm_rejections", "margin_p_value", "paired_difference",
            "paired_p_value", "spearman", "spearman_brown", "split_half", "split_half_line", "spread",
            "surface_line", "surface_test", "t_quantile", "unpaired_difference", "verdict"]

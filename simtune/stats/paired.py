@@ -72,6 +72,19 @@ def format_spread(s: Spread | None, *, digits: int = 2, with_n: bool = False) ->
     return f"{text} (n = {s.n})" if with_n else text
 
 
+def format_interval(value: float, low: float | None, high: float | None, *, digits: int = 2,
+                    signed: bool = False) -> str:
+    """``"22.41 [21.90, 22.95]"``: a value and its interval (``signed``: ``"+0.41 [-0.12, +0.95]"``).
+
+    Just the value when either bound is unknown (None); every number with ``digits`` decimals.
+    """
+    spec = f"{'+' if signed else ''}.{digits}f"
+    text = format(value, spec)
+    if low is None or high is None:
+        return text
+    return f"{text} [{format(low, spec)}, {format(high, spec)}]"
+
+
 def t_quantile(df: int, confidence: float = CONFIDENCE) -> float:
     """Two-sided Student-t critical value: t_{(1 + confidence) / 2, df}; 12.706 for df = 1 at 95%."""
     if df < 1:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as _scipy_stats
 
-from simtune.stats.paired import CONFIDENCE, NOISE_HINT, _finite
+from simtune.stats.paired import CONFIDENCE, NOISE_HINT, _finite, format_interval
 
 BOOTSTRAP_RESAMPLES = 2000  # resamples of the seeds behind each interval
 BOOTSTRAP_SEED = 0  # fixed: an interval is a function of the table
@@ -146,24 +146,20 @@ def split_half_line(result: SplitHalf, *, digits: int = 2) -> str:
         return "Ranking reproducibility: undefined: one half of the replicates ranks all configurations equal"
     h = result.half_size
     line = (
-        f"Ranking reproducibility: Spearman {result.rho:.{digits}f}{_interval(result.low, result.high, digits)} "
+        f"Ranking reproducibility: Spearman {format_interval(result.rho, result.low, result.high, digits=digits)} "
         f"between the configuration rankings from replicates {_indices(0, h - 1)} and from replicates "
         f"{_indices(h, 2 * h - 1)} ({result.n_configs} configurations; 1 = same order, 0 = unrelated, "
         f"-1 = reversed)"
     )
     if result.reliability is not None:
-        line += (f"; Spearman-Brown reliability of the ranking from {2 * h} replicates "
-                 f"{result.reliability:.{digits}f}"
-                 f"{_interval(result.reliability_low, result.reliability_high, digits)}")
+        reliability = format_interval(result.reliability, result.reliability_low, result.reliability_high,
+                                      digits=digits)
+        line += f"; Spearman-Brown reliability of the ranking from {2 * h} replicates {reliability}"
     if result.low is not None:
         return line + f"; [ ] = 95% bootstrap interval over seeds ({result.resamples} resamples within each half)"
     if h < 2:
         return line + "; no bootstrap interval with one replicate per half (K >= 4 gives one)"
     return line + "; no bootstrap interval: every resample ranked all configurations equal"
-
-
-def _interval(low: float | None, high: float | None, digits: int) -> str:
-    return "" if low is None or high is None else f" [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def _indices(first: int, last: int) -> str:

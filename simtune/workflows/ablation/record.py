@@ -23,7 +23,7 @@ from typing import Any
 
 from simtune.errors import ConfigError
 from simtune.rundir import RunsFolder, read_json, write_json, write_text
-from simtune.stats import PairedDifference, format_spread, paired_difference, spread, verdict
+from simtune.stats import format_interval, format_spread, paired_difference, spread, verdict
 from simtune.tables import text_table
 
 SSL = "+ AA + SIM + SSL"
@@ -183,7 +183,7 @@ def difference_cells(record: AblationRecord) -> tuple[list[list[str]], list[str]
     for label, first, second in comparisons(list(record.results), record.default_sim):
         diffs = {m: paired_difference([r[m] for r in record.results[first]], [r[m] for r in record.results[second]])
                  for m in METRICS}
-        lines.append([label, *(_interval(d) for d in diffs.values())])
+        lines.append([label, *(format_interval(d.mean, d.low, d.high, signed=True) for d in diffs.values())])
         verdicts.append(f"{label}: " + verdict(diffs["report/miou"], first=first, second=second))
     return lines, verdicts
 
@@ -233,6 +233,3 @@ def _markdown_table(cells: list[list[str]]) -> list[str]:
     head, *body = cells
     return ["| " + " | ".join(head) + " |", "|---" * len(head) + "|", *("| " + " | ".join(r) + " |" for r in body)]
 
-
-def _interval(d: PairedDifference) -> str:
-    return f"{d.mean:+.2f}" if d.low is None or d.high is None else f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}]"
