@@ -20,6 +20,7 @@ import torch
 
 from simtune import config, schema
 from simtune.data.loaders import Loading
+from simtune.models import load_trained
 from simtune.train.builders import build_datasets, build_nets, build_optimizers, pick_device
 from simtune.train.steps import adaptation_step, gan_loss, seg_loss, step_weights, upsampled_softmax, SOURCE_LABEL
 from simtune.train.streams import stream
@@ -36,7 +37,7 @@ def measure(cfg: schema.Config, weights: Path | None, iters: int, every: int) ->
     data = build_datasets(cfg)
     nets, _ = build_nets(cfg, device)
     if weights is not None:
-        nets.segmenter.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+        load_trained(nets.segmenter, weights)
     optimizers = build_optimizers(nets, cfg.stage1, cfg)
     w = step_weights(cfg.stage1, "aa", cfg.discriminator.gan)
     params = [p for p in nets.segmenter.parameters() if p.requires_grad]

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from simtune.labels import CLASS_NAMES, IGNORE, STUFF_IDS, THING_IDS
-from simtune.models import load_module_state
-from simtune.rundir import RunDir, load_segmenter_state
+from simtune.models import load_trained
+from simtune.rundir import RunDir
 from simtune.sim.regions import label_regions_batch
 from simtune.train.builders import build_datasets, build_nets
 
@@ -39,7 +39,7 @@ def _maps(run_dir: Path, stage: str | None, part: str) -> list[tuple[np.ndarray,
     cfg = run.config()
     weights = run.model(stage) if stage else run.weights()
     nets, _ = build_nets(cfg, torch.device("cpu"))
-    load_module_state(nets.segmenter, load_segmenter_state(weights), weights)
+    load_trained(nets.segmenter, weights)
     nets.segmenter.eval()
     maps = []
     with torch.no_grad():

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from simtune.config import load
+from simtune.models import load_trained
 from simtune.selection.compute import compute_validators, load_subset
 from simtune.train.builders import build_datasets, build_nets
 from simtune.train.stage import eval_metrics
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cpu")
     nets, _ = build_nets(cfg, device)
     if args.weights is not None:
-        nets.segmenter.load_state_dict(torch.load(args.weights, map_location=device, weights_only=True))
+        load_trained(nets.segmenter, args.weights)
     nets.segmenter.eval()
     start = time.perf_counter()
     with_dev = load_subset(data.target, images=args.images, pixels=args.pixels, seed=0,

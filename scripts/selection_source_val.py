@@ -33,8 +33,8 @@ from simtune.data.synth.write import write_source_images
 from simtune.errors import SimtuneError
 from simtune.evaluation import evaluate_model
 from simtune.heldout import HeldoutRun, heldout_run
-from simtune.models import load_module_state, segmenter_from_config
-from simtune.rundir import RunDir, load_segmenter_state
+from simtune.models import load_trained, segmenter_from_config
+from simtune.rundir import RunDir
 
 KEY = "source_val/miou"
 
@@ -47,8 +47,7 @@ def run_key(run_dir: Path) -> tuple[float, int]:
 
 def score(run: HeldoutRun, data: SegmentationDataset) -> float:
     """mIoU (%) of ``run``'s final segmenter on the held-out source images."""
-    segmenter = segmenter_from_config(run.cfg.model)
-    load_module_state(segmenter, load_segmenter_state(run.weights), run.weights)
+    segmenter = load_trained(segmenter_from_config(run.cfg.model), run.weights)
     segmenter.eval()
     with torch.no_grad():
         result = evaluate_model(lambda x: segmenter(x).logits, DataLoader(data), device="cpu")

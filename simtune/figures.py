@@ -121,11 +121,11 @@ def sample_predictions(run_dir: Path, count: int) -> list[tuple[np.ndarray, np.n
     import torch
     import torch.nn.functional as F
 
-    from simtune.rundir import RunDir, load_segmenter_state
+    from simtune.rundir import RunDir
     from simtune.data.datasets import SegmentationDataset, read_image
     from simtune.data.splits import split_samples
     from simtune.data.build import domain_samples
-    from simtune.models import load_module_state, segmenter_from_config
+    from simtune.models import load_trained, segmenter_from_config
 
     run = RunDir(run_dir)
     weights = {f"stage {stage[-1]}": path for stage, path in run.final_models().items()}
@@ -138,8 +138,7 @@ def sample_predictions(run_dir: Path, count: int) -> list[tuple[np.ndarray, np.n
     items = [dataset[i] for i in range(len(dataset))]
     predictions: dict[str, list[np.ndarray]] = {}
     for name, path in weights.items():
-        net = segmenter_from_config(cfg.model)
-        load_module_state(net, load_segmenter_state(path), path)
+        net = load_trained(segmenter_from_config(cfg.model), path)
         net.eval()
         with torch.no_grad():
             for item in items:

@@ -25,8 +25,8 @@ from simtune.data.synth.write import write_source_images
 from simtune.errors import ConfigError
 from simtune.evaluation import evaluate_model
 from simtune.labels import CLASS_NAMES, THING_IDS
-from simtune.models import load_module_state, segmenter_from_config
-from simtune.rundir import RunDir, load_segmenter_state
+from simtune.models import load_trained, segmenter_from_config
+from simtune.rundir import RunDir
 from simtune.schema import Config
 from simtune.tables import text_table
 
@@ -64,8 +64,7 @@ def heldout_scores(run: HeldoutRun, count: int) -> dict[str, float]:
     """``heldout_src/miou`` and ``heldout_src/iou/<class>`` of ``run``'s model on ``count``
     held-out source images, on the CPU with one thread."""
     torch.set_num_threads(1)
-    segmenter = segmenter_from_config(run.cfg.model)
-    load_module_state(segmenter, load_segmenter_state(run.weights), run.weights)
+    segmenter = load_trained(segmenter_from_config(run.cfg.model), run.weights)
     segmenter.eval()
     spec = run.benchmark
     with tempfile.TemporaryDirectory() as tmp:

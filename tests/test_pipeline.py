@@ -11,7 +11,7 @@ import torch
 import yaml
 from PIL import Image
 
-from simtune.rundir import RunDir
+from simtune.rundir import RunDir, load_segmenter_state
 from simtune.cli import main
 from simtune.train.pipeline import run_pipeline
 from simtune.testing import SYNTHETIC_EXPERIMENT, tiny_cfg, tiny_overrides
@@ -82,7 +82,7 @@ class StopAt(Callback):
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_segmenter_state(path)
 
 
 @pytest.mark.parametrize("stop_at", [2, 5])  # mid stage 1, mid stage 2

@@ -11,6 +11,7 @@ import torch
 
 from simtune import config, schema
 from simtune.cli import main
+from simtune.rundir import load_segmenter_state
 from simtune.testing import SYNTHETIC_EXPERIMENT, tiny_cfg, tiny_overrides
 from simtune.train.loop import Callback
 from simtune.train.pipeline import run_pipeline
@@ -25,7 +26,7 @@ def stage0_cfg(bench: tuple[Path, Path], *extra: str) -> schema.Config:
 
 
 def same_weights(a: Path, b: Path) -> bool:
-    left, right = (torch.load(p, weights_only=True) for p in (a, b))
+    left, right = (load_segmenter_state(p) for p in (a, b))
     return left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left)
 
 

@@ -10,7 +10,8 @@ from simtune.errors import ConfigError
 from simtune.models.deeplab import ASPP, FrozenBatchNorm2d, SegOutput, Segmenter, build_deeplab_v2
 from simtune.models.discriminator import Discriminator, build_discriminator
 from simtune.models.small import build_small_segmenter
-from simtune.models.weights import LoadReport, count_parameters, load_init_weights, load_module_state, read_state_dict
+from simtune.models.weights import (LoadReport, count_parameters, load_init_weights, load_module_state, load_trained,
+                                    read_state_dict)
 from simtune.schema import ModelConfig
 
 BACKBONES = ("resnet101", "small")
@@ -28,6 +29,7 @@ __all__ = [
     "count_parameters",
     "load_init_weights",
     "load_module_state",
+    "load_trained",
     "read_state_dict",
     "segmenter_from_config",
 ]

@@ -1,4 +1,4 @@
-"""Loading initial weights into a ``Segmenter`` and counting parameters.
+"""Loading initial or trained weights into a ``Segmenter`` and counting parameters.
 
 Accepted files (read with ``torch.load(weights_only=True)``; ``{"state_dict": ...}`` or
 ``{"model": ...}`` wrappers and ``module.`` prefixes are unwrapped):
@@ -22,13 +22,14 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from simtune.errors import ConfigError
 from simtune.models.deeplab import ResNet101Backbone, Segmenter
-from simtune.rundir import torch_load
+from simtune.rundir import load_segmenter_state, torch_load
 
 TORCHVISION_BACKBONE = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
 SIMTUNE_MODULES = ("backbone", "classifier", "aux_classifier")
@@ -36,6 +37,8 @@ HEADS = ("classifier", "aux_classifier")
 CAFFE_HEAD = re.compile(r"layer([56])\.conv2d_list\.(\d+)\.(\w+)$")
 WRAPPER_KEYS = ("state_dict", "model")  # checkpoint dicts that hold the state dict one level down
 UNUSED_BUFFER = "num_batches_tracked"  # frozen BN never reads it, so its absence is not "missing"
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -238,3 +241,17 @@ def load_module_state(module: nn.Module, state: Mapping[str, object], source: Pa
         raise ConfigError(f"{source}: does not fit the {type(module).__name__} of this run's config: tensors "
                           + ", ".join(problems))
     module.load_state_dict(state)  # type: ignore[arg-type]
+
+
+def load_trained(segmenter: ModuleT, weights: Path) -> ModuleT:
+    """``segmenter`` with a trained run's weights: a stage's ``model.pt`` or the networks of its
+    ``checkpoint.pt`` (``rundir.RunDir.weights``, ``model``), read as tensors only (``weights_only``).
+
+    The one way a trained segmenter is loaded, for evaluation, figures, a stage's start and scripts.
+
+    Raises:
+        ConfigError: one line: the file is unreadable, refused (``rundir.torch_load``), holds no
+            segmenter state, or its tensors do not fit ``segmenter`` (``load_module_state``).
+    """
+    load_module_state(segmenter, load_segmenter_state(weights), weights)
+    return segmenter

@@ -23,10 +23,10 @@ from simtune.data.build import DataSets
 from simtune.data.loaders import Loading, loading_for
 from simtune.errors import ConfigError, NonFiniteLoss, StageWaitTimeout
 from simtune.files import LockTimeout
-from simtune.models import load_module_state
+from simtune.models import load_trained
 from simtune.preflight import check_combinations
 from simtune.provenance import describe
-from simtune.rundir import RunDir, load_segmenter_state, locate, read_json, write_config, write_json
+from simtune.rundir import RunDir, locate, read_json, write_config, write_json
 from simtune.selection.compute import SelectionSubset
 from simtune.selection.run import draw_subset
 from simtune.train import checkpoint as ckpt
@@ -161,7 +161,7 @@ def _plan(ctx: PipelineContext, name: str, stage: StageConfig, *, offset: int, s
     def build(device: torch.device) -> StageParts:
         nets, _ = build_nets(cfg, device)
         if init is not None:
-            nets.segmenter.load_state_dict(torch.load(init, map_location=device, weights_only=True))
+            load_trained(nets.segmenter, init)
         matcher = build_matcher(cfg, stage, nets, device) if weights.matching else None
         return StageParts(nets, build_optimizers(nets, stage, cfg), matcher)
 
@@ -282,9 +282,7 @@ def _run_or_skip(ctx: PipelineContext, plan: StagePlan, waited_s: float | None =
 
 def _stage1_segmenter(ctx: PipelineContext) -> torch.nn.Module:
     nets, _ = build_nets(ctx.cfg, ctx.device)
-    weights = ctx.run.model("stage1")
-    load_module_state(nets.segmenter, load_segmenter_state(weights), weights)
-    return nets.segmenter
+    return load_trained(nets.segmenter, ctx.run.model("stage1"))
 
 
 def _predict_with_stage1(ctx: PipelineContext) -> Path:
@@ -321,7 +319,7 @@ def evaluate_checkpoint(path: Path) -> dict[str, float]:
     device = pick_device(cfg.runtime.device)
     data = build_datasets(cfg)
     nets, _ = build_nets(cfg, device)
-    load_module_state(nets.segmenter, load_segmenter_state(weights), weights)
+    load_trained(nets.segmenter, weights)
     loading = loading_for(cfg.data.num_workers, device, channels_last=cfg.runtime.channels_last)
     return eval_metrics(nets, data.val, device, device.type == "cuda" and cfg.runtime.amp, cfg.data.source.dataset,
                         loading)
