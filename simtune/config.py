@@ -8,6 +8,8 @@ Unknown keys and wrong types fail with the dotted path and the nearest valid key
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import re
 import types
 import typing
@@ -238,6 +240,15 @@ def _plain(value: Any) -> Any:
 def flatten(cfg: Config) -> dict[str, Any]:
     """``{"stage1.lambda_ci": 0.01, ...}`` for every leaf field."""
     return flat_dict(to_dict(cfg))
+
+
+def config_hash(settings: Any) -> str:
+    """16 hex digits of SHA-256 over ``settings`` as canonical JSON (sorted keys, ``str`` for the rest).
+
+    The one hash of settings: stage-cache keys (``train.stage_cache``) and a sweep's space
+    (``sweep.runner.space_hash``). Equal settings give equal hashes across processes and machines.
+    """
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def leaf_types() -> dict[str, Any]:

@@ -17,7 +17,6 @@ read back from Tune's state in ``summarize``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -25,6 +24,7 @@ from dataclasses import asdict
 from typing import Any
 
 from simtune import preflight
+from simtune.config import config_hash
 from simtune.errors import ConfigError
 from simtune.results.summary import Summary, write_summary
 from simtune.results.sweepdir import SweepDir
@@ -138,9 +138,8 @@ def _record_sweep(space: SearchSpace, options: SweepOptions, record: dict[str, A
 
 def space_hash(space: SearchSpace) -> str:
     """A hash of everything that decides what the trials compute."""
-    blob = json.dumps({"changes": space.changes, "params": {k: asdict(p) for k, p in space.params.items()},
-                       "settings": _settings(space)}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return config_hash({"changes": space.changes, "params": {k: asdict(p) for k, p in space.params.items()},
+                        "settings": _settings(space)})
 
 
 def _settings(space: SearchSpace) -> dict[str, Any]:

@@ -12,12 +12,10 @@ stale temp dir.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from simtune.config import flatten
+from simtune.config import config_hash, flatten
 from simtune.files import publish_folder, waiting_lock
 from simtune.schema import Config
 
@@ -42,15 +40,13 @@ def stage1_key(cfg: Config) -> str:
         "source_only": "seg", "target_only": "seg_trg", "aa": "seg+adv",
     }.get(cfg.mode, "seg+adv+sim")
     settings["pseudo_label.bins"] = cfg.pseudo_label.bins  # the stored histogram's resolution
-    blob = json.dumps(settings, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return config_hash(settings)
 
 
 def stage0_key(cfg: Config) -> str:
     """A hash of every setting that stage 0's weights or evaluations depend on."""
     settings = {k: v for k, v in flatten(cfg).items() if k.startswith(_STAGE0)}
-    blob = json.dumps({"stage0": settings}, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return config_hash({"stage0": settings})
 
 
 STAGE_KEYS: dict[str, Callable[[Config], str]] = {"stage0": stage0_key, "stage1": stage1_key}  # cached stages
