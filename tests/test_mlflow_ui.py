@@ -98,7 +98,10 @@ def test_one_name_per_quantity_and_runs_that_describe_themselves(retrained: dict
     for config in found["configuration"]:  # means over seeds, never under a trial's names
         metrics = by_key(config["data"]["metrics"])
         assert set(metrics) == {"config/val/miou_mean", "config/val/miou_std", "config/report/miou_mean",
-                                "config/report/miou_std", "config/n_seeds"} and metrics["config/n_seeds"] == 2
+                                "config/report/miou_std", "config/n_seeds", "config/val/miou_adjusted",
+                                "config/val/miou_adjusted_se"} and metrics["config/n_seeds"] == 2
+        # every configuration on the same two seeds: the seed-adjusted estimate is the mean
+        assert metrics["config/val/miou_adjusted"] == pytest.approx(metrics["config/val/miou_mean"])
         tags = by_key(config["data"]["tags"])
         assert "mean over 2 seeds (0, 1)" in tags["mlflow.note.content"]
         assert tags["mlflow.source.name"] == "simtune sweep" and config["inputs"]["dataset_inputs"]

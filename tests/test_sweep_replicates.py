@@ -79,6 +79,7 @@ def _check_configuration_runs(sweep_dir: Path, configs: list[dict[str, object]])
         run = by_rank[int(str(c["rank"]))]
         assert run.data.metrics["config/val/miou_mean"] == pytest.approx(float(str(c["mean"])))
         assert run.data.metrics["config/n_seeds"] == 2
+        assert run.data.metrics["config/val/miou_adjusted"] == pytest.approx(float(str(c["estimate"])))
         assert "trained to the end on every seed" in run.data.tags["mlflow.note.content"]  # how it ended
         assert float(run.data.params["stage1.lambda_ci"]) == c["params"]["stage1.lambda_ci"]  # type: ignore[index]
 
