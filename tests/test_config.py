@@ -113,3 +113,11 @@ def test_flatten_round_trips_through_build() -> None:
     flat = config.flatten(cfg)
     assert flat["stage1.lambda_ci"] == 0.05 and flat["data.target.size"] == [64, 32]
     assert config.build(config.to_dict(cfg)) == cfg
+
+
+def test_config_hash_is_canonical_and_pinned() -> None:
+    """Stage caches and sweeps on disk are found by this hash: it must not move between versions."""
+    assert config.config_hash({"b": 1, "a": (1, 2)}) == config.config_hash({"a": [1, 2], "b": 1})
+    assert config.config_hash({"b": 1, "a": [1, 2]}) != config.config_hash({"b": 2, "a": [1, 2]})
+    # SHA-256 of '{"a": [1, 2], "b": 1}', the first 16 hex digits.
+    assert config.config_hash({"b": 1, "a": [1, 2]}) == "3813f9409eb0095b"
