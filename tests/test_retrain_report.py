@@ -228,7 +228,7 @@ def test_retrain_registers_a_version_and_a_second_retrain_moves_champion(tiny_sw
     assert naming.plain(confirmation) in note and "on 2 fresh seeds: 1, 2" in note
     assert "registered as `simtune-space` version 1, alias `champion`" in note
     assert "Verdict: best" in note.replace("\\", "") and not naming.GH_MENTION.search(note.replace("\\@", ""))
-    assert note.count("\n- [") == 3  # sweep, best trial, model: one link a line
+    assert note.count("\n- [") == 4  # sweep, best and runner-up trials, model: one link a line
     assert parent.data.params["n_fresh_seeds"] == "2" and parent.data.params["fresh_seeds"] == "1, 2"
     assert parent.data.params["registered_model"] == "simtune-space version 1" and "seeds" not in parent.data.params
     first = client.get_model_version_by_alias("simtune-space", "champion")
