@@ -269,7 +269,8 @@ def _markdown(report: Report, trials: Sequence[TrialOutcome], configs: Sequence[
     finished = sum(t.finished for t in trials)
     lines = [f"# Sweep `{report.sweep_dir.name}`", "",
              f"{len(trials)} trials ({finished} trained to the end) of {len(configs)} ranked configurations. "
-             f"Configurations are ranked by `{_label(metric)}` ({mode}), its mean over their replicates (seeds), "
+             f"Configurations are ranked by `{_label(metric)}` ({mode}), its mean over their replicates (seeds; "
+             "the seed-adjusted estimate when they ran different seeds), "
              "each replicate at its **last** evaluation, not its best-ever one; configurations trained to the end "
              "before those a scheduler stopped. `report/miou` (lindau + munster) is held out and never used for "
              "selection. ± is the sample std over replicates, except in the verdict, where it is the half-width "
@@ -312,12 +313,17 @@ def _label(metric: str) -> str:
 
 
 def _configs_table(configs: Sequence[ConfigResult], swept: Sequence[str], metric: str) -> str:
+    """Ranked configurations; a seed-adjusted column when they ran different seeds (what ranks them)."""
     scores = list(dict.fromkeys([metric, SELECTION_METRIC, "report/miou"]))
-    head = ["rank", *swept, *(f"{_label(m)} mean ± std" for m in scores), "n", "seeds", "trials"]
+    unlike = len({tuple(sorted(c.by_seed(metric))) for c in configs if c.stop is None}) > 1
+    head = ["rank", *swept, *(f"{_label(m)} mean ± std" for m in scores),
+            *([f"{_label(metric)} seed-adjusted ± se"] if unlike else []), "n", "seeds", "trials"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for place, c in enumerate(configs, 1):
+        adjusted = [] if not unlike else ["-" if c.estimate is None else f"{c.estimate.value:.2f}" + (
+            "" if c.estimate.se is None else f" ± {c.estimate.se:.2f}")]
         cells = [f"{place}{'' if c.completed else _stopped(c)}", *(str(c.params.get(k)) for k in swept),
-                 *(_spread(c, m, with_n=False) for m in scores), str(c.n),
+                 *(_spread(c, m, with_n=False) for m in scores), *adjusted, str(c.n),
                  ", ".join(str(r.seed) for r in c.replicates), ", ".join(c.trial_ids)]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
