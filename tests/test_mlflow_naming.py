@@ -121,3 +121,14 @@ def test_docs_list_the_metric_names_once_as_naming_writes_them() -> None:
     assert text.count(naming.metrics_table()) == 1  # regenerate: print(naming.metrics_table())
     readme = (DOCS.parent / "README.md").read_text()
     assert "docs/mlflow.md#metric-names" in readme and "miou_sweep_mean" not in readme
+
+
+def test_evaluations_are_also_logged_per_stage_so_charts_show_the_boundary() -> None:
+    from simtune.sweep.mlflow_callback import result_metrics
+
+    result = {"iteration": 700, "stage": 2, "val/miou": 21.5, "report/miou": 22.0, "val/iou/road": 60.0,
+              "loss/seg_src": 0.3, "training_iteration": 9}
+    metrics = result_metrics(result)
+    assert metrics["stage2/val/miou"] == metrics["val/miou"] == 21.5 and metrics["stage2/report/miou"] == 22.0
+    assert not any(k.startswith(("stage1/", "stage2/val/iou", "stage2/loss")) for k in metrics)
+    assert "training_iteration" not in metrics  # Tune's bookkeeping is not a metric

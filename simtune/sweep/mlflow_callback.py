@@ -224,10 +224,16 @@ def placement_tags(placement: dict[str, Any]) -> dict[str, str]:
 
 
 def result_metrics(result: dict[str, Any]) -> dict[str, float]:
-    """The finite numbers of a Tune result, without Tune's own bookkeeping keys."""
-    return {key: float(value) for key, value in result.items()
-            if key not in _NOT_METRICS and not key.startswith("__") and isinstance(value, (int, float))
-            and not isinstance(value, bool) and math.isfinite(float(value))}
+    """The finite numbers of a Tune result, without Tune's own bookkeeping keys; the evaluations in
+    ``naming.STAGED`` once more under their stage (``stage2/val/miou``), so a run's charts show where
+    one stage ends and the next begins."""
+    out = {key: float(value) for key, value in result.items()
+           if key not in _NOT_METRICS and not key.startswith("__") and isinstance(value, (int, float))
+           and not isinstance(value, bool) and math.isfinite(float(value))}
+    stage = out.get("stage")
+    if stage is not None:
+        out.update({naming.stage_key(int(stage), key): out[key] for key in naming.STAGED if key in out})
+    return out
 
 
 def failure_reason(trial: Any) -> str:

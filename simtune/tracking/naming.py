@@ -137,6 +137,8 @@ METRICS: tuple[tuple[str, str, str], ...] = (  # (name, the runs that carry it, 
     ("val/iou/<class>, report/iou/<class>", _SEEDS, "per-class IoU on each split; one seed"),
     ("select/<validator>", _SEEDS, "label-free validator score (docs/selection.md); one seed"),
     ("loss/<name>, lr, stage", _SEEDS, "training losses, learning rate, the stage (0, 1, 2)"),
+    ("stage1/val/miou, stage2/val/miou (and report/)", _SEEDS,
+     "the same evaluations, one series per stage: a chart that does not join stage 1's last point to stage 2's first"),
     ("config/<metric>_mean, config/<metric>_std", "configuration", "mean and sample std of its trials' last "
                                                                     "evaluations, over the sweep's seeds"),
     ("config/n_seeds", "configuration", "n: how many seeds those are over"),
@@ -155,6 +157,15 @@ METRICS: tuple[tuple[str, str, str], ...] = (  # (name, the runs that carry it, 
     ("trials/total, trials/finished, trials/failed", "sweep", "trial counts"),
     ("system/*", "sweep, retrain", "MLflow's samples of the driver machine (CPU, memory, disk, network)"),
 )
+
+
+STAGED = (SELECTION, REPORT)  # evaluations also logged per stage (``stage_key``)
+
+
+def stage_key(stage: int, metric: str) -> str:
+    """``stage2/val/miou``: ``metric`` as logged during stage ``stage`` only, so its chart has no line
+    across the stage boundary (``val/miou`` itself runs over both stages, on one global step)."""
+    return f"stage{stage}/{metric}"
 
 
 def mean_key(scope: str, metric: str) -> str:
