@@ -21,7 +21,7 @@ from typing import Any
 
 from simtune.data.build import datasets_from_config
 from simtune.errors import ConfigError
-from simtune.schema import Config
+from simtune.schema import MODES, Config
 
 BUILTIN_SIZES: dict[str, Any] = {}  # generator arguments of the embedded benchmark (its defaults)
 
@@ -71,7 +71,7 @@ def check(configs: Iterable[Config], *, inputs: bool = True, write_builtin: bool
         if cfg.model.init_weights and cfg.model.init_weights not in seen_weights:
             seen_weights.add(cfg.model.init_weights)
             check_weights_file(Path(cfg.model.init_weights))
-        key = (cfg.data, cfg.mode == "target_only")
+        key = (cfg.data, MODES[cfg.mode].target_labels)
         if key not in seen_data:
             seen_data.add(key)
             if _builtin_missing(cfg, write_builtin=write_builtin, say=say):

@@ -14,6 +14,31 @@ DatasetName = Literal["gta5", "synthia", "cityscapes"]
 Mode = Literal["source_only", "aa", "aa_sim", "aa_sim_ssl", "target_only"]
 
 
+@dataclass(frozen=True)
+class ModeLosses:
+    """What one ablation row (paper Table 2) trains with, besides L_seg."""
+
+    adversarial: bool  # output-space L_adv and the discriminator update (eq. 2, 3)
+    matching: bool  # stuff and instance matching, L_stf + L_ins (weight lambda_ci, eq. 12)
+    self_training: bool  # stage 2 on the stage-1 pseudo-labels (eq. 13)
+    target_labels: bool  # L_seg on labelled target images instead of the source (the upper bound)
+
+    @property
+    def target_images(self) -> bool:
+        """A stage-1 loss reads unlabelled target images (adversarial or matching)."""
+        return self.adversarial or self.matching
+
+
+# The one table of modes: each ablation row, in the paper's order, and the losses it turns on.
+MODES: dict[Mode, ModeLosses] = {
+    "source_only": ModeLosses(adversarial=False, matching=False, self_training=False, target_labels=False),
+    "aa": ModeLosses(adversarial=True, matching=False, self_training=False, target_labels=False),
+    "aa_sim": ModeLosses(adversarial=True, matching=True, self_training=False, target_labels=False),
+    "aa_sim_ssl": ModeLosses(adversarial=True, matching=True, self_training=True, target_labels=False),
+    "target_only": ModeLosses(adversarial=False, matching=False, self_training=False, target_labels=True),
+}
+
+
 def _f(default: Any, help: str) -> Any:
     """A dataclass field with a default and a one-line meaning."""
     if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
@@ -172,7 +197,7 @@ class Config:
     """A complete simtune experiment."""
 
     seed: int = _f(0, "seed of initial weights, data order and the banks")
-    mode: Mode = _f("aa_sim_ssl", "ablation row: source_only | aa | aa_sim | aa_sim_ssl | target_only")
+    mode: Mode = _f("aa_sim_ssl", f"ablation row: {' | '.join(MODES)}")
     data: DataConfig = _f(DataConfig(), "datasets")
     model: ModelConfig = _f(ModelConfig(), "segmentation network")
     init: InitConfig = _f(InitConfig(), "initial weights of both stages (stage 0)")

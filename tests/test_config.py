@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,11 @@ def test_config_hash_is_canonical_and_pinned() -> None:
     assert config.config_hash({"b": 1, "a": [1, 2]}) != config.config_hash({"b": 2, "a": [1, 2]})
     # SHA-256 of '{"a": [1, 2], "b": 1}', the first 16 hex digits.
     assert config.config_hash({"b": 1, "a": [1, 2]}) == "3813f9409eb0095b"
+
+
+def test_the_table_of_modes_covers_every_mode() -> None:
+    """``schema.MODES`` is the one table of modes: every ``Mode`` has its row, in the paper's order."""
+    assert tuple(schema.MODES) == typing.get_args(schema.Mode)
+    assert [m for m, losses in schema.MODES.items() if losses.matching] == ["aa_sim", "aa_sim_ssl"]
+    assert [m for m, losses in schema.MODES.items() if losses.self_training] == ["aa_sim_ssl"]
+    assert not schema.MODES["target_only"].target_images and schema.MODES["aa"].target_images

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from simtune import config
 from simtune.bench.reference import ReferenceStyleMatcher
-from simtune.schema import Config
+from simtune.schema import Config, Mode
 from simtune.data.datasets import image_to_tensor
 from simtune.data.synth import SRC_STYLE, TRG_STYLE, render_scene
 from simtune.labels import CITYSCAPES_ID_TO_TRAIN, lookup_table
@@ -96,7 +96,7 @@ class VariantSpec:
     """How one variant differs: the ablation row, the matcher, precision and layout."""
 
     description: str
-    mode: str  # source_only | aa | aa_sim (steps.MODE_SWITCHES)
+    mode: Mode  # source_only | aa | aa_sim (schema.MODES)
     matcher: str | None  # None | "ours" | "reference"
     fast: bool  # bf16 autocast + channels_last when the device has them (CUDA)
     cuda_only: bool = False

@@ -13,7 +13,7 @@ from pathlib import Path
 from simtune.data.check import Say, ensure_checked
 from simtune.data.datasets import Sample, SegmentationDataset, check_samples, list_samples, split_samples
 from simtune.errors import ConfigError
-from simtune.schema import Config, DomainConfig
+from simtune.schema import MODES, Config, DomainConfig
 
 VAL_PARTS = ("selection", "report")
 
@@ -56,7 +56,8 @@ def datasets_from_config(cfg: Config, *, check_files: int | None = None, say: Sa
     src, trg = cfg.data.source, cfg.data.target
     full = check_files is None  # else the files passed a full check before: no stat per label either
     src_samples = domain_samples(src, stat_labels=full)
-    trg_samples = domain_samples(trg, with_labels=cfg.mode == "target_only", stat_labels=full)
+    target_labels = MODES[cfg.mode].target_labels
+    trg_samples = domain_samples(trg, with_labels=target_labels, stat_labels=full)
     val_samples = domain_samples(trg, split=cfg.data.val_split, stat_labels=full)
     for dataset, samples in ((src.dataset, src_samples), (trg.dataset, val_samples), (trg.dataset, trg_samples)):
         if full:
@@ -69,7 +70,7 @@ def datasets_from_config(cfg: Config, *, check_files: int | None = None, say: Sa
         if cfg.eval.max_images:
             chosen = chosen[: cfg.eval.max_images]
         val[part] = SegmentationDataset(trg.dataset, chosen, size=trg.size, label_size="original")
-    labelled = SegmentationDataset(trg.dataset, trg_samples, size=trg.size) if cfg.mode == "target_only" else None
+    labelled = SegmentationDataset(trg.dataset, trg_samples, size=trg.size) if target_labels else None
     return DataSets(
         source=SegmentationDataset(src.dataset, src_samples, size=src.size),
         target=SegmentationDataset(trg.dataset, trg_samples, size=trg.size),

@@ -16,6 +16,7 @@ from simtune.errors import ConfigError, SearchSpaceError
 from simtune.keys import suggest
 from simtune.search.algorithms import ALGORITHMS, PARAM_KINDS, SCHEDULERS, with_starting_points
 from simtune.labels import CLASS_NAMES
+from simtune.schema import MODES
 from simtune.selection import PREFIX as SELECT_PREFIX
 from simtune.selection import SELECT_METRICS
 from simtune.search.racing import Racing
@@ -287,7 +288,7 @@ def _check_overrides_do_not_touch_params(path: Path, overrides: Sequence[str], p
 
 def _check_params_take_effect(space: SearchSpace) -> None:
     """A stage-2 key swept in a mode without stage 2 would make identical trials."""
-    if "mode" in space.params or space.base_config.mode == "aa_sim_ssl":
+    if "mode" in space.params or MODES[space.base_config.mode].self_training:
         return
     for key in space.params:
         if key.startswith(STAGE2_ONLY):

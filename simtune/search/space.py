@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from simtune import config
-from simtune.schema import Config
+from simtune.schema import MODES, Config
 from simtune.search.racing import Racing
 from simtune.search.replicates import config_values, replicate_index, replicate_seed
 
@@ -147,7 +147,7 @@ class SearchSpace:
 
 def final_iteration(cfg: Config) -> int:
     """The global iteration of a run's last evaluation: stage 1, plus stage 2 where it runs."""
-    return cfg.stage1.iters + (cfg.stage2.iters if cfg.mode == "aa_sim_ssl" else 0)
+    return cfg.stage1.iters + (cfg.stage2.iters if MODES[cfg.mode].self_training else 0)
 
 
 def values_to_check(param: Param) -> list[Any]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from simtune.schema import Config, StageConfig
+from simtune.schema import MODES, Config, Mode, StageConfig
 from simtune.data.build import DataSets
 from simtune.data.loaders import Loading, loading_for
 from simtune.errors import ConfigError, NonFiniteLoss, StageWaitTimeout
@@ -36,7 +36,7 @@ from simtune.train.loop import Callback
 from simtune.train.pseudo import PseudoLabelled, PseudoLabelRule, make_pseudo_labels, predict_target, source_prior
 from simtune.train.stage import StageParts, StagePlan, eval_metrics, run_stage
 from simtune.train.stage_cache import CACHED_HISTORY, CACHED_MODEL, CACHED_PREDICTIONS, STAGE_KEYS, StageCache
-from simtune.train.steps import MODE_SWITCHES, step_weights
+from simtune.train.steps import step_weights
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class PipelineResult:
 
 
 def uses_pseudo_labels(cfg: Config) -> bool:
-    return cfg.mode == "aa_sim_ssl"
+    return MODES[cfg.mode].self_training
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ def _prepare_run_dir(cfg: Config, run: RunDir, resume: bool, info: Mapping[str, 
 
 
 def _plan(ctx: PipelineContext, name: str, stage: StageConfig, *, offset: int, seg_data: Any, trg_data: Any,
-          init: Path | None, mode: str | None = None, eval_every: int | None = None) -> StagePlan:
+          init: Path | None, mode: Mode | None = None, eval_every: int | None = None) -> StagePlan:
     """A stage's plan: its loss weights (once, from ``step_weights``) and plain settings.
 
     ``init``: segmenter weights the stage starts from (stage 0's), else the model's own init;
@@ -196,12 +196,11 @@ def _stage0(ctx: PipelineContext) -> Path | None:
 
 def _stage1_plan(ctx: PipelineContext, init: Path | None) -> StagePlan:
     cfg, data = ctx.cfg, ctx.data
-    if cfg.mode == "target_only":
+    if MODES[cfg.mode].target_labels:
         assert data.target_labelled is not None
         return _plan(ctx, "stage1", cfg.stage1, offset=0, seg_data=data.target_labelled, trg_data=None, init=init)
-    needs_target = any(MODE_SWITCHES[cfg.mode])  # a target-side loss (adversarial or matching) is on
     return _plan(ctx, "stage1", cfg.stage1, offset=0, seg_data=data.source,
-                 trg_data=data.target if needs_target else None, init=init)
+                 trg_data=data.target if MODES[cfg.mode].target_images else None, init=init)
 
 
 def _stage1(ctx: PipelineContext, init: Path | None) -> dict[str, float]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from simtune.config import config_hash, flatten
 from simtune.files import publish_folder, waiting_lock
-from simtune.schema import Config
+from simtune.schema import MODES, Config
 
 # Keys that cannot change what stage 1 computes or reports.
 _NOT_STAGE1 = ("stage2.", "pseudo_label.", "runtime.checkpoint_every", "runtime.threads", "data.num_workers",
@@ -35,12 +35,20 @@ COMPLETE = "complete"  # written last into an entry: only a complete entry has i
 def stage1_key(cfg: Config) -> str:
     """A hash of every setting that stage 1's weights, metrics or target predictions depend on."""
     settings = {k: v for k, v in flatten(cfg).items() if not k.startswith(_NOT_STAGE1)}
-    # The ablation row matters only through which stage-1 losses are on.
-    settings["stage1_losses"] = {
-        "source_only": "seg", "target_only": "seg_trg", "aa": "seg+adv",
-    }.get(cfg.mode, "seg+adv+sim")
+    settings["stage1_losses"] = _stage1_losses(cfg)
     settings["pseudo_label.bins"] = cfg.pseudo_label.bins  # the stored histogram's resolution
     return config_hash(settings)
+
+
+def _stage1_losses(cfg: Config) -> str:
+    """The ablation row as stage 1 sees it (``schema.MODES``): ``seg_trg``, ``seg``, ``seg+adv``, ``seg+adv+sim``.
+
+    Rows that differ only after stage 1 (aa_sim and aa_sim_ssl) share their stage 1.
+    """
+    losses = MODES[cfg.mode]
+    if losses.target_labels:
+        return "seg_trg"
+    return "+".join(["seg", *(["adv"] if losses.adversarial else []), *(["sim"] if losses.matching else [])])
 
 
 def stage0_key(cfg: Config) -> str:

@@ -2,7 +2,7 @@
 
 A step returns a dict of named loss tensors; nothing here syncs with the host except the
 one label-map copy inside ``SimMatcher.step``. ``LOSS_WEIGHTS`` names the weight of every
-generator loss and ``MODE_SWITCHES`` the losses each ablation row turns on: adding a loss
+generator loss; which of them each ablation row turns on is ``schema.MODES``. Adding a loss
 is computing it in ``adaptation_step``, one ``LOSS_WEIGHTS`` entry and its ``StageConfig``
 weight.
 """
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from simtune.schema import StageConfig
+from simtune.schema import MODES, Mode, StageConfig
 from simtune.labels import IGNORE
 from simtune.models import SegOutput
 from simtune.sim import SimMatcher
@@ -50,22 +50,13 @@ LOSS_WEIGHTS: dict[str, str] = {
     "loss/stuff_trg": "lambda_ci", "loss/inst_trg": "lambda_ci",
 }
 
-# Ablation row (paper Table 2) -> (adversarial: L_adv and the D update, matching: L_stf + L_ins).
-MODE_SWITCHES: dict[str, tuple[bool, bool]] = {
-    "source_only": (False, False),
-    "target_only": (False, False),
-    "aa": (True, False),
-    "aa_sim": (True, True),
-    "aa_sim_ssl": (True, True),
-}
-
-
-def step_weights(stage: StageConfig, mode: str, gan: str) -> StepWeights:
-    """The loss weights of one stage with the switches of its ablation row."""
-    adversarial, matching = MODE_SWITCHES[mode]
+def step_weights(stage: StageConfig, mode: Mode, gan: str) -> StepWeights:
+    """The loss weights of one stage with the switches of its ablation row (``schema.MODES``)."""
+    losses = MODES[mode]
     return StepWeights(lambda_seg=stage.lambda_seg, lambda_adv=stage.lambda_adv, lambda_d=stage.lambda_d,
                        lambda_ci=stage.lambda_ci, lambda_seg_aux=stage.lambda_seg_aux,
-                       lambda_adv_aux=stage.lambda_adv_aux, adversarial=adversarial, matching=matching, gan=gan)
+                       lambda_adv_aux=stage.lambda_adv_aux, adversarial=losses.adversarial,
+                       matching=losses.matching, gan=gan)
 
 
 def seg_loss(logits: Tensor, label: Tensor) -> Tensor:

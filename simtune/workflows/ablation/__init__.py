@@ -29,13 +29,14 @@ from typing import Any
 from simtune import config, preflight
 from simtune.errors import ConfigError
 from simtune.labels import CLASS_NAMES, STUFF_IDS, THING_IDS
+from simtune import schema
 from simtune.schema import Config
 from simtune.workflows.ablation.record import (LONG_AA, LONG_SOURCE, SSL, AblationDir, AblationRecord,
                                                first_difference, pool_records, read_record, recorded_config, sim_row,
                                                write_record)
 
 PAPER_LAMBDAS = (0.1, 0.05, 0.01, 0.005, 0.001)  # the paper's lambda_ci grid (Tables 3-4)
-MODES = ("source_only", "aa", "aa_sim", "aa_sim_ssl", "target_only")
+MODES: tuple[str, ...] = tuple(schema.MODES)  # every row's mode, in the paper's order
 RowSpec = tuple[str, list[str]]  # (mode, extra --set overrides)
 Say = Callable[[str], None]
 
