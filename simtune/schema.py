@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 DatasetName = Literal["gta5", "synthia", "cityscapes"]
+Direction = Literal["max", "min"]  # which side of a metric is better
+DIRECTIONS: tuple[Direction, ...] = ("max", "min")
 Mode = Literal["source_only", "aa", "aa_sim", "aa_sim_ssl", "target_only"]
 
 
@@ -37,6 +39,18 @@ MODES: dict[Mode, ModeLosses] = {
     "aa_sim_ssl": ModeLosses(adversarial=True, matching=True, self_training=True, target_labels=False),
     "target_only": ModeLosses(adversarial=False, matching=False, self_training=False, target_labels=True),
 }
+
+
+def direction_sign(direction: str) -> float:
+    """+1 where larger is better (``"max"``), -1 where smaller is (``"min"``): ``sign * value`` grows
+    with quality, so every ranking, rung and race compares oriented values the same way.
+
+    Raises:
+        ValueError: ``direction`` is neither ``"max"`` nor ``"min"``.
+    """
+    if direction not in DIRECTIONS:
+        raise ValueError(f"mode must be 'max' or 'min', but got {direction!r}")
+    return 1.0 if direction == "max" else -1.0
 
 
 def _f(default: Any, help: str) -> Any:

@@ -130,3 +130,9 @@ def test_the_table_of_modes_covers_every_mode() -> None:
     assert [m for m, losses in schema.MODES.items() if losses.matching] == ["aa_sim", "aa_sim_ssl"]
     assert [m for m, losses in schema.MODES.items() if losses.self_training] == ["aa_sim_ssl"]
     assert not schema.MODES["target_only"].target_images and schema.MODES["aa"].target_images
+
+
+def test_direction_sign_orients_a_metric() -> None:
+    assert [schema.direction_sign(d) * 3.0 for d in schema.DIRECTIONS] == [3.0, -3.0]
+    with pytest.raises(ValueError, match="mode must be 'max' or 'min', but got 'maximize'"):
+        schema.direction_sign("maximize")

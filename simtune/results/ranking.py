@@ -43,6 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from simtune.schema import direction_sign
 from simtune.search.replicates import config_key
 from simtune.stats import (Estimate, PairedDifference, SplitHalf, Spread, fit_additive, paired_difference, split_half,
                            split_half_line, spread, verdict)
@@ -67,7 +68,7 @@ class Standing:
 
 def rank(items: Sequence[T], standing: Callable[[T], Standing], mode: str = "max") -> list[T]:
     """The candidates among ``items`` (given in trial-id order), best first, by the rule above."""
-    sign = 1.0 if mode == "max" else -1.0
+    sign = direction_sign(mode)
     scored = [(item, standing(item)) for item in items]
     usable = [(item, s) for item, s in scored if (s.completed or s.stopped_early) and s.value is not None
               and math.isfinite(s.value)]

@@ -18,6 +18,7 @@ from simtune.results.ranking import (SELECTION_METRIC, ConfigResult, Replicate, 
                                      group_configs, rank, rank_configs, stopped_at_rungs)
 from simtune.results.sweepdir import SweepDir, read_summary
 from simtune.rundir import RunDir, read_json
+from simtune.schema import DIRECTIONS
 from simtune.search.halving import recorded_cuts
 from simtune.search.replicates import config_key
 
@@ -58,7 +59,7 @@ def selection_rule(sweep_dir: Path) -> tuple[str, str]:
     summary = read_summary(sweep_dir)
     metric = summary.get("metric", SELECTION_METRIC)
     mode = summary.get("mode", "max")
-    if not isinstance(metric, str) or not metric.startswith(("val/", "select/")) or mode not in ("max", "min"):
+    if not isinstance(metric, str) or not metric.startswith(("val/", "select/")) or mode not in DIRECTIONS:
         return SELECTION_METRIC, "max"
     return metric, mode
 

@@ -36,6 +36,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from simtune.schema import direction_sign
+
 Action = Literal["continue", "stop"]
 WORST = -math.inf  # a failed configuration's entry at a rung (values are oriented: higher is better)
 
@@ -85,12 +87,10 @@ class ConfigHalving:
             raise ValueError(f"replicates >= 1, 0 < grace_period <= max_t and reduction_factor > 1 must hold, but "
                              f"got replicates={replicates}, grace_period={grace_period}, max_t={max_t}, "
                              f"reduction_factor={reduction_factor}")
-        if mode not in ("max", "min"):
-            raise ValueError(f"mode must be 'max' or 'min', but got {mode!r}")
+        self._sign = direction_sign(mode)
         self.replicates, self.max_t, self.mode = replicates, max_t, mode
         self.grace_period, self.reduction_factor = grace_period, reduction_factor
         self.milestones = milestones(grace_period, max_t, reduction_factor)
-        self._sign = 1.0 if mode == "max" else -1.0
         self._rungs: list[list[float]] = [[] for _ in self.milestones]  # oriented means, in decision order
         self._values: dict[str, list[dict[int, float]]] = {}  # config -> per rung: replicate -> value
         self._decided: dict[str, int] = {}  # config -> rungs it was kept at

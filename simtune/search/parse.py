@@ -16,7 +16,7 @@ from simtune.errors import ConfigError, SearchSpaceError
 from simtune.keys import suggest
 from simtune.search.algorithms import ALGORITHMS, PARAM_KINDS, SCHEDULERS, with_starting_points
 from simtune.labels import CLASS_NAMES
-from simtune.schema import MODES
+from simtune.schema import DIRECTIONS, MODES
 from simtune.selection import PREFIX as SELECT_PREFIX
 from simtune.selection import SELECT_METRICS
 from simtune.search.racing import Racing
@@ -48,7 +48,7 @@ def load_space(path: Path, overrides: Sequence[str] = ()) -> SearchSpace:
     space = SearchSpace(
         file=path, base=base, changes=changes, params=params,
         metric=_metric(path, data.get("metric", "val/miou")),
-        mode=_one_of(path, "mode", data.get("mode", "max"), ("max", "min")),
+        mode=_one_of(path, "mode", data.get("mode", "max"), DIRECTIONS),
         search=dataclasses.replace(search, points_to_evaluate=_points(path, search_raw, params)),
         num_samples=_int(path, "num_samples", data.get("num_samples", ALGORITHMS[search.algorithm].default_num_samples), 1),
         resources=_resources(path, data.get("resources", {})),

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any, Literal, Protocol
 
+from simtune.schema import direction_sign
 from simtune.search.replicates import config_key
 from simtune.search.racing import Race, Round
 from simtune.search.space import Param, SearchSpace
@@ -161,7 +162,7 @@ def distribution(param: Param) -> Any:
 
 def worst(mode: str) -> float:
     """The value a failed configuration is told: the worst there is."""
-    return -math.inf if mode == "max" else math.inf
+    return -direction_sign(mode) * math.inf
 
 
 # ----------------------------------------------------------------------------- the loop

@@ -30,6 +30,7 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from simtune.schema import direction_sign
 from simtune.stats import CONFIDENCE, holm_rejections, margin_p_value
 
 FIRST_TEST = 5  # racing.first_test's default (irace's too), chosen on the out-of-sample replay (docs/sweeps.md)
@@ -92,7 +93,7 @@ def decide(table: Mapping[str, Sequence[float | None]], survivors: Sequence[str]
 
 def leader(table: Mapping[str, Sequence[float | None]], configs: Sequence[str], n: int, mode: str = "max") -> str:
     """The configuration with the best mean over replicates 0 .. n-1 (the first on ties)."""
-    sign = 1.0 if mode == "max" else -1.0
+    sign = direction_sign(mode)
     return max(configs, key=lambda c: sign * _mean(table[c][:n]))
 
 
@@ -102,7 +103,7 @@ def _beaten(table: Mapping[str, Sequence[float | None]], configs: list[str], n: 
     "no gain of δ" when only the indifference zone rules the survivor out."""
     best = leader(table, configs, n, mode)
     others = [c for c in configs if c != best]
-    sign = 1.0 if mode == "max" else -1.0
+    sign = direction_sign(mode)
     first = [sign * float(v) for v in table[best][:n] if v is not None]
     seconds = [[sign * float(v) for v in table[c][:n] if v is not None] for c in others]
     alpha = 1.0 - racing.confidence

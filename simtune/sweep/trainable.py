@@ -43,7 +43,7 @@ from ray import tune
 
 from simtune.data.check import FILES_OPENED
 from simtune.rundir import RunDir, read_json, write_json
-from simtune.schema import Config
+from simtune.schema import Config, direction_sign
 from simtune.results.sweepdir import SweepDir
 from simtune.search.space import SearchSpace, final_iteration
 from simtune.errors import NonFiniteLoss, SimtuneError
@@ -198,7 +198,7 @@ class TuneReporter(Callback):
         """
         failure = RunDir(self.run_dir).failure
         write_json(failure, {**(read_json(failure) or {}), "reason": reason, "time": time.time()})
-        worst = -math.inf if self.mode == "max" else math.inf
+        worst = -direction_sign(self.mode) * math.inf
         tune.report({**(self.last or {"iteration": 0, "stage": 0}), self.metric: worst, "failed": 1,
                      "failure_reason": reason})
 

@@ -21,6 +21,7 @@ from ray.tune.schedulers import FIFOScheduler
 from simtune.search.replicates import config_key
 from simtune.results.sweepdir import SweepDir
 from simtune.rundir import read_json, write_json
+from simtune.schema import DIRECTIONS
 from simtune.search.algorithms import ALGORITHMS, SCHEDULERS
 from simtune.search.halving import Action, ConfigHalving, record
 from simtune.search.replicates import TRIAL_INDEX, config_values, replicate_index
@@ -265,7 +266,7 @@ class ConfigASHA(FIFOScheduler):  # type: ignore[misc]
         return True
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
-        if not self._metric or self._mode not in ("max", "min"):
+        if not self._metric or self._mode not in DIRECTIONS:
             raise ValueError(f"ConfigASHA needs a metric and a mode ('max' or 'min'), but got metric="
                              f"{self._metric!r}, mode={self._mode!r}; pass them to tune.TuneConfig")
         self._errored.discard(trial.trial_id)  # added again: Tune retries it

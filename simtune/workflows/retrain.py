@@ -26,6 +26,7 @@ from typing import Any
 
 from simtune.errors import ConfigError, TrackingError
 from simtune.rundir import RunDir, load_segmenter_state
+from simtune.schema import direction_sign
 from simtune.search.replicates import fresh_seeds
 from simtune.workflows.retrain_seeds import SeedRun, train_seeds_of
 from simtune.stats import Spread, format_spread, paired_difference, spread, unpaired_difference, verdict
@@ -307,7 +308,7 @@ def _register(client: Any, result: RetrainResult, name: str) -> None:
     """Log the best candidate's best seed (by the selection metric) as a model version; make it ``champion``."""
     from simtune.tracking.registry import log_segmenter, register
 
-    sign = 1.0 if result.mode == "max" else -1.0
+    sign = direction_sign(result.mode)
     done = [r for r in result.candidates[0].runs if result.metric in r.final]
     if not done:
         return
