@@ -109,6 +109,7 @@ def test_one_name_per_quantity_and_runs_that_describe_themselves(retrained: dict
     for trial in found["trial"]:
         tags, metrics = by_key(trial["data"]["tags"]), by_key(trial["data"]["metrics"])
         assert "val/miou" in metrics and not any(k.startswith("config/") for k in metrics)
+        assert "stage2/val/miou" in metrics  # the per-stage series that shows the boundary
         seeds.add(tags["mlflow.note.content"].split("- seed ", 1)[1].split(" ", 1)[0])
         assert tags["mlflow.source.name"] == "simtune sweep"  # the Source column: the command, not its tail
         assert tags["simtune.command"].startswith("simtune sweep ") and "--name ui" in tags["simtune.command"]
