@@ -271,7 +271,8 @@ def test_study_point_values_are_the_textbook_statistics_on_configuration_means()
     import numpy as np
     from scipy import stats as scipy_stats
 
-    from simtune.selection.study import make_grid, seed_weights, study_row
+    from simtune.selection.study import make_grid, study_row
+    from simtune.stats import seed_weights
 
     rng = np.random.default_rng(3)
     runs = {(f"c{c}", s): [{"val/miou": float(rng.normal(20 + c)), "report/miou": float(rng.normal(20 + c)),
@@ -292,7 +293,8 @@ def test_study_point_values_are_the_textbook_statistics_on_configuration_means()
 
 
 def test_study_verdicts_follow_the_paired_interval_of_pick_minus_default() -> None:
-    from simtune.selection.study import make_grid, seed_weights, study_row, verdict
+    from simtune.selection.study import make_grid, study_row, verdict
+    from simtune.stats import seed_weights
 
     grid = make_grid(paired_grid(), "c1")
     weights = seed_weights(len(grid.seeds), 500)
@@ -313,7 +315,8 @@ def test_study_verdicts_follow_the_paired_interval_of_pick_minus_default() -> No
 
 
 def test_study_with_one_seed_has_no_interval_and_no_verdict() -> None:
-    from simtune.selection.study import make_grid, seed_weights, study_row, verdict
+    from simtune.selection.study import make_grid, study_row, verdict
+    from simtune.stats import seed_weights
 
     grid = make_grid(paired_grid(seeds=1), "c1")
     row = study_row(grid, "select/good", seed_weights(1))

@@ -326,3 +326,15 @@ def test_a_shortfall_is_called_beyond_noise_rarely_when_there_is_none() -> None:
     called = [stats.unpaired_difference(stats.spread(list(s)), stats.spread(list(f))) for s, f in draws]
     assert np.mean([d.beyond_noise is True and d.mean > 0 for d in called]) <= 0.035
     assert np.mean([d.mean > 0 for d in called]) > 0.45
+
+
+def test_bootstrap_helpers_agree_with_the_scalar_statistics() -> None:
+    x = np.array([[1.0, 1.0], [2.0, 1.0], [2.0, 1.0], [3.0, 1.0]])  # column 1 ranks every item equal
+    y = np.array([[1.0, 4.0], [2.0, 3.0], [3.0, 2.0], [4.0, 1.0]])
+    rho = stats.spearman_columns(x, y)
+    assert rho[0] == pytest.approx(stats.spearman(list(x[:, 0]), list(y[:, 0]))) and math.isnan(rho[1])
+    assert stats.percentile_interval(np.array([np.nan, 0.3])) is None  # one defined resample: no interval
+    assert stats.percentile_interval(np.linspace(0.0, 1.0, 401)) == pytest.approx((0.025, 0.975))
+    weights = stats.seed_weights(3, resamples=50)
+    assert weights.shape == (51, 3) and (weights[0] == 1).all() and (weights.sum(axis=1) == 3).all()
+    assert stats.seed_weights(1).shape == (1, 1)  # one seed: the point value only

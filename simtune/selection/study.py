@@ -18,8 +18,8 @@ Two selection problems, each judged on ``report/miou`` (the report split, never 
   evaluation the validator picks minus that of the oracle's pick and of the last evaluation
   (no selection); each averaged over runs.
 
-**Intervals.** 95% percentile bootstrap over seeds: each resample draws S seeds with
-replacement, the same seeds for every configuration (paired), and *repeats the selection*
+**Intervals.** 95% percentile bootstrap over seeds (``stats.bootstrap``): each resample draws S
+seeds with replacement, the same seeds for every configuration (paired), and *repeats the selection*
 inside the resample from label-free numbers only. The point value is the statistic on the
 seeds as they are. A validator **beats the no-selection baseline beyond noise** only when the
 interval of ``pick - default`` lies above 0. With one seed there is no interval (noise unknown).
@@ -37,12 +37,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as scipy_stats
 
+from simtune.stats import percentile_interval, spearman_columns
+
 ORACLE = "val/miou"  # the selection split: needs target labels
 TRUTH = "report/miou"  # the report split: only ever scores a pick
 CONSENSUS = "consensus"
-RESAMPLES = 2000  # bootstrap resamples of the seeds
-RESAMPLE_SEED = 0  # numpy seed of the resampling, so a study is reproducible
-LEVEL = 0.95
 
 Evaluation = Mapping[str, float]
 RunKey = tuple[str, int]  # (configuration label, seed)
@@ -102,19 +101,6 @@ def make_grid(runs: Mapping[RunKey, Sequence[Evaluation]], default: str | None =
     return Grid(configs, seeds, {(c, s): runs[(c, s)] for c in configs for s in seeds}, default)
 
 
-def seed_weights(seeds: int, resamples: int = RESAMPLES, seed: int = RESAMPLE_SEED) -> np.ndarray:
-    """``(1 + resamples, seeds)`` multiplicities of each seed; row 0 = every seed once (the point value).
-
-    With one seed there is nothing to resample: only row 0.
-    """
-    identity = np.ones((1, seeds))
-    if seeds < 2:
-        return identity
-    draws = np.random.default_rng(seed).integers(0, seeds, size=(resamples, seeds))
-    counts = np.stack([np.bincount(row, minlength=seeds) for row in draws]).astype(float)
-    return np.concatenate([identity, counts])
-
-
 def final_table(grid: Grid, metric: str) -> np.ndarray | None:
     """``(C, S)`` of ``metric`` at each run's last evaluation; None unless finite for every run."""
     values = np.array([[_value(grid.runs[(c, s)][-1], metric) for s in grid.seeds] for c in grid.configs])
@@ -146,7 +132,7 @@ def study_row(grid: Grid, metric: str, weights: np.ndarray, members: Sequence[st
     within = _within(grid, metric, members, weights)
     return StudyRow(
         metric=metric, pick=grid.configs[int(picks[0])],
-        spearman=_estimate(_spearman_columns(score, truth)), kendall=_estimate(_kendall_columns(score, truth)),
+        spearman=_estimate(spearman_columns(score, truth)), kendall=_estimate(_kendall_columns(score, truth)),
         pick_report=_estimate(picked), vs_oracle=_estimate(picked - truth[oracle_picks, columns]),
         vs_default=_estimate(None if default is None else picked - truth[default]),
         vs_default_selection=_estimate(None if default is None else oracle[picks, columns] - oracle[default]),
@@ -220,24 +206,8 @@ def _estimate(columns: np.ndarray | None) -> Estimate:
     """Column 0 is the point value; the rest are resamples (NaN = undefined in that resample)."""
     if columns is None or not math.isfinite(float(columns[0])):
         return Estimate(None)
-    drawn = columns[1:][np.isfinite(columns[1:])]
-    if len(drawn) < 2:
-        return Estimate(float(columns[0]))
-    tail = 100.0 * (1.0 - LEVEL) / 2.0
-    low, high = np.percentile(drawn, [tail, 100.0 - tail])
-    return Estimate(float(columns[0]), float(low), float(high))
-
-
-def _spearman_columns(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman's rho between the rows of ``x`` and of ``y`` (``(C, B)``), column by column; NaN if constant."""
-    return _pearson_columns(scipy_stats.rankdata(x, axis=0), scipy_stats.rankdata(y, axis=0))
-
-
-def _pearson_columns(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    dx, dy = x - x.mean(axis=0), y - y.mean(axis=0)
-    denom = np.sqrt((dx**2).sum(axis=0) * (dy**2).sum(axis=0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, (dx * dy).sum(axis=0) / np.where(denom > 0, denom, 1.0), np.nan)
+    interval = percentile_interval(columns[1:])
+    return Estimate(float(columns[0])) if interval is None else Estimate(float(columns[0]), *interval)
 
 
 def _kendall_columns(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -268,7 +238,7 @@ def _run_within(evaluations: Sequence[Evaluation], metric: str, members: Sequenc
         return np.full(4, math.nan)
     score, truth, oracle = score[keep], truth[keep], oracle[keep]
     pick = truth[int(score.argmax())]
-    return np.array([_spearman_columns(score[:, None], truth[:, None])[0],
+    return np.array([spearman_columns(score[:, None], truth[:, None])[0],
                      _kendall_columns(score[:, None], truth[:, None])[0],
                      pick - truth[int(oracle.argmax())], pick - truth[-1]])
 

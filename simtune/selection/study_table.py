@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from simtune.selection.study import (CONSENSUS, LEVEL, ORACLE, RESAMPLES, RESAMPLE_SEED, Baselines, Estimate,
-                                     Grid, StudyRow, baselines, beats_baseline, seed_weights, study_row, verdict)
-from simtune.stats import format_interval
+from simtune.selection.study import (CONSENSUS, ORACLE, Baselines, Estimate, Grid, StudyRow, baselines,
+                                     beats_baseline, study_row, verdict)
+from simtune.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, format_interval, seed_weights
 
 LABEL_FREE_PREFIXES = ("select/", "source_val/")  # validators a user without target labels has
 
@@ -33,8 +33,8 @@ def validators_in(grid: Grid) -> list[str]:
     return sorted({k for evals in grid.runs.values() for e in evals for k in e if k.startswith(LABEL_FREE_PREFIXES)})
 
 
-def run_study(grid: Grid, metrics: Sequence[str] | None = None, *, resamples: int = RESAMPLES,
-              seed: int = RESAMPLE_SEED) -> Study:
+def run_study(grid: Grid, metrics: Sequence[str] | None = None, *, resamples: int = BOOTSTRAP_RESAMPLES,
+              seed: int = BOOTSTRAP_SEED) -> Study:
     """Rows for the oracle, ``metrics`` (default: every validator found) and, if two or more of
     them beat the default beyond noise on the selection split, their consensus."""
     weights = seed_weights(len(grid.seeds), resamples, seed)
@@ -71,9 +71,9 @@ def name(row: StudyRow, members: Sequence[str]) -> str:
 def markdown(study: Study) -> str:
     """The three numbers, the trust table (two parts: configurations, checkpoints) and the verdicts."""
     b = study.baselines
-    noise = (f"intervals: {100 * LEVEL:.0f}% percentile bootstrap over seeds, {study.resamples} resamples, the pick "
-             "repeated inside each" if study.resamples else "one seed: the noise is unknown, so no interval and no "
-             "verdict (run the sweep with `replicates: K`)")
+    noise = (f"intervals: {100 * CONFIDENCE:.0f}% percentile bootstrap over seeds, {study.resamples} resamples, "
+             "the pick repeated inside each" if study.resamples else
+             "one seed: the noise is unknown, so no interval and no verdict (run the sweep with `replicates: K`)")
     lines = [f"Seeds: {b.seeds} (paired across configurations); {noise}. mIoU in points.", "",
              "**Selecting a configuration** (last evaluation of each run; report mIoU, mean over seeds):", "",
              "| validator | picks | report mIoU of its pick | of the oracle's pick | of the default | "

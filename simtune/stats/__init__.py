@@ -20,19 +20,22 @@ Definitions used everywhere:
   ``surface``), never best against worst: picking the extremes inflates their difference.
 
 Modules: ``additive`` (seed-adjusted configuration estimates over unlike seed sets), ``paired`` (spreads, paired intervals and p-values, Holm, verdicts), ``surface`` (do the
-configurations differ?), ``reproducibility`` (split-half Spearman, Spearman-Brown, bootstrap).
+configurations differ?), ``bootstrap`` (seeds resampled with replacement, column-wise Spearman,
+percentile intervals), ``reproducibility`` (split-half Spearman, Spearman-Brown).
 Import from ``simtune.stats``.
 """
 
 from simtune.stats.additive import AdditiveFit, Estimate, fit_additive
+from simtune.stats.bootstrap import RESAMPLES as BOOTSTRAP_RESAMPLES
+from simtune.stats.bootstrap import SEED as BOOTSTRAP_SEED
+from simtune.stats.bootstrap import percentile_interval, seed_weights, spearman_columns
 from simtune.stats.paired import (ALPHA, CONFIDENCE, NOISE_HINT, PairedDifference, Spread, format_interval,
                                   format_spread, holm_rejections, margin_p_value, paired_difference, paired_p_value,
                                   spread, t_quantile, unpaired_difference, verdict)
-from simtune.stats.reproducibility import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, SplitHalf, spearman,
-                                           spearman_brown, split_half, split_half_line)
+from simtune.stats.reproducibility import SplitHalf, spearman, spearman_brown, split_half, split_half_line
 from simtune.stats.surface import SurfaceTest, surface_line, surface_test
 
 __all__ = ["ALPHA", "AdditiveFit", "Estimate", "fit_additive", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED", "CONFIDENCE", "NOISE_HINT", "PairedDifference",
            "SplitHalf", "Spread", "SurfaceTest", "format_interval", "format_spread", "holm_rejections", "margin_p_value", "paired_difference",
-           "paired_p_value", "spearman", "spearman_brown", "split_half", "split_half_line", "spread",
+           "paired_p_value", "percentile_interval", "seed_weights", "spearman", "spearman_columns", "spearman_brown", "split_half", "split_half_line", "spread",
            "surface_line", "surface_test", "t_quantile", "unpaired_difference", "verdict"]

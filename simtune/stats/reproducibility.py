@@ -7,12 +7,12 @@ mean and ``rho`` is the Spearman correlation of the two rankings. Two further nu
   from all 2h seeds is more reliable than one from h. From the half-K correlation r, the
   reliability of the full ranking is 2r / (1 + r). A negative r gives 0: halves that disagree
   project no reliability (the formula would leave [-1, 1]).
-- **A bootstrap interval over seeds** (Efron and Tibshirani 1993, *An Introduction to the
-  Bootstrap*, ch. 13, percentile interval): ``BOOTSTRAP_RESAMPLES`` times, each half's seeds are
-  drawn with replacement from that half and rho is recomputed; the 2.5% and 97.5% quantiles
-  are the 95% interval. Resampling within each half keeps the halves disjoint: a seed drawn
-  into both would make them agree by construction. It needs two seeds per half (K >= 4); the
-  RNG seed is fixed (``BOOTSTRAP_SEED``), so the same table always gives the same interval.
+- **A bootstrap interval over seeds** (``stats.bootstrap``, percentile interval): ``RESAMPLES``
+  times, each half's seeds are drawn with replacement from that half and rho is recomputed; the
+  2.5% and 97.5% quantiles are the 95% interval. Resampling within each half keeps the halves
+  disjoint: a seed drawn into both would make them agree by construction. It needs two seeds
+  per half (K >= 4); the RNG seed is fixed (``SEED``), so the same table always gives the same
+  interval.
 """
 
 from __future__ import annotations
@@ -24,10 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as _scipy_stats
 
-from simtune.stats.paired import CONFIDENCE, NOISE_HINT, _finite, format_interval
-
-BOOTSTRAP_RESAMPLES = 2000  # resamples of the seeds behind each interval
-BOOTSTRAP_SEED = 0  # fixed: an interval is a function of the table
+from simtune.stats.bootstrap import RESAMPLES, SEED, percentile_interval, spearman_columns
+from simtune.stats.paired import NOISE_HINT, _finite, format_interval
 
 
 @dataclass(frozen=True)
@@ -116,21 +114,13 @@ def _bootstrap(table: np.ndarray, h: int) -> tuple[float | None, float | None, i
     """rho's percentile interval over seeds resampled within each half; ``table`` is (n_configs, 2h)."""
     if h < 2:
         return None, None, 0
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
-    pick_a = rng.integers(0, h, size=(BOOTSTRAP_RESAMPLES, h))  # (B, h) seeds of half A
-    pick_b = rng.integers(h, 2 * h, size=(BOOTSTRAP_RESAMPLES, h))  # (B, h) seeds of half B
-    ranks_a = _scipy_stats.rankdata(table[:, pick_a].mean(axis=2), axis=0)  # (n_configs, B)
-    ranks_b = _scipy_stats.rankdata(table[:, pick_b].mean(axis=2), axis=0)
-    ranks_a -= ranks_a.mean(axis=0)
-    ranks_b -= ranks_b.mean(axis=0)
-    scale = np.sqrt((ranks_a**2).sum(axis=0) * (ranks_b**2).sum(axis=0))
-    defined = scale > 0  # a resample whose half ranks every configuration equal has no rho
-    rhos = (ranks_a * ranks_b).sum(axis=0)[defined] / scale[defined]
-    if rhos.size == 0:
-        return None, None, BOOTSTRAP_RESAMPLES
-    tail = (1.0 - CONFIDENCE) / 2.0
-    low, high = np.quantile(rhos, [tail, 1.0 - tail])
-    return float(low), float(high), BOOTSTRAP_RESAMPLES
+    rng = np.random.default_rng(SEED)
+    pick_a = rng.integers(0, h, size=(RESAMPLES, h))  # (B, h) seeds of half A
+    pick_b = rng.integers(h, 2 * h, size=(RESAMPLES, h))  # (B, h) seeds of half B
+    # (B,) rho per resample; NaN where a half ranks every configuration equal
+    rhos = spearman_columns(table[:, pick_a].mean(axis=2), table[:, pick_b].mean(axis=2))
+    interval = percentile_interval(rhos)
+    return (None, None, RESAMPLES) if interval is None else (*interval, RESAMPLES)
 
 
 def split_half_line(result: SplitHalf, *, digits: int = 2) -> str:
