@@ -48,7 +48,7 @@ def test_a_failed_replicate_leaves_the_race_at_once() -> None:
 
 
 def test_identical_configurations_race_to_max_replicates() -> None:
-    table = paired_table({c: 30.0 for c in "abcd"}, seeds=6, seed=3)
+    table = paired_table(dict.fromkeys("abcd", 30.0), seeds=6, seed=3)
     outcome = replay(table, Racing(first_test=2, max_replicates=6))
     assert outcome.rounds == 6 and outcome.trials <= 24
 

@@ -38,8 +38,8 @@ def test_best_trial_is_chosen_by_its_last_evaluation_not_its_best_ever(tmp_path:
     assert ranked[0].final["val/miou"] == 30.0 and ranked[0].final["report/miou"] == 31.0
 
 
-def test_most_recent_sweep_is_the_default_and_unknown_names_are_one_line_errors(tmp_path: Path,
-                                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_most_recent_sweep_is_the_default_and_unknown_names_are_one_line_errors(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     storage = tmp_path / "sweeps"
     write_trial(storage / "old", "a", [1.0])
     write_trial(storage / "new", "a", [1.0])

@@ -17,7 +17,8 @@ def _counts(text: str) -> tuple[int, ...]:
     try:
         counts = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated image counts, e.g. 16,64, but got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated image counts, e.g. 16,64, but got {text!r}") from None
     return tuple(n for n in counts if n != 0)
 
 

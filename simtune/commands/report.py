@@ -25,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
     from simtune.tracking import naming
     from simtune.workflows.selection_report import text_lines
 
-    report = build_report(find_sweep(storage_folder(args.storage), args.sweep), args.out, tracking_uri=args.tracking_uri)
+    report = build_report(find_sweep(storage_folder(args.storage), args.sweep), args.out,
+                          tracking_uri=args.tracking_uri)
     from simtune.tracking.naming import config_label
 
     best = report.best_config

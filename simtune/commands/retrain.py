@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from simtune.commands.common import storage_folder
@@ -46,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     from simtune.workflows.retrain import retrain_best
 
-    result = retrain_best(storage=storage_folder(args.storage), sweep=args.sweep, seeds=args.seeds, iters_scale=args.iters_scale,
+    result = retrain_best(storage=storage_folder(args.storage), sweep=args.sweep, seeds=args.seeds,
+                          iters_scale=args.iters_scale,
                           compare_runner_up=args.compare_runner_up, tracking_uri=args.tracking_uri,
                           model_name=args.model_name, seeds_from=args.seeds_from, address=args.address,
                           say=lambda line: print(f"simtune retrain: {line}", file=sys.stderr, flush=True))

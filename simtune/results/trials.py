@@ -16,7 +16,8 @@ from typing import Any
 from simtune import config
 from simtune.results.ranking import (SELECTION_METRIC, ConfigResult, Replicate, RungStop, Standing,
                                      group_configs, rank, rank_configs, stopped_at_rungs)
-from simtune.results.sweepdir import SweepDir, read_summary
+from simtune.results.summary import load_summary
+from simtune.results.sweepdir import SweepDir
 from simtune.rundir import RunDir, read_json
 from simtune.schema import DIRECTIONS
 from simtune.search.halving import recorded_cuts
@@ -41,7 +42,8 @@ class TrialOutcome:
 
 def load_trials(sweep_dir: Path) -> list[TrialOutcome]:
     """Every trial with a resolved config under ``<sweep_dir>/runs/``, in trial-id order."""
-    stopped = {t["trial_id"] for t in read_summary(sweep_dir).get("trials", []) if t.get("stopped_early")}
+    summary = load_summary(sweep_dir)
+    stopped = {t.trial_id for t in summary.trials if t.stopped_early} if summary is not None else set()
     out = []
     for folder in sorted(p for p in SweepDir(sweep_dir).runs.iterdir() if RunDir(p).has_config()):
         run = RunDir(folder)
@@ -56,9 +58,8 @@ def load_trials(sweep_dir: Path) -> list[TrialOutcome]:
 
 def selection_rule(sweep_dir: Path) -> tuple[str, str]:
     """(metric, mode) the sweep selected by: its ``summary.json`` if it says, else ``val/miou``, max."""
-    summary = read_summary(sweep_dir)
-    metric = summary.get("metric", SELECTION_METRIC)
-    mode = summary.get("mode", "max")
+    summary = load_summary(sweep_dir)
+    metric, mode = (summary.metric, summary.mode) if summary is not None else (SELECTION_METRIC, "max")
     if not isinstance(metric, str) or not metric.startswith(("val/", "select/")) or mode not in DIRECTIONS:
         return SELECTION_METRIC, "max"
     return metric, mode
@@ -72,9 +73,9 @@ def rank_trials(trials: Sequence[TrialOutcome], metric: str = SELECTION_METRIC,
 
 def swept_keys(sweep_dir: Path, trials: Sequence[TrialOutcome]) -> list[str]:
     """The keys a sweep varied: from ``summary.json``, else those that differ between trials (not ``seed``)."""
-    listed = read_summary(sweep_dir).get("trials") or []
-    if listed and isinstance(listed[0].get("params"), dict):
-        return list(listed[0]["params"])
+    summary = load_summary(sweep_dir)
+    if summary is not None and summary.trials:
+        return list(summary.trials[0].params)
     first = trials[0].params if trials else {}
     return [k for k in first if k != "seed" and len({json.dumps(t.params.get(k)) for t in trials}) > 1]
 

@@ -19,8 +19,9 @@ Definitions used everywhere:
 - Whether a sweep's configurations differ at all is one test over all of them (Friedman's,
   ``surface``), never best against worst: picking the extremes inflates their difference.
 
-Modules: ``additive`` (seed-adjusted configuration estimates over unlike seed sets), ``paired`` (spreads, paired intervals and p-values, Holm, verdicts), ``surface`` (do the
-configurations differ?), ``bootstrap`` (seeds resampled with replacement, column-wise Spearman,
+Modules: ``additive`` (seed-adjusted configuration estimates over unlike seed sets), ``paired``
+(spreads, paired intervals and p-values, Holm, verdicts), ``surface`` (do the configurations
+differ?), ``bootstrap`` (seeds resampled with replacement, column-wise Spearman,
 percentile intervals), ``reproducibility`` (split-half Spearman, Spearman-Brown).
 Import from ``simtune.stats``.
 """
@@ -35,7 +36,8 @@ from simtune.stats.paired import (ALPHA, CONFIDENCE, NOISE_HINT, PairedDifferenc
 from simtune.stats.reproducibility import SplitHalf, spearman, spearman_brown, split_half, split_half_line
 from simtune.stats.surface import SurfaceTest, surface_line, surface_test
 
-__all__ = ["ALPHA", "AdditiveFit", "Estimate", "fit_additive", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED", "CONFIDENCE", "NOISE_HINT", "PairedDifference",
-           "SplitHalf", "Spread", "SurfaceTest", "format_interval", "format_spread", "holm_rejections", "margin_p_value", "paired_difference",
-           "paired_p_value", "percentile_interval", "seed_weights", "spearman", "spearman_columns", "spearman_brown", "split_half", "split_half_line", "spread",
+__all__ = ["ALPHA", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED", "CONFIDENCE", "NOISE_HINT", "AdditiveFit", "Estimate",
+           "PairedDifference", "SplitHalf", "Spread", "SurfaceTest", "fit_additive", "format_interval", "format_spread",
+           "holm_rejections", "margin_p_value", "paired_difference", "paired_p_value", "percentile_interval",
+           "seed_weights", "spearman", "spearman_brown", "spearman_columns", "split_half", "split_half_line", "spread",
            "surface_line", "surface_test", "t_quantile", "unpaired_difference", "verdict"]

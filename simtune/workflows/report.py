@@ -85,7 +85,8 @@ def effect_at_fixed(ranked: Sequence[TrialOutcome], param: str, other: str) -> E
     sliced = [t for t in ranked if t.params[other] == best_other]
     if len({t.params[param] for t in sliced}) >= 2 or len({t.params[param] for t in ranked}) < 2:
         return Effect(param, f"{other} = {best_other} (the best configuration's)", effect_rows(sliced, param))
-    return Effect(param, f"all {other} values pooled: no {other} slice has two {param} values", effect_rows(ranked, param))
+    return Effect(param, f"all {other} values pooled: no {other} slice has two {param} values",
+                  effect_rows(ranked, param))
 
 
 def pick_key(trials: Sequence[TrialOutcome], keys: Sequence[str]) -> str:
