@@ -173,3 +173,20 @@ def replace_folder(staging: Path, final: Path) -> None:
         os.replace(final, old)
     os.replace(staging, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def publish_new_folder(staging: Path, final: Path) -> bool:
+    """Rename the complete folder ``staging`` to ``final``, which is never replaced once it exists.
+
+    For folders written once and then only read (the built-in benchmark): the first writer to
+    finish publishes it. Returns False, with ``staging`` removed, when another writer's ``final``
+    was there first; the caller checks that one.
+    """
+    try:
+        os.rename(staging, final)
+    except OSError:
+        if not final.exists():
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+        return False
+    return True

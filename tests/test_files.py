@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from simtune.files import (LockTimeout, describe_owner, locked, publish_folder, read_owner, replace_folder,
-                           staging_folder, temporary_path, try_lock, unlock, waiting_lock, write_with)
+from simtune.files import (LockTimeout, describe_owner, locked, publish_folder, publish_new_folder, read_owner,
+                           replace_folder, staging_folder, temporary_path, try_lock, unlock, waiting_lock, write_with)
 
 
 def python(code: str) -> list[str]:
@@ -147,3 +147,15 @@ def test_replace_folder_swaps_a_whole_folder_and_leaves_no_trace(tmp_path: Path)
     fresh = staging_folder(tmp_path / "first")
     replace_folder(fresh, tmp_path / "first")  # nothing to replace: a plain rename
     assert (tmp_path / "first").is_dir()
+
+
+def test_publish_new_folder_never_replaces_a_published_one(tmp_path: Path) -> None:
+    final = tmp_path / "bench"
+    first, second = staging_folder(final), tmp_path / ".bench.other.tmp"
+    second.mkdir()
+    (first / "a.txt").write_text("first")
+    (second / "a.txt").write_text("second")
+    assert publish_new_folder(first, final) is True
+    assert publish_new_folder(second, final) is False  # another writer was there first: it stays
+    assert (final / "a.txt").read_text() == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench"]  # the losing staging folder is gone

@@ -162,11 +162,11 @@ def test_folder_without_manifest_is_not_taken_for_a_benchmark(tmp_path: Path) ->
 
 
 def test_stale_partial_folder_is_ignored(tmp_path: Path) -> None:
-    stale = tmp_path / "bench.partial-killed"
+    stale = tmp_path / ".bench.1.tmp"  # the staging folder of a killed writer
     (stale / "gta5/images").mkdir(parents=True)
     generate_benchmark(tmp_path / "bench", workers=1, **TINY)
     assert (tmp_path / "bench/benchmark.json").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench", "bench.partial-killed"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".bench.1.tmp", "bench"]
 
 
 def test_interrupted_run_leaves_nothing_at_out(tmp_path: Path,

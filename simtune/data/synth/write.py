@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -20,6 +19,7 @@ from PIL import Image
 from simtune.data.synth import scene
 from simtune.data.synth.style import SRC_STYLE, TRG_STYLE
 from simtune.errors import DataError, SimtuneError
+from simtune.files import publish_new_folder, staging_folder
 
 GENERATOR_VERSION = 2  # bump whenever drawing changes, so stale benchmark dirs are not reused
 SOURCE, TARGET_TRAIN, TARGET_VAL = 0, 1, 2  # the domain key of each image's rng
@@ -151,8 +151,9 @@ def generate_benchmark(
 ) -> BenchmarkPaths:
     """Write the synthetic GTA5 -> Cityscapes benchmark to ``out``, atomically and once.
 
-    Everything is drawn into a ``<out>.partial-*`` folder beside ``out`` and renamed at the
-    end, so a killed run never leaves a half benchmark at ``out``. If ``out`` already holds
+    Everything is drawn into a staging folder beside ``out`` (``files.staging_folder``) and
+    renamed at the end (``files.publish_new_folder``), so a killed run never leaves a half
+    benchmark at ``out``. If ``out`` already holds
     a benchmark made with the same arguments it is returned untouched.
 
     Args:
@@ -182,21 +183,17 @@ def generate_benchmark(
     if out.exists():
         _check_existing(out, spec)
         return paths
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial_dir = Path(tempfile.mkdtemp(prefix=f"{out.name}.partial-", dir=out.parent))
+    staging = staging_folder(out)
     try:
-        _render_all(partial_dir, spec, workers)
-        (partial_dir / "README.txt").write_text(_readme(spec))
+        _render_all(staging, spec, workers)
+        (staging / "README.txt").write_text(_readme(spec))
         # Written last: its presence marks a finished benchmark.
-        (partial_dir / "benchmark.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
-        try:
-            partial_dir.rename(out)
-        except OSError:
-            if not out.exists():
-                raise
-            _check_existing(out, spec)  # another process finished the same benchmark first
-    finally:
-        shutil.rmtree(partial_dir, ignore_errors=True)  # nothing left after a rename
+        (staging / "benchmark.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if not publish_new_folder(staging, out):
+        _check_existing(out, spec)  # another process finished the same benchmark first
     return paths
 
 
