@@ -300,7 +300,7 @@ def _pseudo_labels(ctx: PipelineContext) -> dict[str, Any]:
         return written
     cfg = ctx.cfg
     p = cfg.pseudo_label
-    rule = PseudoLabelRule(p.method, p.quantile, p.cap, p.portion, p.bins)
+    rule = PseudoLabelRule(method=p.method, quantile=p.quantile, cap=p.cap, portion=p.portion, bins=p.bins)
     prior = None
     if p.method == "cbst" and p.spatial_prior:
         prior = source_prior(ctx.data.source, cfg.data.target.size, cfg.model.num_classes, ctx.device)

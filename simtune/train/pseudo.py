@@ -39,13 +39,13 @@ CONF_SCALE = 65535  # confidences stored as uint16: resolution 1.5e-5, far below
 
 @dataclass(frozen=True)
 class PseudoLabelRule:
-    """Plain arguments of the pseudo-label rule (from ``PseudoLabelConfig``)."""
+    """Plain arguments of the pseudo-label rule (from ``PseudoLabelConfig``, whose schema holds the defaults)."""
 
-    method: str = "sim"
-    quantile: float = 0.5
-    cap: float = 0.9
-    portion: float = 0.2
-    bins: int = 2000
+    method: str
+    quantile: float
+    cap: float
+    portion: float
+    bins: int
 
 
 @torch.no_grad()

@@ -30,17 +30,20 @@ TARGET_LABEL = 1.0
 
 @dataclass(frozen=True)
 class StepWeights:
-    """Loss weights and switches of one stage, as plain numbers (from ``StageConfig`` + mode)."""
+    """Loss weights and switches of one stage, as plain numbers (``step_weights``: ``StageConfig`` + mode).
+
+    No defaults: every value comes from the config, whose schema holds the only defaults.
+    """
 
     lambda_seg: float
     lambda_adv: float
     lambda_d: float
     lambda_ci: float
-    lambda_seg_aux: float = 0.1
-    lambda_adv_aux: float = 0.0002
-    adversarial: bool = True
-    matching: bool = True
-    gan: str = "bce"
+    lambda_seg_aux: float
+    lambda_adv_aux: float
+    adversarial: bool
+    matching: bool
+    gan: str
 
 
 # Generator loss -> the StepWeights field (a StageConfig weight) that scales it (eq. 12, 13).
