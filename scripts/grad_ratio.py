@@ -21,6 +21,7 @@ import torch
 from simtune import config, schema
 from simtune.data.loaders import Loading
 from simtune.models import load_trained
+from simtune.seeds import derived_seed
 from simtune.train.builders import build_datasets, build_nets, build_optimizers, pick_device
 from simtune.train.steps import adaptation_step, gan_loss, seg_loss, step_weights, upsampled_softmax, SOURCE_LABEL
 from simtune.train.streams import stream
@@ -41,8 +42,10 @@ def measure(cfg: schema.Config, weights: Path | None, iters: int, every: int) ->
     optimizers = build_optimizers(nets, cfg.stage1, cfg)
     w = step_weights(cfg.stage1, "aa", cfg.discriminator.gan)
     params = [p for p in nets.segmenter.parameters() if p.requires_grad]
-    src = stream(data.source, seed=cfg.seed, start=0, count=iters, loading=Loading(), device=device)
-    trg = stream(data.target, seed=cfg.seed + 1, start=0, count=iters, loading=Loading(), device=device)
+    src = stream(data.source, seed=derived_seed(cfg.seed, "seg_stream"), start=0, count=iters, loading=Loading(),
+                 device=device)
+    trg = stream(data.target, seed=derived_seed(cfg.seed, "target_stream"), start=0, count=iters, loading=Loading(),
+                 device=device)
     ratios = []
     for i, (s, t) in enumerate(zip(src, trg)):
         if i % every == 0:

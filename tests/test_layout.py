@@ -1,6 +1,6 @@
 """The tree keeps the shape docs/architecture.md describes: layers import only downwards, no
 import cycles between modules or between packages (function-level imports included), only
-``simtune.sweep`` imports Ray and only ``simtune.tracking`` MLflow, small files."""
+``simtune.sweep`` imports Ray and only ``simtune.tracking`` imports MLflow or calls its client, small files."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "simtune"
 # docs/architecture.md, "Layers": a module may import its own layer and the ones below.
 LAYERS: dict[str, int] = {
     "errors": 0, "keys": 0, "labels": 0, "files": 0, "stats": 0, "tables": 0, "schema": 0, "config": 0,
-    "provenance": 0, "rundir": 0,
+    "provenance": 0, "rundir": 0, "seeds": 0,
     "data": 1, "models": 1, "sim": 1, "evaluation": 1, "heldout": 1, "selection": 1,
     "preflight": 2,
     "train": 3,
@@ -196,6 +196,53 @@ def test_only_the_sweep_package_imports_ray() -> None:
 def test_only_the_tracking_package_imports_mlflow() -> None:
     offenders = outside_importers("mlflow", "simtune.tracking")
     assert not offenders, "\n".join(offenders)
+
+
+# MlflowClient's methods for runs, experiments, artifacts and the model registry: a module outside
+# simtune.tracking may hold a client (``store.connect``) and hand it to tracking, never call these.
+CLIENT_METHODS = frozenset({
+    "create_run", "get_run", "update_run", "delete_run", "restore_run", "search_runs", "get_parent_run",
+    "set_tag", "delete_tag", "set_terminated", "get_metric_history",
+    "log_batch", "log_param", "log_metric", "log_inputs", "log_outputs", "log_model_params",
+    "log_artifact", "log_artifacts", "log_dict", "log_text", "log_figure", "log_image", "log_table",
+    "list_artifacts", "download_artifacts",
+    "create_experiment", "get_experiment", "get_experiment_by_name", "search_experiments", "delete_experiment",
+    "restore_experiment", "rename_experiment", "set_experiment_tag", "delete_experiment_tag",
+    "create_registered_model", "get_registered_model", "search_registered_models", "update_registered_model",
+    "rename_registered_model", "delete_registered_model", "set_registered_model_tag",
+    "delete_registered_model_tag", "set_registered_model_alias", "delete_registered_model_alias",
+    "create_model_version", "get_model_version", "update_model_version", "delete_model_version",
+    "search_model_versions", "get_latest_versions", "set_model_version_tag", "delete_model_version_tag",
+    "get_model_version_by_alias", "get_model_version_download_uri", "copy_model_version",
+    "create_logged_model", "get_logged_model", "search_logged_models", "finalize_logged_model",
+    "set_logged_model_tags",
+})
+
+
+def client_calls(source: str) -> list[tuple[int, str]]:
+    """(line, method) of every call ``<anything>.<client method>(...)`` in ``source``."""
+    return [(node.lineno, node.func.attr) for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr in CLIENT_METHODS]
+
+
+def outside_client_calls(sources: dict[str, str], home: str = "simtune.tracking") -> list[str]:
+    """``module:line: .method()`` for every MLflow client call of a module (name -> source) outside ``home``."""
+    return [f"{name}:{line}: .{method}()" for name, source in sorted(sources.items())
+            if not (name == home or name.startswith(home + ".")) for line, method in client_calls(source)]
+
+
+def test_only_the_tracking_package_calls_the_mlflow_client() -> None:
+    offenders = outside_client_calls({name: path.read_text() for name, path in modules().items()})
+    assert not offenders, "call a simtune.tracking function instead:\n" + "\n".join(offenders)
+
+
+def test_the_client_check_finds_a_call_planted_outside_tracking() -> None:
+    planted = "def close(client, run_id):\n    client.set_terminated(run_id, 'FINISHED')\n"
+    sources = {"simtune.workflows.planted": planted, "simtune.tracking.planted": planted,
+               "simtune.trackingish": "self.client.set_tag(run, 'k', 'v')\n"}
+    assert outside_client_calls(sources) == ["simtune.trackingish:1: .set_tag()", "simtune.workflows.planted:2: "
+                                             ".set_terminated()"]
 
 
 def test_no_production_module_imports_the_test_support() -> None:

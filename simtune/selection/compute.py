@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from simtune.labels import IGNORE
+from simtune.seeds import derived_seed
 from simtune.selection import dev
 from simtune.selection.validators import (
     MIX_LAMBDA,
@@ -83,11 +84,13 @@ def load_subset(target: Items, *, images: int, pixels: int, seed: int,
         pixels: SND pixels per image.
         source: labelled source items (``image``, ``label``), needed when ``source_images`` > 0.
     """
-    picked = torch.stack([target[i]["image"] for i in choose(len(target), images, seed)])
-    positions = sample_positions(len(picked), picked.shape[-2] * picked.shape[-1], pixels, seed + 1)
+    chosen = choose(len(target), images, derived_seed(seed, "subset_images"))
+    picked = torch.stack([target[i]["image"] for i in chosen])
+    positions = sample_positions(len(picked), picked.shape[-2] * picked.shape[-1], pixels,
+                                 derived_seed(seed, "subset_pixels"))
     src_images = src_labels = None
     if source is not None and source_images >= 2:
-        items = [source[i] for i in choose(len(source), source_images, seed + 2)]
+        items = [source[i] for i in choose(len(source), source_images, derived_seed(seed, "subset_source_images"))]
         src_images = torch.stack([item["image"] for item in items])
         src_labels = torch.stack([item["label"] for item in items])
     return SelectionSubset(picked, positions, src_images, src_labels, feature_pixels, seed)
@@ -117,7 +120,8 @@ def compute_validators(predict: Predict, subset: SelectionSubset, device: torch.
         marginal_sum = flat.double().sum(0) if marginal_sum is None else marginal_sum + flat.double().sum(0)
         sampled.append(flat[subset.pixels[i].to(device)])
         pseudo.append(probs.argmax(dim=0))
-        trg_feats.append(_grid_rows(out.features[0], subset.feature_pixels, subset.seed + 10 + i))
+        feature_seed = derived_seed(subset.seed, "target_feature_pixels", i)
+        trg_feats.append(_grid_rows(out.features[0], subset.feature_pixels, feature_seed))
     assert marginal_sum is not None
     count = len(images) * height * width
     scores = {"entropy": -entropy_sum / count,
@@ -166,7 +170,8 @@ def _dev(predict: Predict, subset: SelectionSubset, trg_feats: Tensor, device: t
         label = F.interpolate(subset.src_labels[i : i + 1, None].float(), size=logits.shape[-2:],
                               mode="nearest")[:, 0].long().to(device)  # (1, h, w)
         loss = F.cross_entropy(logits, label.clamp_max(logits.shape[1] - 1), reduction="none")[0]
-        positions = sample_positions(1, loss.numel(), subset.feature_pixels, subset.seed + 100 + i)[0].to(device)
+        positions = sample_positions(1, loss.numel(), subset.feature_pixels,
+                                     derived_seed(subset.seed, "source_feature_pixels", i))[0].to(device)
         keep = positions[label.flatten()[positions] != IGNORE]
         feats.append(features[0].flatten(1)[:, keep].T)
         losses.append(loss.flatten()[keep])

@@ -19,6 +19,7 @@ from simtune.data.loaders import Loading, batches
 from simtune.evaluation import REPORTED_CLASSES, evaluate_model
 from simtune.models import load_module_state
 from simtune.rundir import RunDir, torch_save, write_json
+from simtune.seeds import derived_seed
 from simtune.selection.compute import SelectionSubset
 from simtune.selection.run import select_metrics
 from simtune.train import checkpoint as ckpt
@@ -172,10 +173,12 @@ def run_stage(plan: StagePlan, *, val: Mapping[str, Dataset[Any]], device: torch
 
 def _batches(plan: StagePlan, device: torch.device, start: int):  # type: ignore[no-untyped-def]
     count = plan.iters - start
-    seg = stream(plan.seg_data, seed=plan.seed, start=start, count=count, loading=plan.loading, device=device)
+    seg = stream(plan.seg_data, seed=derived_seed(plan.seed, "seg_stream"), start=start, count=count,
+                 loading=plan.loading, device=device)
     if plan.trg_data is None:
         return ((b, None) for b in seg)
-    trg = stream(plan.trg_data, seed=plan.seed + 1, start=start, count=count, loading=plan.loading, device=device)
+    trg = stream(plan.trg_data, seed=derived_seed(plan.seed, "target_stream"), start=start, count=count,
+                 loading=plan.loading, device=device)
     return zip(seg, trg)
 
 

@@ -23,6 +23,7 @@ from simtune.bench.text import cpu_model
 from simtune.data.datasets import (SegmentationDataset, image_to_tensor, list_samples, read_image, read_png8,
                                    to_train_ids)
 from simtune.data.loaders import Loading, available_cpus, loader
+from simtune.seeds import derived_seed
 from simtune.train.streams import StreamSampler
 
 from simtune.bench.data.settings import DATA_SIZES, DataBenchSettings, check_data_settings, default_workers
@@ -49,8 +50,8 @@ def time_loaders(source: SegmentationDataset, target: SegmentationDataset, worke
     count = warmup + s.iterations
     loading = Loading(workers=workers)
     children = _children_cpu_s()
-    seg = iter(loader(source, loading, StreamSampler(len(source), s.seed, 0, count)))
-    trg = iter(loader(target, loading, StreamSampler(len(target), s.seed + 1, 0, count)))
+    seg = iter(loader(source, loading, StreamSampler(len(source), derived_seed(s.seed, "seg_stream"), 0, count)))
+    trg = iter(loader(target, loading, StreamSampler(len(target), derived_seed(s.seed, "target_stream"), 0, count)))
     started = time.perf_counter()
     begin, cpu_begin = started, time.process_time()
     done = 0
