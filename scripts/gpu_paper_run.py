@@ -65,6 +65,7 @@ from simtune import config
 from simtune.data.loaders import worker_count
 from simtune.data.synth import generate_benchmark
 from simtune.models.deeplab import FrozenBatchNorm2d
+from simtune.rundir import RunDir
 from simtune.testing import REPO_ROOT
 from simtune.train.builders import build_datasets, build_nets
 from simtune.train.loop import Callback
@@ -262,7 +263,7 @@ def timed_run(report: Report, key: str, cfg: config.Config, run_dir: Path) -> di
     finally:
         update(log)
         entry["torch_state_after"] = torch_state()
-        run_json = run_dir / "run.json"
+        run_json = RunDir(run_dir).run_file
         if run_json.is_file():
             with contextlib.suppress(ValueError):
                 entry["run_json"] = json.loads(run_json.read_text())

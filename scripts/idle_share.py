@@ -16,16 +16,24 @@ import argparse
 import json
 from pathlib import Path
 
+from simtune.results.sweepdir import SweepDir
+from simtune.rundir import RunDir
+
 STAGES = ("stage0", "stage1")
 
 
-def trial_waits(run: Path) -> tuple[float, float, float]:
+def first_start(run: RunDir) -> float:
+    """When the run's first attempt started (``attempts.jsonl``)."""
+    return float(json.loads(run.attempts.read_text().splitlines()[0])["time"])
+
+
+def trial_waits(run: RunDir) -> tuple[float, float, float]:
     """(start, end, seconds waited for cached stages) of one trial's first attempt."""
-    start = json.loads((run / "attempts.jsonl").read_text().splitlines()[0])["time"]
-    end = (run / "results.json").stat().st_mtime
+    start = first_start(run)
+    end = run.results.stat().st_mtime
     waited = 0.0
     for stage in STAGES:
-        done = run / stage / "done.json"
+        done = run.done(stage)
         if done.is_file() and "from_cache" in json.loads(done.read_text()):
             waited += max(0.0, done.stat().st_mtime - start)
     return start, end, waited
@@ -36,13 +44,13 @@ def main() -> None:
     parser.add_argument("sweep", type=Path)
     parser.add_argument("--slots", type=int, required=True, help="trials the cluster ran at once")
     args = parser.parse_args()
-    rows = [trial_waits(run) for run in sorted((args.sweep / "runs").iterdir()) if (run / "results.json").is_file()]
-    shared = [p for p in (args.sweep / "shared").glob("stage*") if (p / "results.json").is_file()]
-    first = min([r[0] for r in rows] + [json.loads((p / "attempts.jsonl").read_text().splitlines()[0])["time"]
-                                        for p in shared])
+    sweep = SweepDir(args.sweep)
+    rows = [trial_waits(run) for run in map(RunDir, sorted(sweep.runs.iterdir())) if run.finished()]
+    shared = [run for run in map(RunDir, sorted(sweep.shared.glob("stage*"))) if run.finished()]
+    first = min([r[0] for r in rows] + [first_start(run) for run in shared])
     wall = max(r[1] for r in rows) - first
     waited = sum(r[2] for r in rows)
-    phase = max((p / "results.json").stat().st_mtime for p in shared) - first if shared else 0.0
+    phase = max(run.results.stat().st_mtime for run in shared) - first if shared else 0.0
     print(f"{len(rows)} trials, {args.slots} slots, wall {wall:.0f} s (shared stages first: {phase:.0f} s); "
           f"trials waited {waited:.0f} s for shared stages: idle share {waited / (args.slots * wall):.1%}")
 

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from simtune.data.datasets import SegmentationDataset, list_samples
-from simtune.data.stats import SOURCE, SPEC
-from simtune.data.synth.write import write_source_images
+from simtune.data.stats import SOURCE
+from simtune.data.synth.write import SPEC_FILE, write_source_images
 from simtune.errors import ConfigError
 from simtune.evaluation import evaluate_model
 from simtune.labels import CLASS_NAMES, THING_IDS
@@ -53,10 +53,10 @@ def heldout_run(run_dir: Path, stage: str | None = None) -> HeldoutRun:
     weights = run.model(stage) if stage else run.weights()
     if not weights.is_file():
         raise ConfigError(f"{run_dir}: no {stage} model in this run directory")
-    spec = Path(cfg.data.source.root).parent / SPEC
+    spec = Path(cfg.data.source.root).parent / SPEC_FILE
     if not spec.is_file():
         raise ConfigError(f"{run_dir}: its source {cfg.data.source.root} is not a built-in benchmark "
-                          f"(no {SPEC} beside it); held-out images need the benchmark's seed")
+                          f"(no {SPEC_FILE} beside it); held-out images need the benchmark's seed")
     return HeldoutRun(cfg, weights, json.loads(spec.read_text()))
 
 

@@ -95,9 +95,11 @@ def check_weights_file(path: Path) -> None:
 
 def builtin_pending(cfg: Config) -> bool:
     """``cfg`` reads the built-in benchmark at its default location, and it is not written yet."""
+    from simtune.data.synth.write import SPEC_FILE  # the writer's cv2 loads only when the benchmark is checked
+
     root = builtin_benchmark_root()
     expects = any(Path(r).parent == root for r in (cfg.data.source.root, cfg.data.target.root))
-    return expects and not (root / "benchmark.json").is_file()
+    return expects and not (root / SPEC_FILE).is_file()
 
 
 def _builtin_missing(cfg: Config, *, write_builtin: bool, say: Say) -> bool:

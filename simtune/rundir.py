@@ -5,7 +5,7 @@
     config.yaml  run.json          resolved config; revision, versions, seed
     stage0/  ...                   (init.source_pretrain.iters > 0: the source-only warm start)
     stage1/  checkpoint.pt  history.json  model.pt  done.json
-    pseudo/  predictions/  labels/  thresholds.json
+    pseudo/  predictions/  labels/  thresholds.json   (predictions/: histogram.npy, one .npz an image)
     stage2/  ...                   (mode aa_sim_ssl only)
     results.json                   last evaluation of each stage
     failure.json  attempts.jsonl   a diverged trial's reason; one line per start of a trial
@@ -30,6 +30,7 @@ from simtune.files import write_with
 
 STAGES = ("stage0", "stage1", "stage2")  # stage0: the optional source-only warm start
 CONFIG = "config.yaml"
+HISTOGRAM = "histogram.npy"  # in a predictions folder: the confidence histogram of the target pass
 RUN_FILES = (CONFIG, "run.json", "results.json", "failure.json", "attempts.jsonl")  # the run's own records
 
 
@@ -154,6 +155,11 @@ class RunDir:
     @property
     def predictions(self) -> Path:
         return self.pseudo / "predictions"
+
+    @property
+    def histogram(self) -> Path:
+        """The stage-1 confidence histogram over the target train set (written last by the target pass)."""
+        return self.predictions / HISTOGRAM
 
     @property
     def labels(self) -> Path:

@@ -17,10 +17,11 @@ import numpy as np
 from simtune import config
 from simtune.data.datasets import list_samples
 from simtune.data.synth.measure import pixel_median, thing_region_areas
+from simtune.data.synth.write import SOURCE_FOLDER, TARGET_FOLDER
 from simtune.labels import CLASS_NAMES
 from simtune.tables import text_table
 
-SOURCE, TARGET, SPEC = "gta5", "cityscapes", "benchmark.json"  # a benchmark folder's parts (data.synth.write)
+SOURCE, TARGET = SOURCE_FOLDER, TARGET_FOLDER  # each domain's folder in a benchmark, named after its format
 SIZE_COLUMNS = {"median_fpx": "median", "pixel_median_fpx": "pixel median", "regions": "regions"}
 
 

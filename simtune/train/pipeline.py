@@ -287,7 +287,7 @@ def _stage1_segmenter(ctx: PipelineContext) -> torch.nn.Module:
 def _predict_with_stage1(ctx: PipelineContext) -> Path:
     """The stage-1 model's predictions on the target train set (written once); returns their folder."""
     pred_dir = ctx.run.predictions
-    if not (pred_dir / "histogram.npy").is_file():
+    if not ctx.run.histogram.is_file():
         predict_target(_stage1_segmenter(ctx), ctx.data.target, pred_dir, num_classes=ctx.cfg.model.num_classes,
                        bins=ctx.cfg.pseudo_label.bins, device=ctx.device, autocast=ctx.autocast, loading=ctx.loading)
     return pred_dir

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from simtune.data.datasets import SegmentationDataset, read_label_ids, to_train_ids
 from simtune.data.loaders import Loading, batches
 from simtune.labels import IGNORE
-from simtune.rundir import RunDir, write_json
+from simtune.rundir import HISTOGRAM, RunDir, write_json
 from simtune.sim.thresholds import (
     ConfidenceHistogram,
     accumulate_class_frequency,
@@ -74,7 +74,7 @@ def predict_target(segmenter: torch.nn.Module, dataset: Dataset[Any], out: Path,
         hist.update(conf, pred)
         np.savez(out / f"{index:06d}.npz", pred=pred[0].to(torch.uint8).cpu().numpy(),
                  conf=(conf[0] * CONF_SCALE).round().to(torch.int32).cpu().numpy().astype(np.uint16))
-    np.save(out / "histogram.npy", hist.counts.cpu().numpy())
+    np.save(out / HISTOGRAM, hist.counts.cpu().numpy())
     return hist
 
 
@@ -173,8 +173,8 @@ def make_pseudo_labels(segmenter: torch.nn.Module, dataset: Dataset[Any], rule: 
     """
     # getattr: nn.Module types a plain attribute as Tensor | Module
     num_classes = int(getattr(segmenter, "num_classes"))  # noqa: B009
-    if (pred_dir / "histogram.npy").is_file():
-        hist = ConfidenceHistogram.from_counts(torch.as_tensor(np.load(pred_dir / "histogram.npy")))
+    if (pred_dir / HISTOGRAM).is_file():
+        hist = ConfidenceHistogram.from_counts(torch.as_tensor(np.load(pred_dir / HISTOGRAM)))
     else:
         hist = predict_target(segmenter, dataset, pred_dir, num_classes=num_classes, bins=rule.bins,
                               device=device, autocast=autocast, loading=loading)

@@ -28,11 +28,15 @@ from simtune.data.synth.scene import render_scene
 from simtune.data.synth.style import SRC_STYLE, TRG_STYLE, Style
 from simtune.data.synth.write import (
     GENERATOR_VERSION,
+    SOURCE_FOLDER,
+    SPEC_FILE,
+    TARGET_FOLDER,
     TRAIN_CITIES,
     VAL_CITIES,
     BenchmarkPaths,
     generate_benchmark,
 )
 
-__all__ = ["GENERATOR_VERSION", "SRC_STYLE", "TRAIN_CITIES", "TRG_STYLE", "VAL_CITIES",
+__all__ = ["GENERATOR_VERSION", "SOURCE_FOLDER", "SPEC_FILE", "SRC_STYLE", "TARGET_FOLDER", "TRAIN_CITIES", "TRG_STYLE",
+           "VAL_CITIES",
            "BenchmarkPaths", "Style", "generate_benchmark", "render_scene"]

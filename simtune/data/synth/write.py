@@ -25,6 +25,9 @@ GENERATOR_VERSION = 2  # bump whenever drawing changes, so stale benchmark dirs 
 SOURCE, TARGET_TRAIN, TARGET_VAL = 0, 1, 2  # the domain key of each image's rng
 TRAIN_CITIES = ("aachen", "bochum", "bremen")
 VAL_CITIES = ("frankfurt", "lindau", "munster")  # splits.py: frankfurt selects, the rest report
+# A benchmark folder's parts: each domain in the layout (and under the name) of its dataset format, and the
+# spec, written last, so that its presence marks a finished benchmark.
+SOURCE_FOLDER, TARGET_FOLDER, SPEC_FILE = "gta5", "cityscapes", "benchmark.json"
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ def _city_jobs(root: Path, domain: int, split: str, per_city: list[tuple[str, in
 
 def _plan(root: Path, spec: dict[str, Any]) -> list[_Job]:
     """Every image of the benchmark under ``root``, in a fixed order."""
-    src, trg = root / "gta5", root / "cityscapes"
+    src, trg = root / SOURCE_FOLDER, root / TARGET_FOLDER
     source_size, target_size = tuple(spec["source_size"]), tuple(spec["target_size"])
     jobs = [_Job(SOURCE, i, source_size, src / "images" / f"{i + 1:05d}.png",
                  src / "labels" / f"{i + 1:05d}.png") for i in range(spec["num_source"])]
@@ -85,7 +88,7 @@ def _one_thread() -> None:
 def _render_all(root: Path, spec: dict[str, Any], workers: int) -> None:
     jobs = _plan(root, spec)
     folders = {p for job in jobs for p in (job.image.parent, job.label.parent)}
-    folders |= {root / "cityscapes" / top / split / city  # every city, even one left empty
+    folders |= {root / TARGET_FOLDER / top / split / city  # every city, even one left empty
                 for top in ("leftImg8bit", "gtFine")
                 for split, cities in (("train", TRAIN_CITIES), ("val", VAL_CITIES))
                 for city in cities}
@@ -121,7 +124,7 @@ def _readme(spec: dict[str, Any]) -> str:
 def _check_existing(out: Path, spec: dict[str, Any]) -> None:
     """Accept ``out`` only if its benchmark.json matches ``spec`` exactly."""
     try:
-        found = json.loads((out / "benchmark.json").read_text())
+        found = json.loads((out / SPEC_FILE).read_text())
     except (OSError, ValueError):
         raise DataError(f"{out} exists but is not a complete benchmark (no readable "
                         "benchmark.json); delete it or choose another --out") from None
@@ -179,7 +182,7 @@ def generate_benchmark(
         "source_size": list(source_size), "target_size": list(target_size),
     }
     _validate(spec, workers)
-    paths = BenchmarkPaths(out / "gta5", out / "cityscapes")
+    paths = BenchmarkPaths(out / SOURCE_FOLDER, out / TARGET_FOLDER)
     if out.exists():
         _check_existing(out, spec)
         return paths
@@ -188,7 +191,7 @@ def generate_benchmark(
         _render_all(staging, spec, workers)
         (staging / "README.txt").write_text(_readme(spec))
         # Written last: its presence marks a finished benchmark.
-        (staging / "benchmark.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
+        (staging / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
