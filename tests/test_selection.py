@@ -219,6 +219,7 @@ def test_a_sweep_selected_by_a_validator_ranks_reports_and_retrains_by_it(tmp_pa
     from simtune import config
     from simtune.rundir import RunDir, write_config
     from simtune.workflows.report import build_report
+    from simtune.results.summary import Summary, write_summary
     from simtune.results.trials import load_trials, rank_trials, selection_rule
 
     sweep = tmp_path / "sweeps" / "s"
@@ -231,7 +232,7 @@ def test_a_sweep_selected_by_a_validator_ranks_reports_and_retrains_by_it(tmp_pa
                     "select/im": 1.0 - d / 10, "iteration": float(step)} for step, d in ((10, 2.0), (20, 0.0))]
         RunDir(run).history_file("stage1").write_text(json.dumps(history))
         (run / "results.json").write_text(json.dumps({"stages": {"stage1": history[-1]}}))
-    (sweep / "summary.json").write_text(json.dumps({"metric": "select/entropy", "mode": "max"}))
+    write_summary(sweep, Summary.empty(sweep, metric="select/entropy", mode="max"))  # as a sweep writes it
     write_config(config.build({}), sweep / "base_config.yaml")  # default stage1.lambda_ci 0.01: trial a
     assert selection_rule(sweep) == ("select/entropy", "max")
     assert [t.trial_id for t in rank_trials(load_trials(sweep), *selection_rule(sweep))] == ["b", "c", "a"]
