@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,26 +44,18 @@ from simtune.rundir import RunDir, read_json
 from simtune.search.replicates import replicate_index, config_values
 from simtune.results.sweepdir import SweepDir
 from simtune.tracking import naming
+from simtune.tracking import trials as child_runs
 from simtune.tracking.sweep import SweepTracker
-from simtune.tracking.artifacts import PREDICTION_SAMPLES, log_checkpoint, log_trial_artifacts
-from simtune.tracking.datasets import log_data_inputs
-from simtune.tracking.store import (TAG_FAILURE, TAG_PARENT, TAG_REPLICATE, TAG_ROLE, TAG_RUN_DIR, TAG_STOPPED,
-                                    TAG_PLACEMENT, TAG_SWEEP, TAG_TRIAL, connect, log_history, log_metrics,
-                                    log_params, one_line, search)
+from simtune.tracking.artifacts import PREDICTION_SAMPLES
+from simtune.tracking.store import (TAG_PARENT, TAG_REPLICATE, TAG_ROLE, TAG_RUN_DIR, TAG_STOPPED, TAG_SWEEP,
+                                    TAG_TRIAL, connect, create_run, one_line)
+from simtune.tracking.trials import ChildRun
 
 log = logging.getLogger(__name__)
 
 _NOT_METRICS = frozenset(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_id", "experiment_tag", "date",
                                               "timestamp", "pid", "hostname", "node_ip", "should_checkpoint",
                                               "training_iteration", "iteration"}
-
-
-@dataclass
-class _Child:
-    """A trial's child run and, per metric, the steps already in the store."""
-
-    run_id: str
-    logged: dict[str, set[int]] = field(default_factory=dict)
 
 
 class MlflowTrialLogger(tune.Callback):
@@ -85,7 +76,7 @@ class MlflowTrialLogger(tune.Callback):
         self.source = naming.source_tags()  # this driver's command line and user
         self.write_errors = 0
         self._client: Any = None
-        self._children: dict[str, _Child] = {}
+        self._children: dict[str, ChildRun] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles its callbacks with the experiment; the client and cache are rebuilt."""
@@ -115,8 +106,8 @@ class MlflowTrialLogger(tune.Callback):
         self._guarded("a result", trial, lambda: self._log_result(trial, result))
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._guarded("a retry", trial, lambda: self.client.set_tag(
-            self._child(trial).run_id, "simtune.retries", str(getattr(trial, "num_failures", 0))))
+        self._guarded("a retry", trial, lambda: child_runs.mark_retried(
+            self.client, self._child(trial).run_id, int(getattr(trial, "num_failures", 0))))
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         reason = RunDir(self.runs_dir / str(trial.trial_id)).failure_reason()  # a non-finite loss ends normally
@@ -138,29 +129,18 @@ class MlflowTrialLogger(tune.Callback):
     def _log_result(self, trial: Any, result: dict[str, Any]) -> None:
         child = self._child(trial)
         step = int(result.get("iteration", result.get("training_iteration", 0)))
-        points = [(k, v, step) for k, v in result_metrics(result).items() if step not in child.logged.get(k, ())]
         stamp = int(float(result.get("timestamp") or time.time()) * 1000)
-        log_metrics(self.client, child.run_id, points, timestamp_ms=stamp)
-        for key, _, _ in points:
-            child.logged.setdefault(key, set()).add(step)
+        child_runs.log_points(self.client, child, result_metrics(result), step, timestamp_ms=stamp)
         if isinstance(result.get("failure_reason"), str):
-            self.client.set_tag(child.run_id, TAG_FAILURE, result["failure_reason"][:5000])
+            child_runs.tag_failure(self.client, child.run_id, result["failure_reason"][:5000])
 
-    def _child(self, trial: Any) -> _Child:
+    def _child(self, trial: Any) -> ChildRun:
         """The trial's child run: cached, found again by tag, or created with its params."""
         trial_id = str(trial.trial_id)
-        if trial_id in self._children:
-            return self._children[trial_id]
-        found = search(self.client, self.experiment_id, {TAG_PARENT: self.parent_run_id, TAG_TRIAL: trial_id})
-        if found:
-            run = found[0]
-            child = _Child(run.info.run_id, self._logged_steps(run))
-            if run.info.status != "RUNNING":
-                self.client.update_run(run.info.run_id, status="RUNNING")
-        else:
-            child = _Child(self._create_child(trial))
-        self._children[trial_id] = child
-        return child
+        if trial_id not in self._children:
+            found = child_runs.reopen_trial_run(self.client, self.experiment_id, self.parent_run_id, trial_id)
+            self._children[trial_id] = found or ChildRun(self._create_child(trial))
+        return self._children[trial_id]
 
     def _create_child(self, trial: Any) -> str:
         trial_id = str(trial.trial_id)
@@ -177,12 +157,9 @@ class MlflowTrialLogger(tune.Callback):
         tags = {TAG_PARENT: self.parent_run_id, TAG_ROLE: "trial", TAG_SWEEP: self.sweep_name, TAG_TRIAL: trial_id,
                 TAG_RUN_DIR: str(self.runs_dir / trial_id), "simtune.searched": ", ".join(searched),
                 TAG_REPLICATE: str(replicate), naming.TAG_NOTE: text, **self.source}
-        run = self.client.create_run(self.experiment_id, run_name=naming.trial_run_name(values, trial_id), tags=tags)
-        log_params(self.client, run.info.run_id, params)
         run_dir = RunDir(self.runs_dir / trial_id)
-        if run_dir.has_config():
-            log_data_inputs(self.client, run.info.run_id, run_dir.config())
-        return str(run.info.run_id)
+        return create_run(self.client, self.experiment_id, name=naming.trial_run_name(values, trial_id), tags=tags,
+                          params=params, cfg=run_dir.config() if run_dir.has_config() else None)
 
     def _params(self, trial_id: str, searched: dict[str, Any]) -> dict[str, Any]:
         """The trial's resolved config: its run dir's ``config.yaml``, else base + sampled values."""
@@ -193,34 +170,13 @@ class MlflowTrialLogger(tune.Callback):
         extra = {f"search.{k}": v for k, v in searched.items() if k not in resolved}
         return {**resolved, **extra}
 
-    def _logged_steps(self, run: Any) -> dict[str, set[int]]:
-        return {key: {int(m.step) for m in self.client.get_metric_history(run.info.run_id, key)}
-                for key in run.data.metrics}
-
     def _end(self, trial: Any, status: str, reason: str | None) -> None:
-        child = self._child(trial)
-        if reason:
-            self.client.set_tag(child.run_id, TAG_FAILURE, reason)
         run = RunDir(self.runs_dir / str(trial.trial_id))
-        run_dir = run.root
-        if status == "FINISHED":  # a trial ASHA stopped also completes, without its results.json
-            self.client.set_tag(child.run_id, TAG_STOPPED, str(not run.finished()).lower())
-        for key, value in placement_tags((read_json(run.run_file) or {}).get("placement") or {}).items():
-            self.client.set_tag(child.run_id, key, value)
-        log_history(self.client, child.run_id, run.records(), child.logged)
-        log_trial_artifacts(self.client, child.run_id, run_dir, samples=self.samples)
-        if self.checkpoint_policy == "all" and status == "FINISHED":
-            log_checkpoint(self.client, child.run_id, run_dir)
-        self.client.set_terminated(child.run_id, status)
+        tags = {TAG_STOPPED: str(not run.finished()).lower()} if status == "FINISHED" else {}  # ASHA's stops too
+        tags.update(child_runs.placement_tags((read_json(run.run_file) or {}).get("placement") or {}))
+        child_runs.finish(self.client, self._child(trial), status, run.root, reason=reason, tags=tags,
+                      samples=self.samples, checkpoint=self.checkpoint_policy == "all" and status == "FINISHED")
         self._children.pop(str(trial.trial_id), None)
-
-
-def placement_tags(placement: dict[str, Any]) -> dict[str, str]:
-    """Tags of a trial's placement (``run.json``'s ``placement``): ``simtune.placement.gpu_ids`` = ``0, 1``."""
-    def text(value: Any) -> str:
-        return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-
-    return {f"{TAG_PLACEMENT}{key}": text(value) for key, value in placement.items() if key != "start"}
 
 
 def result_metrics(result: dict[str, Any]) -> dict[str, float]:

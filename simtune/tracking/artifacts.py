@@ -6,12 +6,15 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from simtune.rundir import RUN_FILES, STAGES, RunDir, last_evaluation
 from simtune import figures
-from simtune.tracking.store import STEP_KEYS, log_metrics, one_line
+from simtune.tracking.store import STEP_KEYS, find_sweep_parent, log_metrics, one_line
 from simtune.train.loop import Callback
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,16 @@ def log_checkpoint(client: Any, run_id: str, run_dir: Path) -> str | None:
             client.set_tag(run_id, "simtune.checkpoint", f"checkpoint/{stage}/model.pt")
             return stage
     return None
+
+
+def log_to_sweep_parent(client: Any, experiment: str, sweep_dir: Path, folder: Path, path: str) -> Run | None:
+    """Log ``folder`` as ``path/`` of the sweep's parent run in ``experiment``; that run, or None (nothing
+    logged) when the store holds no such experiment or run."""
+    found = client.get_experiment_by_name(experiment)
+    parent = find_sweep_parent(client, found.experiment_id, sweep_dir.name, sweep_dir) if found else None
+    if parent is not None:
+        client.log_artifacts(parent.info.run_id, str(folder), path)
+    return parent
 
 
 class RunLogger(Callback):

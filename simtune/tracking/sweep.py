@@ -32,12 +32,11 @@ from simtune.results.summary import ConfigSummary, Summary
 from simtune.results.sweepdir import SweepDir, resolve_sweep_dir
 from simtune.tracking import naming
 from simtune.tracking.artifacts import log_checkpoint
-from simtune.tracking.datasets import log_data_inputs
 from simtune.tracking.experiments import ensure_experiment, set_sweep_view
 from simtune.tracking.store import (CHECKPOINT_POLICIES, EXPERIMENT, TAG_CONFIG, TAG_CONFIG_RANK, TAG_PARENT,
                                     TAG_ROLE, TAG_RUN_DIR, TAG_STOPPED, TAG_SWEEP, TAG_SWEEP_DIR, TAG_TRIAL, connect,
-                                    default_tracking_uri, find_sweep_parent, log_json_artifact,
-                                    log_metrics, log_params, normalise_uri, one_line, provenance_tags, search)
+                                    create_run, default_tracking_uri, find_sweep_parent, log_json_artifact,
+                                    log_metrics, normalise_uri, one_line, provenance_tags, search)
 from simtune.tracking.system_metrics import start_system_metrics
 
 if TYPE_CHECKING:
@@ -176,13 +175,9 @@ class SweepTracker:
     def _create_configuration(self, c: ConfigSummary, label: str) -> str:
         tags = {TAG_PARENT: self.parent_run_id, TAG_ROLE: "configuration", TAG_SWEEP: self.sweep_name,
                 TAG_CONFIG: label, **naming.source_tags()}
-        run_id = str(self.client.create_run(self.experiment_id, run_name=f"{label} · mean of {c.n}",
-                                            tags=tags).info.run_id)
-        log_params(self.client, run_id, c.params)
         first = RunDir(SweepDir(self.sweep_dir).runs / c.trial_ids[0]) if c.trial_ids else None
-        if first is not None and first.has_config():
-            log_data_inputs(self.client, run_id, first.config())
-        return run_id
+        return create_run(self.client, self.experiment_id, name=f"{label} · mean of {c.n}", tags=tags,
+                          params=c.params, cfg=first.config() if first is not None and first.has_config() else None)
 
     def _configuration_note(self, c: ConfigSummary) -> str:
         """What the configuration run holds: whose mean, over which seeds, its place, its trials."""
@@ -253,14 +248,11 @@ def _create_parent(client: MlflowClient, experiment_id: str, sweep_name: str, sw
             "simtune.metric": str(getattr(space, "metric", SELECTION_METRIC)),
             "simtune.mode": str(getattr(space, "mode", "max")),
             naming.TAG_NOTE: text, **naming.source_tags(), **provenance_tags(base_config.seed)}
-    run = client.create_run(experiment_id, run_name=sweep_name, tags=tags)
-    run_id = run.info.run_id
-    log_params(client, run_id, space_params(space))
-    log_data_inputs(client, run_id, base_config)
+    run_id = create_run(client, experiment_id, name=sweep_name, tags=tags, params=space_params(space), cfg=base_config)
     client.log_artifact(run_id, str(space_file), "sweep")
     log_json_artifact(client, run_id, config.to_dict(base_config), SweepDir(sweep_dir).base_config.name, "sweep")
     log_json_artifact(client, run_id, describe(base_config.seed), "provenance.json", "sweep")
-    return str(run_id)
+    return run_id
 
 
 @dataclass(frozen=True)

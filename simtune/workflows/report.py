@@ -239,8 +239,9 @@ def _write(path: Path, text: str) -> Path:
 
 def _attach(report: Report, tracking_uri: str | None) -> None:
     """Log the report folder to the sweep's parent run, if the store has one."""
+    from simtune.tracking.artifacts import log_to_sweep_parent
     from simtune.tracking.sweep import experiment_of
-    from simtune.tracking.store import connect, find_sweep_parent, sqlite_path, sweep_store
+    from simtune.tracking.store import connect, sqlite_path, sweep_store
 
     sweep_dir = report.sweep_dir
     uri = sweep_store(sweep_dir, tracking_uri)
@@ -248,13 +249,10 @@ def _attach(report: Report, tracking_uri: str | None) -> None:
     if db is not None and not db.is_file():
         report.notes.append(f"not attached to MLflow: no store at {uri}")
         return
-    client = connect(uri)
-    experiment = client.get_experiment_by_name(experiment_of(sweep_dir))
-    parent = find_sweep_parent(client, experiment.experiment_id, sweep_dir.name, sweep_dir) if experiment else None
+    parent = log_to_sweep_parent(connect(uri), experiment_of(sweep_dir), sweep_dir, report.out_dir, "report")
     if parent is None:
         report.notes.append(f"not attached to MLflow: no parent run of sweep '{sweep_dir.name}' in {uri}")
         return
-    client.log_artifacts(parent.info.run_id, str(report.out_dir), "report")
     report.parent_run_id, report.tracking_uri = parent.info.run_id, uri
     report.experiment_id = str(parent.info.experiment_id)
 

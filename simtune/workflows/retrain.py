@@ -35,16 +35,13 @@ from simtune.results.trials import TrialOutcome, load_configs, load_trials, sele
 from simtune.tracking.sweep import experiment_of
 from simtune.results.ranking import metric_unit
 from simtune.tracking import naming
-from simtune.tracking.datasets import log_data_inputs
 from simtune.tracking.experiments import ensure_experiment, set_sweep_view
 from simtune.tracking.naming import CHAMPION
-from simtune.tracking.store import (TAG_PARENT, TAG_ROLE, TAG_SWEEP, TAG_SWEEP_DIR, TAG_TRIAL, connect,
-                                    find_sweep_parent, log_metrics, log_params, one_line,
-                                    provenance_tags, search, sweep_store)
+from simtune.tracking.retrain import create_retrain_run, set_outcome, set_registered
+from simtune.tracking.store import connect, end_run, find_sweep_parent, log_metrics, one_line, sweep_store
 from simtune.tracking.system_metrics import start_system_metrics
+from simtune.tracking.trials import find_trial_run
 from simtune import preflight
-
-TAG_SWEEP_PARENT = "simtune.sweep_parent_run_id"
 
 
 @dataclass
@@ -139,15 +136,15 @@ def retrain_best(*, storage: Path, sweep: str | None = None, seeds: int = 3, ite
         _log_spread(client, result)
         _register(client, result, model_name or naming.model_name(experiment))
     except KeyboardInterrupt:
-        client.set_terminated(result.parent_run_id, "KILLED")
+        end_run(client, result.parent_run_id, "KILLED")
         raise
     except BaseException:
-        client.set_terminated(result.parent_run_id, "FAILED")
+        end_run(client, result.parent_run_id, "FAILED")
         raise
     finally:
         if monitor is not None:
             monitor.finish()
-    client.set_terminated(result.parent_run_id, "FINISHED")
+    end_run(client, result.parent_run_id, "FINISHED")
     return result
 
 
@@ -199,19 +196,15 @@ def verdicts(result: RetrainResult) -> list[str]:
 
 def _create_parent(client: Any, result: RetrainResult) -> str:
     best = result.candidates[0]
-    tags = {TAG_ROLE: "retrain", TAG_SWEEP: result.sweep_dir.name, TAG_SWEEP_DIR: str(result.sweep_dir),
-            TAG_SWEEP_PARENT: result.sweep_parent_run_id or "none", TAG_TRIAL: best.trial.trial_id,
-            "simtune.selection": f"{result.metric} ({result.mode}) at each trial's last evaluation, not best-ever",
-            naming.TAG_NOTE: _parent_note(client, result), **naming.source_tags(),
-            **provenance_tags(best.trial.params.get("seed", 0))}
-    if len(result.candidates) > 1:
-        tags["simtune.runner_up_trial_id"] = result.candidates[1].trial.trial_id
-    run = client.create_run(result.experiment_id, run_name=naming.retrain_run_name(best.values), tags=tags)
-    log_params(client, run.info.run_id, {"n_fresh_seeds": result.seeds, "fresh_seeds": ", ".join(map(str, best.seeds)),
-                                         "iters_scale": result.iters_scale, "best_trial": best.trial.trial_id,
-                                         **best.values})
-    log_data_inputs(client, run.info.run_id, RunDir(best.trial.run_dir).config())
-    return str(run.info.run_id)
+    return create_retrain_run(
+        client, result.experiment_id, name=naming.retrain_run_name(best.values), sweep_dir=result.sweep_dir,
+        sweep_parent_run_id=result.sweep_parent_run_id, trial_id=best.trial.trial_id,
+        runner_up_trial_id=result.candidates[1].trial.trial_id if len(result.candidates) > 1 else None,
+        selection=f"{result.metric} ({result.mode}) at each trial's last evaluation, not best-ever",
+        note=_parent_note(client, result), seed=best.trial.params.get("seed", 0),
+        params={"n_fresh_seeds": result.seeds, "fresh_seeds": ", ".join(map(str, best.seeds)),
+                "iters_scale": result.iters_scale, "best_trial": best.trial.trial_id, **best.values},
+        cfg=RunDir(best.trial.run_dir).config())
 
 
 def _parent_note(client: Any, result: RetrainResult, model: str = "") -> str:
@@ -244,9 +237,8 @@ def _sweep_links(client: Any, result: RetrainResult) -> list[tuple[str, str]]:
     links = [(result.sweep_parent_run_id, f"sweep {result.sweep_dir.name}")] if result.sweep_parent_run_id else []
     if result.sweep_parent_run_id:
         for c in result.candidates:
-            found = search(client, result.experiment_id, {TAG_PARENT: result.sweep_parent_run_id,
-                                                          TAG_TRIAL: c.trial.trial_id})
-            links += [(run.info.run_id, f"{c.role.replace('_', '-')} trial {run.info.run_name}") for run in found[:1]]
+            run = find_trial_run(client, result.experiment_id, result.sweep_parent_run_id, c.trial.trial_id)
+            links += [(run.info.run_id, f"{c.role.replace('_', '-')} trial {run.info.run_name}")] if run else []
     return links
 
 
@@ -266,10 +258,7 @@ def _log_spread(client: Any, result: RetrainResult) -> None:
         if selected is not None:
             points.append((naming.seeds_key(sweep_scope), float(selected.n), 0))
     log_metrics(client, result.parent_run_id, points)
-    lines = verdicts(result) + confirmation(result)
-    if lines:
-        client.set_tag(result.parent_run_id, "simtune.verdict", " | ".join(lines))
-    client.set_tag(result.parent_run_id, naming.TAG_NOTE, _parent_note(client, result))
+    set_outcome(client, result.parent_run_id, verdicts(result) + confirmation(result), _parent_note(client, result))
 
 
 def confirmation(result: RetrainResult) -> list[str]:
@@ -338,7 +327,4 @@ def _register(client: Any, result: RetrainResult, name: str) -> None:
                                                        f"(alias {CHAMPION})")
     result.model_name, result.model_version, result.champion = name, registered.version, champion
     result.previous_version = registered.previous
-    client.set_tag(result.parent_run_id, "simtune.registered_model",
-                   f"{name}@{CHAMPION} (version {registered.version})")
-    log_params(client, result.parent_run_id, {"registered_model": f"{name} version {registered.version}"})
-    client.set_tag(result.parent_run_id, naming.TAG_NOTE, _parent_note(client, result, link))
+    set_registered(client, result.parent_run_id, name, registered.version, _parent_note(client, result, link))

@@ -21,10 +21,8 @@ from simtune import config
 from simtune.results.sweepdir import SweepDir
 from simtune.rundir import RunDir, read_json
 from simtune.tracking import naming
-from simtune.tracking.artifacts import log_trial_artifacts
-from simtune.tracking.datasets import log_data_inputs
-from simtune.tracking.store import (TAG_FAILURE, TAG_PARENT, TAG_ROLE, TAG_RUN_DIR, TAG_SWEEP, TAG_TRIAL, log_history,
-                                    log_params)
+from simtune.tracking.store import TAG_PARENT, TAG_ROLE, TAG_RUN_DIR, TAG_SWEEP, TAG_TRIAL, create_run, end_run
+from simtune.tracking.trials import ChildRun, finish, logged_steps
 
 if TYPE_CHECKING:
     from simtune.sweep.trainable import TrialJob
@@ -67,7 +65,7 @@ def train_seeds_of(client: Any, result: Any, scale: float, address: str | None,
                                tracking_uri=result.tracking_uri, address=address, say=say)
     except BaseException:
         for run_id in run_ids.values():
-            client.set_terminated(run_id, "KILLED")
+            end_run(client, run_id, "KILLED")
         raise
     for candidate, (name, job) in planned:
         candidate.runs.append(_finish_seed_run(client, job, run_ids[name], failures.get(name, "did not run")))
@@ -97,28 +95,19 @@ def _open_seed_run(client: Any, result: Any, candidate: Any, job: TrialJob) -> s
     tags = {TAG_PARENT: result.parent_run_id, TAG_ROLE: "retrain_seed", TAG_SWEEP: result.sweep_dir.name,
             TAG_TRIAL: trial.trial_id, TAG_RUN_DIR: str(job.run_dir), "simtune.candidate": candidate.role,
             "simtune.seed": str(cfg.seed), naming.TAG_NOTE: note, **naming.source_tags()}
-    run_id = str(client.create_run(result.experiment_id, tags=tags,
-                                   run_name=naming.seed_run_name(cfg.seed, candidate.values, candidate.role)
-                                   ).info.run_id)
-    log_params(client, run_id, config.flatten(cfg))
-    log_data_inputs(client, run_id, cfg)
-    return run_id
+    name = naming.seed_run_name(cfg.seed, candidate.values, candidate.role)
+    return create_run(client, result.experiment_id, name=name, tags=tags, params=config.flatten(cfg), cfg=cfg)
 
 
 def _finish_seed_run(client: Any, job: TrialJob, run_id: str, failure: str | None) -> SeedRun:
     """Evaluations the live logger did not send, the run folder's artifacts, and the run's status."""
-    run = RunDir(job.run_dir)
-    logged = {key: {int(m.step) for m in client.get_metric_history(run_id, key)}
-              for key in client.get_run(run_id).data.metrics}
-    log_history(client, run_id, run.records(), logged)
-    stages = (read_json(run.results) or {}).get("stages") or {}
+    child = ChildRun(run_id, logged_steps(client, run_id))
+    stages = (read_json(RunDir(job.run_dir).results) or {}).get("stages") or {}
     if failure is not None or not stages:
         reason = failure or "the run ended without results"
-        client.set_tag(run_id, TAG_FAILURE, reason)
-        client.set_terminated(run_id, "FAILED")
+        finish(client, child, "FAILED", job.run_dir, reason=reason, artifacts=False)
         return SeedRun(job.cfg.seed, job.run_dir, run_id, {}, reason)
-    log_trial_artifacts(client, run_id, job.run_dir)
-    client.set_terminated(run_id, "FINISHED")
+    finish(client, child, "FINISHED", job.run_dir)
     return SeedRun(job.cfg.seed, job.run_dir, run_id, dict(list(stages.values())[-1]))
 
 

@@ -38,8 +38,8 @@ from simtune.tracking.store.connection import (
 from simtune.tracking.store.runs import (
     CHECKPOINT_POLICIES, EXPERIMENT, STEP_KEYS, TAG_CONFIG, TAG_CONFIG_RANK, TAG_FAILURE, TAG_PARENT,
     TAG_PLACEMENT, TAG_REPLICATE, TAG_ROLE, TAG_RUN_DIR, TAG_STOPPED, TAG_SWEEP, TAG_SWEEP_DIR, TAG_TRIAL,
-    find_sweep_parent, log_history, log_json_artifact, log_metrics, log_params, param_text, provenance_tags,
-    search,
+    create_run, end_run, find_sweep_parent, log_history, log_json_artifact, log_metrics, log_params, param_text,
+    provenance_tags, resume_run, search, set_tags,
 )
 
 __all__ = [
@@ -47,6 +47,6 @@ __all__ = [
     "default_tracking_uri", "normalise_uri", "one_line", "sqlite_path", "sweep_store", "CHECKPOINT_POLICIES",
     "EXPERIMENT", "STEP_KEYS", "TAG_CONFIG", "TAG_CONFIG_RANK", "TAG_FAILURE", "TAG_PARENT", "TAG_PLACEMENT",
     "TAG_REPLICATE", "TAG_ROLE", "TAG_RUN_DIR", "TAG_STOPPED", "TAG_SWEEP", "TAG_SWEEP_DIR", "TAG_TRIAL",
-    "find_sweep_parent", "log_history", "log_json_artifact", "log_metrics", "log_params", "param_text",
-    "provenance_tags", "search",
+    "create_run", "end_run", "find_sweep_parent", "log_history", "log_json_artifact", "log_metrics", "log_params",
+    "param_text", "provenance_tags", "resume_run", "search", "set_tags",
 ]

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from simtune.provenance import describe
+from simtune.schema import Config
+from simtune.tracking.datasets import log_data_inputs
 from simtune.tracking.store.connection import _quote
 
 if TYPE_CHECKING:
@@ -45,8 +47,34 @@ _MAX_METRICS_PER_BATCH = 1000
 _log = logging.getLogger(__name__)
 
 
-
 # ----------------------------------------------------------------------------- finding and writing runs
+
+
+def create_run(client: MlflowClient, experiment_id: str, *, name: str, tags: Mapping[str, str],
+               params: Mapping[str, Any] | None = None, cfg: Config | None = None) -> str:
+    """A new run named ``name`` with ``tags`` and ``params``, and ``cfg``'s datasets as its inputs; its id."""
+    run_id = str(client.create_run(experiment_id, run_name=name, tags=dict(tags)).info.run_id)
+    log_params(client, run_id, params or {})
+    if cfg is not None:
+        log_data_inputs(client, run_id, cfg)
+    return run_id
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None:
+    """Set each of ``tags`` on the run, in their order."""
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+
+
+def resume_run(client: MlflowClient, run: Run) -> None:
+    """Mark a run found again (a resumed sweep, a retried trial) RUNNING, unless it is."""
+    if run.info.status != "RUNNING":
+        client.update_run(run.info.run_id, status="RUNNING")
+
+
+def end_run(client: MlflowClient, run_id: str, status: str) -> None:
+    """End the run: ``FINISHED``, ``FAILED`` or ``KILLED``."""
+    client.set_terminated(run_id, status)
 
 
 def search(client: MlflowClient, experiment_id: str, tags: Mapping[str, str],
@@ -63,8 +91,6 @@ def search(client: MlflowClient, experiment_id: str, tags: Mapping[str, str],
         token = page.token
         if not token:
             return runs
-
-
 
 
 def param_text(value: Any) -> str:
