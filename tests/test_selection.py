@@ -242,7 +242,7 @@ def test_a_sweep_selected_by_a_validator_ranks_reports_and_retrains_by_it(tmp_pa
     assert "ranked by `select/entropy`" in summary and "val/miou (oracle)" in summary
     # The oracle picks a (report 31), which is also the default; select/entropy picks b (report 21).
     row = next(line for line in summary.splitlines() if line.startswith("| select/entropy | λ_ci=0.1 |"))
-    assert "| 21.00 | 31.00 (λ_ci=0.01) | 31.00 (λ_ci=0.01) | -10.00 | -10.00 | noise unknown" in row
+    assert "| 21.00 | 31.00 (λ_ci=0.01) | 31.00 (λ_ci=0.01) | -10.00 | -10.00 | - | noise unknown" in row
     assert (sweep / "report" / "trust.md").read_text().count("| select/im |") == 2
 
 
@@ -381,3 +381,17 @@ def test_selection_study_script_reads_a_recorded_grid(tmp_path: Path, capsys: py
     assert "default (no selection) = lambda_ci=0.01@300" in joint and "| select/im | lambda_ci=0 (aa)@150 |" in joint
     assert script.main([str(tmp_path / "missing")]) == 2
     assert "missing.evals.csv: no such file" in capsys.readouterr().err
+
+
+def test_a_pick_is_scored_on_seeds_it_was_not_picked_on() -> None:
+    """Configuration x is lucky on seed 0 only (val and report alike): picked and scored on all seeds
+    it looks +0.25 better than the default; cross-fitted, its luck cannot follow it and it is worse."""
+    from simtune.selection.study import make_grid, study_row
+    from simtune.stats import seed_weights
+
+    lucky = [4.0, -1.0, -1.0, -1.0]
+    runs = {(c, s): [{"val/miou": 20.0 + v, "report/miou": 20.0 + v, "select/x": v}]
+            for c, values in {"d": [0.0] * 4, "x": lucky}.items() for s, v in enumerate(values)}
+    row = study_row(make_grid(runs, default="d"), "select/x", seed_weights(4, resamples=50))
+    assert row is not None and row.pick == "x" and row.vs_default.value == pytest.approx(0.25)
+    assert row.vs_default_crossfit.value is not None and row.vs_default_crossfit.value < -0.3  # about -0.5

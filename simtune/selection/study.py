@@ -18,6 +18,11 @@ Two selection problems, each judged on ``report/miou`` (the report split, never 
   evaluation the validator picks minus that of the oracle's pick and of the last evaluation
   (no selection); each averaged over runs.
 
+**Cross-fitted.** A pick scored on the seeds it was picked on is flattered by their luck (the
+seed moves val and report mIoU together). ``pick - default, cross-fitted`` picks on a random
+half of the seeds and scores on the other half, averaged over ``CROSS_FIT_SPLITS`` halvings
+(fixed RNG seed), inside every resample too; the verdict is on it.
+
 **Intervals.** 95% percentile bootstrap over seeds (``stats.bootstrap``): each resample draws S
 seeds with replacement, the same seeds for every configuration (paired), and *repeats the selection*
 inside the resample from label-free numbers only. The point value is the statistic on the
@@ -39,6 +44,8 @@ from scipy import stats as scipy_stats
 
 from simtune.stats import percentile_interval, spearman_columns
 
+CROSS_FIT_SPLITS = 200  # random halvings of the seeds behind a cross-fitted pick
+CROSS_FIT_SEED = 0
 ORACLE = "val/miou"  # the selection split: needs target labels
 TRUTH = "report/miou"  # the report split: only ever scores a pick
 CONSENSUS = "consensus"
@@ -78,6 +85,7 @@ class StudyRow:
     vs_oracle: Estimate  # pick - oracle's pick, report mIoU
     vs_default: Estimate  # pick - default configuration (last evaluation), report mIoU
     vs_default_selection: Estimate  # the same scored on val/miou: what a consensus may be chosen on
+    vs_default_crossfit: Estimate  # pick - default, picked on half the seeds and scored on the other half
     spearman_within: Estimate
     kendall_within: Estimate
     within_vs_oracle: Estimate  # evaluation it picks - oracle's evaluation, report mIoU, mean over runs
@@ -117,13 +125,9 @@ def consensus_metric(grid: Grid, members: Sequence[str], weights: np.ndarray) ->
 def study_row(grid: Grid, metric: str, weights: np.ndarray, members: Sequence[str] = ()) -> StudyRow | None:
     """The row of ``metric`` (or of ``CONSENSUS`` over ``members``); None when a final value is missing."""
     report, selection = _required(grid, TRUTH), _required(grid, ORACLE)
-    if metric == CONSENSUS:
-        score = consensus_metric(grid, members, weights)
-    else:
-        table = final_table(grid, metric)
-        if table is None:
-            return None
-        score = _means(table, weights)
+    if metric != CONSENSUS and final_table(grid, metric) is None:
+        return None
+    score = _score(grid, metric, members, weights)
     truth, oracle = _means(report, weights), _means(selection, weights)
     picks, oracle_picks = score.argmax(axis=0), oracle.argmax(axis=0)
     columns = np.arange(score.shape[1])
@@ -136,6 +140,8 @@ def study_row(grid: Grid, metric: str, weights: np.ndarray, members: Sequence[st
         pick_report=_estimate(picked), vs_oracle=_estimate(picked - truth[oracle_picks, columns]),
         vs_default=_estimate(None if default is None else picked - truth[default]),
         vs_default_selection=_estimate(None if default is None else oracle[picks, columns] - oracle[default]),
+        vs_default_crossfit=_estimate(None if default is None else _cross_fitted(grid, metric, members, weights,
+                                                                                  report, default)),
         spearman_within=_estimate(within[0]), kendall_within=_estimate(within[1]),
         within_vs_oracle=_estimate(within[2]), within_vs_last=_estimate(within[3]), runs_within=within[4])
 
@@ -168,11 +174,11 @@ def beats_baseline(row: StudyRow, *, on_selection: bool = False) -> bool:
 
 
 def verdict(row: StudyRow) -> str:
-    """One phrase on ``pick - default`` (report split) for the docs and the report."""
-    estimate = row.vs_default
-    if estimate.value is None:
+    """One phrase on the cross-fitted ``pick - default`` (report split) for the docs and the report."""
+    if row.vs_default.value is None:
         return "no default configuration in the grid: not judged"
-    if estimate.low is None or estimate.high is None:
+    estimate = row.vs_default_crossfit  # undefined with one seed: no half to score on
+    if estimate.value is None or estimate.low is None or estimate.high is None:
         return "noise unknown (one seed): not judged"
     if estimate.low > 0.0:
         return "beats the no-selection baseline beyond noise"
@@ -198,8 +204,39 @@ def _required(grid: Grid, metric: str) -> np.ndarray:
 
 
 def _means(table: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """``(C, S)`` values -> ``(C, B)`` means over each resample's seeds."""
-    return table @ weights.T / weights.sum(axis=1)
+    """``(C, S)`` values -> ``(C, B)`` means over each resample's seeds (NaN for a resample with none)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return table @ weights.T / weights.sum(axis=1)
+
+
+def _score(grid: Grid, metric: str, members: Sequence[str], weights: np.ndarray) -> np.ndarray:
+    """``(C, B)`` what ``metric`` (or ``CONSENSUS`` over ``members``) ranks configurations by."""
+    if metric == CONSENSUS:
+        return consensus_metric(grid, members, weights)
+    table = final_table(grid, metric)
+    assert table is not None
+    return _means(table, weights)
+
+
+def _cross_fitted(grid: Grid, metric: str, members: Sequence[str], weights: np.ndarray, report: np.ndarray,
+                  default: int) -> np.ndarray:
+    """``(B,)`` report mIoU of the pick made on a random half of each resample's seeds, minus the default's,
+    both over the other half; the mean over ``CROSS_FIT_SPLITS`` halvings (NaN where no halving had seeds
+    on both sides)."""
+    rng = np.random.default_rng(CROSS_FIT_SEED)
+    n_seeds, columns = weights.shape[1], np.arange(weights.shape[0])
+    total, count = np.zeros(weights.shape[0]), np.zeros(weights.shape[0])
+    for _ in range(CROSS_FIT_SPLITS):
+        picked_on = np.zeros(n_seeds, dtype=bool)
+        picked_on[rng.permutation(n_seeds)[: n_seeds // 2]] = True
+        pick_weights, score_weights = weights * picked_on, weights * ~picked_on
+        both = (pick_weights.sum(axis=1) > 0) & (score_weights.sum(axis=1) > 0)
+        picks = np.nan_to_num(_score(grid, metric, members, pick_weights), nan=-np.inf).argmax(axis=0)
+        truth = _means(report, score_weights)
+        total += np.where(both, truth[picks, columns] - truth[default], 0.0)
+        count += both
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.where(count > 0, count, 1.0), np.nan)
 
 
 def _estimate(columns: np.ndarray | None) -> Estimate:

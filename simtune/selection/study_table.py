@@ -77,11 +77,13 @@ def markdown(study: Study) -> str:
     lines = [f"Seeds: {b.seeds} (paired across configurations); {noise}. mIoU in points.", "",
              "**Selecting a configuration** (last evaluation of each run; report mIoU, mean over seeds):", "",
              "| validator | picks | report mIoU of its pick | of the oracle's pick | of the default | "
-             "pick - oracle | pick - default | verdict |", "|---|---|---|---|---|---|---|---|"]
+             "pick - oracle | pick - default | pick - default, cross-fitted | verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in study.rows:
         lines.append(f"| {name(row, study.members)} | {row.pick} | {level(row.pick_report)} | "
                      f"{level(b.oracle_report)} ({b.oracle_pick}) | {level(b.default_report)} ({b.default or '-'}) | "
-                     f"{fmt(row.vs_oracle)} | {fmt(row.vs_default)} | {verdict(row)} |")
+                     f"{fmt(row.vs_oracle)} | {fmt(row.vs_default)} | {fmt(row.vs_default_crossfit)} | "
+                     f"{verdict(row)} |")
     lines += ["", "**Rank agreement with report mIoU** (across configurations: configuration means; within runs: "
               "over each run's evaluations, averaged over runs) and **checkpoint selection** (report mIoU of the "
               "evaluation picked in each run minus the oracle's and minus the last evaluation's, averaged over "
