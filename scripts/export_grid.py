@@ -19,9 +19,10 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from simtune.keys import REPORT_METRIC, SELECTION_METRIC
 from simtune.rundir import RunDir
 
-KEYS = ("val/miou", "report/miou")
+KEYS = (SELECTION_METRIC, REPORT_METRIC)
 
 
 def configuration(run: RunDir) -> dict[str, Any]:

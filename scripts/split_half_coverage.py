@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from simtune.keys import SELECTION_METRIC
 from simtune.stats import fit_additive, spearman, split_half
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
-    table = read_table(args.table, "val/miou", "lambda_ci")
+    table = read_table(args.table, SELECTION_METRIC, "lambda_ci")
     fit = fit_additive({c: dict(enumerate(v)) for c, v in table.items()})
     assert fit.seed_sd is not None and fit.residual_sd is not None
     truth = [e.value for e in fit.estimates.values()]

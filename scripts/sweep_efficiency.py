@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from simtune.keys import SELECTION_METRIC
 from simtune.results.sweepdir import SweepDir
 
 
@@ -33,8 +34,8 @@ def results(sweep: Path) -> dict[str, list[dict[str, Any]]]:
 
 def full_length_scores(sweep: Path, max_iteration: int) -> list[tuple[float, float]]:
     """(timestamp, val/miou) of every evaluation made at the last iteration of a trial."""
-    return sorted((r["timestamp"], r["val/miou"]) for rows in results(sweep).values() for r in rows
-                  if r["iteration"] >= max_iteration and "val/miou" in r and not r.get("failed"))
+    return sorted((r["timestamp"], r[SELECTION_METRIC]) for rows in results(sweep).values() for r in rows
+                  if r["iteration"] >= max_iteration and SELECTION_METRIC in r and not r.get("failed"))
 
 
 def cost_until(sweep: Path, until: float) -> int:

@@ -1,10 +1,15 @@
-"""Dotted config keys: flattening nested mappings, and the nearest valid key for a typo."""
+"""Dotted config keys: flattening nested mappings, and the nearest valid key for a typo; the names of
+the two evaluations every layer speaks of (``SELECTION_METRIC``, ``REPORT_METRIC``), one home for them
+below the packages that rank, log and print them (``tracking.naming`` writes them to MLflow)."""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+SELECTION_METRIC = "val/miou"  # mIoU on the selection split (Cityscapes val, frankfurt): the oracle
+REPORT_METRIC = "report/miou"  # mIoU on the held-out report split (lindau + munster): never selects anything
 
 
 def flat_dict(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

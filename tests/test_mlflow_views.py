@@ -14,7 +14,8 @@ import pytest
 
 from simtune.tracking import naming, views
 from simtune.tracking.experiments import ensure_experiment, set_sweep_view
-from simtune.tracking.store import TAG_PARENT, TAG_ROLE, TAG_SWEEP, connect, log_metrics, log_params
+from simtune.tracking.naming.tags import TAG_PARENT, TAG_ROLE, TAG_SWEEP
+from simtune.tracking.store import connect, log_metrics, log_params
 
 SWEPT = ["stage1.lambda_ci", "stage1.bank_size"]
 TABLE_WIDTH_PX = 937  # the runs table beside MLflow's Assistant panel in a 1600 px window (3.17.2, measured)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from simtune.keys import REPORT_METRIC, SELECTION_METRIC
 from simtune.commands.common import storage_folder
 
 
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     best = report.best_config
     if best is not None:
-        sel, rep = best.spread("val/miou"), best.spread("report/miou")
+        sel, rep = best.spread(SELECTION_METRIC), best.spread(REPORT_METRIC)
         print(f"best configuration {config_label(best.params)} (mean of its last evaluations over {best.n} "
               f"replicate(s)): val/miou {sel.mean if sel else float('nan'):.2f}, "
               f"report/miou {rep.mean if rep else float('nan'):.2f}")

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from simtune.keys import REPORT_METRIC
 from simtune.commands.common import storage_folder
 from simtune.errors import EXIT_TRIALS_FAILED
 from simtune.stats import format_spread
@@ -71,13 +72,13 @@ def format_result(result: RetrainResult) -> str:
              f"selection: {result.metric} ({result.mode}) at each trial's LAST evaluation (not its best-ever)",
              "mean ± sample std over seeds on the held-out report split (report/miou: lindau + munster); "
              "in a verdict ± is the half-width of the paired 95% interval", ""]
-    rows = [["candidate", "trial", "fresh seeds", "report/miou", result.metric, f"{result.metric} (sweep)",
+    rows = [["candidate", "trial", "fresh seeds", REPORT_METRIC, result.metric, f"{result.metric} (sweep)",
              "per seed report/miou"]]
     for c in result.candidates:
-        per_seed = ", ".join(f"{r.seed}: {r.final['report/miou']:.2f}" if "report/miou" in r.final
+        per_seed = ", ".join(f"{r.seed}: {r.final[REPORT_METRIC]:.2f}" if REPORT_METRIC in r.final
                              else f"{r.seed}: failed" for r in c.runs)
-        rows.append([c.role, c.trial.trial_id, f"{len(c.by_seed('report/miou'))}/{len(c.runs)}",
-                     format_spread(c.spread("report/miou")), format_spread(c.spread(result.metric)),
+        rows.append([c.role, c.trial.trial_id, f"{len(c.by_seed(REPORT_METRIC))}/{len(c.runs)}",
+                     format_spread(c.spread(REPORT_METRIC)), format_spread(c.spread(result.metric)),
                      format_spread(c.sweep.get(result.metric), with_n=True), per_seed])
     lines += [text_table(rows, rule=False)]
     lines += [*confirmation(result)]

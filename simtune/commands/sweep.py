@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from simtune.keys import REPORT_METRIC, SELECTION_METRIC
 from simtune.commands.common import storage_folder
 from simtune.errors import EXIT_INTERRUPTED, EXIT_TRIALS_FAILED, EXIT_USER_ERROR, ConfigError
-from simtune.results.ranking import SELECTION_METRIC as ORACLE
 from simtune.results.summary import ConfigSummary, Summary
 from simtune.results.sweepdir import SweepDir
 from simtune.stats import Spread, format_spread
@@ -135,11 +135,11 @@ def _config_table(summary: Summary) -> list[str]:
     val/miou when selection is label-free (labelled), report/miou; n and the trials."""
     metric, ranked = summary.metric, summary.ranked
     params = list(ranked[0].params) if ranked else []
-    scores = list(dict.fromkeys([metric, ORACLE, "report/miou"]))
+    scores = list(dict.fromkeys([metric, SELECTION_METRIC, REPORT_METRIC]))
     racing = SweepDir(Path(summary.sweep_dir)).race.is_file()
     rungs = any(c.stopped_at is not None for c in ranked[:TOP])
     unlike = len({tuple(c.seeds) for c in ranked}) > 1  # raw means over different seeds: show the adjusted one
-    rows = [["rank", *params, *(f"{m} (oracle)" if m == ORACLE and m != metric else m for m in scores),
+    rows = [["rank", *params, *(f"{m} (oracle)" if m == SELECTION_METRIC and m != metric else m for m in scores),
              *([f"{metric} seed-adjusted"] if unlike else []), "n", *(["race"] if racing else []),
              *(["stopped at"] if rungs else []), "trials"]]
     for c in ranked[:TOP]:

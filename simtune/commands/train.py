@@ -8,6 +8,7 @@ import argparse
 import time
 from pathlib import Path
 
+from simtune.keys import REPORT_METRIC, SELECTION_METRIC
 from simtune import preflight
 from simtune.tables import text_table
 
@@ -46,10 +47,11 @@ def run(args: argparse.Namespace) -> int:
 def final_table(result: PipelineResult) -> str:
     """mIoU per stage and per val part, as an aligned text table; then the last stage's
     label-free validators, when the run computed them."""
-    rows = [("stage", "iteration", "val/miou (selection, oracle)", "report/miou")]
+    rows = [("stage", "iteration", "val/miou (selection, oracle)", REPORT_METRIC)]
     for stage, metrics in result.stages.items():
         rows.append((stage, f"{metrics.get('iteration', float('nan')):.0f}",
-                     f"{metrics.get('val/miou', float('nan')):.2f}", f"{metrics.get('report/miou', float('nan')):.2f}"))
+                     f"{metrics.get(SELECTION_METRIC, float('nan')):.2f}",
+                     f"{metrics.get(REPORT_METRIC, float('nan')):.2f}"))
     select = {k.removeprefix("select/"): v for k, v in result.final.items() if k.startswith("select/")}
     text = text_table(rows)
     if select:

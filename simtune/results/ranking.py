@@ -48,8 +48,6 @@ from simtune.search.replicates import config_key
 from simtune.stats import (Estimate, PairedDifference, SplitHalf, Spread, fit_additive, paired_difference, split_half,
                            split_half_line, spread, verdict)
 
-SELECTION_METRIC = "val/miou"  # selection split (frankfurt); report/ is held out
-
 T = TypeVar("T")
 
 

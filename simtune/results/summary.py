@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from simtune.keys import SELECTION_METRIC
 from simtune.results.sweepdir import SweepDir, read_summary
 from simtune.rundir import write_json
 from simtune.stats import Spread
@@ -133,7 +134,7 @@ class Summary:
         return [t for t in self.trials if t.status == "ERROR"]
 
     @classmethod
-    def empty(cls, sweep_dir: Path, metric: str = "val/miou", mode: str = "max") -> Summary:
+    def empty(cls, sweep_dir: Path, metric: str = SELECTION_METRIC, mode: str = "max") -> Summary:
         """The summary of a sweep with no trial (a sweep interrupted before its first trial started)."""
         return cls(sweep=sweep_dir.name, sweep_dir=str(sweep_dir), space_file="", metric=metric, mode=mode,
                    max_iteration=None, replicates=1, counts=Counts(0, 0, 0, 0, 0, 0), best=None, ranking=[],

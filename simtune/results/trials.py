@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from simtune.keys import SELECTION_METRIC
 from simtune import config
-from simtune.results.ranking import (SELECTION_METRIC, ConfigResult, Replicate, RungStop, Standing,
+from simtune.results.ranking import (ConfigResult, Replicate, RungStop, Standing,
                                      group_configs, rank, rank_configs, stopped_at_rungs)
 from simtune.results.summary import load_summary
 from simtune.results.sweepdir import SweepDir

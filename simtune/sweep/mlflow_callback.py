@@ -47,8 +47,9 @@ from simtune.tracking import naming
 from simtune.tracking import trials as child_runs
 from simtune.tracking.sweep import SweepTracker
 from simtune.tracking.artifacts import PREDICTION_SAMPLES
-from simtune.tracking.store import (TAG_PARENT, TAG_REPLICATE, TAG_ROLE, TAG_RUN_DIR, TAG_STOPPED, TAG_SWEEP,
-                                    TAG_TRIAL, connect, create_run, one_line)
+from simtune.tracking.naming.tags import (TAG_NOTE, TAG_PARENT, TAG_REPLICATE, TAG_ROLE, TAG_RUN_DIR, TAG_SEARCHED,
+                                          TAG_STOPPED, TAG_SWEEP, TAG_TRIAL)
+from simtune.tracking.store import connect, create_run, one_line
 from simtune.tracking.trials import ChildRun
 
 log = logging.getLogger(__name__)
@@ -151,12 +152,13 @@ class MlflowTrialLogger(tune.Callback):
         replicate = replicate_index(tune_config)
         text = naming.description(
             f"Trial {naming.trial_index(trial_id)} of sweep {self.sweep_name}",
-            [f"seed {params.get('seed', '?')} (replicate {replicate}); one seed: `val/miou`, `report/miou` are "
-             "this trial's own", *(naming.config_diff(values, self.base_params) or ["the base config's values"])],
+            [f"seed {params.get('seed', '?')} (replicate {replicate}); one seed: `{naming.SELECTION}`, "
+             f"`{naming.REPORT}` are this trial's own",
+             *(naming.config_diff(values, self.base_params) or ["the base config's values"])],
             [naming.run_link(self.experiment_id, self.parent_run_id, f"sweep {self.sweep_name}")])
         tags = {TAG_PARENT: self.parent_run_id, TAG_ROLE: "trial", TAG_SWEEP: self.sweep_name, TAG_TRIAL: trial_id,
-                TAG_RUN_DIR: str(self.runs_dir / trial_id), "simtune.searched": ", ".join(searched),
-                TAG_REPLICATE: str(replicate), naming.TAG_NOTE: text, **self.source}
+                TAG_RUN_DIR: str(self.runs_dir / trial_id), TAG_SEARCHED: ", ".join(searched),
+                TAG_REPLICATE: str(replicate), TAG_NOTE: text, **self.source}
         run_dir = RunDir(self.runs_dir / trial_id)
         return create_run(self.client, self.experiment_id, name=naming.trial_run_name(values, trial_id), tags=tags,
                           params=params, cfg=run_dir.config() if run_dir.has_config() else None)

@@ -12,7 +12,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from simtune.results.ranking import (SELECTION_METRIC, ConfigResult, Replicate, Standing, group_configs,
+from simtune.keys import REPORT_METRIC, SELECTION_METRIC
+from simtune.results.ranking import (ConfigResult, Replicate, Standing, group_configs,
                                      rank_configs, ranking_verdict, reproducibility, reproducibility_line,
                                      stopped_at_rungs)
 from simtune.results.summary import ConfigSummary, Counts, NoiseVerdict, Reproducibility, Summary, TrialSummary
@@ -76,7 +77,7 @@ def _config_summary(c: ConfigResult, metric: str, place: int | None,
     """One configuration: mean and std of the selection metric over its counted replicates."""
     sel = c.spread(metric)
     spreads = {m: None if (s := c.spread(m)) is None else s
-               for m in dict.fromkeys((SELECTION_METRIC, "report/miou")) if m != metric}
+               for m in dict.fromkeys((SELECTION_METRIC, REPORT_METRIC)) if m != metric}
     return ConfigSummary(rank=place, params=c.params, n=c.n, seeds=[r.seed for r in c.replicates],
                          mean=None if sel is None else sel.mean, std=None if sel is None else sel.std,
                          trained_to_end=c.completed, trial_ids=list(c.trial_ids), spreads=spreads,

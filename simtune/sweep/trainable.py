@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 from ray import tune
 
+from simtune.keys import REPORT_METRIC, SELECTION_METRIC
 from simtune.data.check import FILES_OPENED
 from simtune.rundir import RunDir, read_json, write_json
 from simtune.schema import Config, direction_sign
@@ -63,7 +64,7 @@ class TrialJob:
     run_dir: Path  # absolute: trials run in their own working directory
     stage0_cache: Path | None = None
     stage1_cache: Path | None = None
-    metric: str = "val/miou"  # the selection metric and whether higher is better (a failure's value)
+    metric: str = SELECTION_METRIC  # the selection metric and whether higher is better (a failure's value)
     mode: str = "max"
     swept: dict[str, Any] = dataclasses.field(default_factory=dict)  # the values the fault hook matches
     until: str | None = None  # a shared stage trained on its own: "stage0" or "stage1" (run_pipeline's until)
@@ -150,7 +151,7 @@ class TuneReporter(Callback):
     report (ASHA at ``max_t``), and a trial stopped there must still be complete on disk.
     """
 
-    def __init__(self, run_dir: Path, final_step: int | None = None, metric: str = "val/miou",
+    def __init__(self, run_dir: Path, final_step: int | None = None, metric: str = SELECTION_METRIC,
                  mode: str = "max") -> None:
         self.run_dir = run_dir
         self.final_step = final_step
@@ -222,7 +223,7 @@ class TuneReporter(Callback):
 def _result(metrics: dict[str, float], step: int, stage: str) -> dict[str, Any]:
     """The reported result; Tune's live table shows its first four entries."""
     result: dict[str, Any] = {"iteration": step, "stage": STAGE_NUMBER[stage]}
-    result.update({key: metrics[key] for key in ("val/miou", "report/miou") if key in metrics})
+    result.update({key: metrics[key] for key in (SELECTION_METRIC, REPORT_METRIC) if key in metrics})
     result.update({key: value for key, value in metrics.items() if key not in result})
     return result
 

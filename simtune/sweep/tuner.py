@@ -18,6 +18,7 @@ from typing import Any
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
+from simtune.keys import REPORT_METRIC
 from simtune.search.replicates import config_key
 from simtune.results.sweepdir import SweepDir
 from simtune.rundir import read_json, write_json
@@ -125,7 +126,7 @@ def _run_config(space: SearchSpace, name: str, storage: Path, callbacks: list[An
 
 def _live_table(space: SearchSpace) -> Any:
     """Tune's table of trials: swept values, iteration, stage, the metric and the report split."""
-    metrics = {"iteration": "iter", "stage": "stage", space.metric: space.metric, "report/miou": "report/miou"}
+    metrics = {"iteration": "iter", "stage": "stage", space.metric: space.metric, REPORT_METRIC: REPORT_METRIC}
     columns = {key: key for key in space.params}
     if space.replicates > 1 or space.racing is not None:
         columns[TRIAL_INDEX] = "replicate"

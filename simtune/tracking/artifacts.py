@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from simtune.rundir import RUN_FILES, STAGES, RunDir, last_evaluation
 from simtune import figures
+from simtune.tracking.naming.tags import TAG_CHECKPOINT
 from simtune.tracking.store import STEP_KEYS, find_sweep_parent, log_metrics, one_line
 from simtune.train.loop import Callback
 
@@ -80,7 +81,7 @@ def log_checkpoint(client: Any, run_id: str, run_dir: Path) -> str | None:
             client.log_artifact(run_id, str(model), f"checkpoint/{stage}")
             if run.has_config():
                 client.log_artifact(run_id, str(run.config_file), "checkpoint")
-            client.set_tag(run_id, "simtune.checkpoint", f"checkpoint/{stage}/model.pt")
+            client.set_tag(run_id, TAG_CHECKPOINT, f"checkpoint/{stage}/model.pt")
             return stage
     return None
 

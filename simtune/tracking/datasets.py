@@ -9,8 +9,7 @@ from typing import Any
 
 from simtune.data.inputs import DataInput, data_inputs
 from simtune.schema import Config
-
-TAG_CONTEXT = "mlflow.data.context"
+from simtune.tracking.naming.tags import TAG_CONTEXT
 
 
 def log_data_inputs(client: Any, run_id: str, cfg: Config) -> list[DataInput]:

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from simtune.errors import TrackingError
 from simtune.tracking import naming, views
-from simtune.tracking.store import TAG_ARTIFACT_ROOT, artifact_root, one_line
+from simtune.tracking.naming.tags import TAG_ARTIFACT_ROOT, TAG_NOTE
+from simtune.tracking.store import artifact_root, one_line
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -27,7 +28,7 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str, description: st
     root = artifact_root(uri)
     tags = {**({TAG_ARTIFACT_ROOT: root} if root else {}), **naming.experiment_tags()}
     if description:
-        tags["mlflow.note.content"] = description
+        tags[TAG_NOTE] = description
     try:
         found = client.get_experiment_by_name(name)
         if found is None:

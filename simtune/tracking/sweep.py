@@ -27,15 +27,17 @@ from simtune.errors import TrackingError
 from simtune.keys import flat_dict
 from simtune.provenance import describe
 from simtune.rundir import RunDir, read_json, write_json
-from simtune.results.ranking import SELECTION_METRIC, Standing, rank
+from simtune.results.ranking import Standing, rank
 from simtune.results.summary import ConfigSummary, Summary
 from simtune.results.sweepdir import SweepDir, resolve_sweep_dir
 from simtune.tracking import naming
 from simtune.tracking.artifacts import log_checkpoint
 from simtune.tracking.experiments import ensure_experiment, set_sweep_view
-from simtune.tracking.store import (CHECKPOINT_POLICIES, EXPERIMENT, TAG_CONFIG, TAG_CONFIG_RANK, TAG_PARENT,
-                                    TAG_ROLE, TAG_RUN_DIR, TAG_STOPPED, TAG_SWEEP, TAG_SWEEP_DIR, TAG_TRIAL, connect,
-                                    create_run, default_tracking_uri, find_sweep_parent, log_json_artifact,
+from simtune.tracking.naming.tags import (
+    TAG_BASE_EXPERIMENT, TAG_BEST_RUN, TAG_BEST_SELECTION, TAG_BEST_TRIAL, TAG_CONFIG, TAG_CONFIG_RANK,
+    TAG_FAILED_TRIALS, TAG_METRIC, TAG_MODE, TAG_NOTE, TAG_PARENT, TAG_ROLE, TAG_RUN_DIR, TAG_SEARCHED,
+    TAG_SPACE_FILE, TAG_STOPPED, TAG_SWEEP, TAG_SWEEP_DIR, TAG_TRIAL, TAG_TRIAL_IDS, TAG_VERDICT)
+from simtune.tracking.store import (CHECKPOINT_POLICIES, EXPERIMENT, connect, create_run, default_tracking_uri, find_sweep_parent, log_json_artifact,
                                     log_metrics, normalise_uri, one_line, provenance_tags, search)
 from simtune.tracking.system_metrics import start_system_metrics
 
@@ -60,7 +62,7 @@ class SweepTracker:
     base_params: dict[str, Any]
     checkpoint_policy: str
     client: Any  # MlflowClient; Any keeps mlflow out of the import-time path
-    metric: str = SELECTION_METRIC  # the space's selection metric and its direction
+    metric: str = naming.SELECTION  # the space's selection metric and its direction
     mode: str = "max"
     swept: tuple[str, ...] = ()  # the swept keys, in the space file's order (they name the trials)
     description: str = ""  # the parent's description while it runs; ``finish`` adds the outcome
@@ -96,7 +98,7 @@ class SweepTracker:
         experiment_id = ensure_experiment(client, experiment, uri, f"Sweeps of the search space `{space_file}`.")
         text = sweep_description(sweep_name, sweep_dir, space_file, space)
         swept = tuple(getattr(space, "params", {}) or {})
-        metric = str(getattr(space, "metric", SELECTION_METRIC))
+        metric = str(getattr(space, "metric", naming.SELECTION))
         try:
             replicated = getattr(space, "racing", None) is not None or int(getattr(space, "replicates", 1)) > 1
             set_sweep_view(client, experiment_id, sweep_name, swept, metric, replicated=replicated)
@@ -139,11 +141,11 @@ class SweepTracker:
         if ranked:  # the best configuration's means, next to the best trial's single-seed numbers
             log_metrics(self.client, self.parent_run_id,
                         [(k, v, 0) for k, v in config_metrics(ranked[0], self.metric, naming.BEST_CONFIG).items()])
-        self.client.set_tag(self.parent_run_id, "simtune.verdict", summary.verdict.line)
+        self.client.set_tag(self.parent_run_id, TAG_VERDICT, summary.verdict.line)
         log_metrics(self.client, self.parent_run_id, [(k, v, 0) for k, v in outcome.metrics().items()])
         for key, value in outcome.tags().items():
             self.client.set_tag(self.parent_run_id, key, value)
-        self.client.set_tag(self.parent_run_id, naming.TAG_NOTE, self.description + outcome.note(self.experiment_id))
+        self.client.set_tag(self.parent_run_id, TAG_NOTE, self.description + outcome.note(self.experiment_id))
         log_json_artifact(self.client, self.parent_run_id, summary.to_json(), SweepDir(self.sweep_dir).summary.name, "sweep")
         best_config = SweepDir(self.sweep_dir).best_config
         if best_config.is_file():
@@ -166,8 +168,8 @@ class SweepTracker:
         for c in configs:
             label = naming.config_label(c.params) or "the base config"
             run_id = runs.get(label) or self._create_configuration(c, label)
-            for key, value in ((TAG_CONFIG_RANK, str(c.rank)), ("simtune.trial_ids", ", ".join(c.trial_ids)),
-                               (naming.TAG_NOTE, self._configuration_note(c))):
+            for key, value in ((TAG_CONFIG_RANK, str(c.rank)), (TAG_TRIAL_IDS, ", ".join(c.trial_ids)),
+                               (TAG_NOTE, self._configuration_note(c))):
                 self.client.set_tag(run_id, key, value)
             log_metrics(self.client, run_id, [(k, v, 0) for k, v in config_metrics(c, self.metric).items()])
             self.client.set_terminated(run_id, "FINISHED")
@@ -242,12 +244,12 @@ def _create_parent(client: MlflowClient, experiment_id: str, sweep_name: str, sw
                    space: Any, base_config: Config, text: str) -> str:
     params = getattr(space, "params", {}) or {}
     tags = {TAG_ROLE: "sweep", TAG_SWEEP: sweep_name, TAG_SWEEP_DIR: str(sweep_dir),
-            "simtune.space_file": str(Path(space_file).resolve()),
-            "simtune.base_experiment": str(getattr(space, "base", "")),
-            "simtune.searched": ", ".join(params),
-            "simtune.metric": str(getattr(space, "metric", SELECTION_METRIC)),
-            "simtune.mode": str(getattr(space, "mode", "max")),
-            naming.TAG_NOTE: text, **naming.source_tags(), **provenance_tags(base_config.seed)}
+            TAG_SPACE_FILE: str(Path(space_file).resolve()),
+            TAG_BASE_EXPERIMENT: str(getattr(space, "base", "")),
+            TAG_SEARCHED: ", ".join(params),
+            TAG_METRIC: str(getattr(space, "metric", naming.SELECTION)),
+            TAG_MODE: str(getattr(space, "mode", "max")),
+            TAG_NOTE: text, **naming.source_tags(), **provenance_tags(base_config.seed)}
     run_id = create_run(client, experiment_id, name=sweep_name, tags=tags, params=space_params(space), cfg=base_config)
     client.log_artifact(run_id, str(space_file), "sweep")
     log_json_artifact(client, run_id, config.to_dict(base_config), SweepDir(sweep_dir).base_config.name, "sweep")
@@ -264,13 +266,13 @@ class SweepOutcome:
     failed: int
     best: Run | None
     failed_trials: tuple[str, ...]
-    metric: str = SELECTION_METRIC
+    metric: str = naming.SELECTION
 
     def metrics(self) -> dict[str, float]:
         out = {"trials/total": float(self.total), "trials/finished": float(self.finished),
                "trials/failed": float(self.failed)}
         if self.best is not None:
-            for key in dict.fromkeys((self.metric, SELECTION_METRIC, naming.REPORT)):
+            for key in dict.fromkeys((self.metric, naming.SELECTION, naming.REPORT)):
                 if key in self.best.data.metrics:
                     out[naming.single_key(naming.BEST_TRIAL, key)] = self.best.data.metrics[key]
         return out
@@ -287,15 +289,15 @@ class SweepOutcome:
         return "\n".join(lines) + "\n"
 
     def tags(self) -> dict[str, str]:
-        out = {"simtune.failed_trials": ", ".join(self.failed_trials) or "none",
-               "simtune.best_selection": f"{self.metric} at each trial's last evaluation"}
+        out = {TAG_FAILED_TRIALS: ", ".join(self.failed_trials) or "none",
+               TAG_BEST_SELECTION: f"{self.metric} at each trial's last evaluation"}
         if self.best is not None:
-            out["simtune.best_trial_id"] = self.best.data.tags.get(TAG_TRIAL, "")
-            out["simtune.best_run_id"] = self.best.info.run_id
+            out[TAG_BEST_TRIAL] = self.best.data.tags.get(TAG_TRIAL, "")
+            out[TAG_BEST_RUN] = self.best.info.run_id
         return out
 
 
-def sweep_outcome(children: list[Run], metric: str = SELECTION_METRIC, mode: str = "max",
+def sweep_outcome(children: list[Run], metric: str = naming.SELECTION, mode: str = "max",
                   best_trial: str | None = None) -> SweepOutcome:
     """Summarise a sweep's child runs (see ``SweepOutcome``).
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from simtune.rundir import RunDir
 from simtune.tracking.artifacts import PREDICTION_SAMPLES, log_checkpoint, log_trial_artifacts
-from simtune.tracking.store import (TAG_FAILURE, TAG_PARENT, TAG_PLACEMENT, TAG_TRIAL, end_run, log_history,
-                                    log_metrics, resume_run, search, set_tags)
+from simtune.tracking.naming.tags import TAG_FAILURE, TAG_PARENT, TAG_PLACEMENT, TAG_RETRIES, TAG_TRIAL
+from simtune.tracking.store import end_run, log_history, log_metrics, resume_run, search, set_tags
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -74,7 +74,7 @@ def tag_failure(client: MlflowClient, run_id: str, reason: str) -> None:
 
 def mark_retried(client: MlflowClient, run_id: str, retries: int) -> None:
     """Record how many times Tune restarted the trial (``simtune.retries``)."""
-    client.set_tag(run_id, "simtune.retries", str(retries))
+    client.set_tag(run_id, TAG_RETRIES, str(retries))
 
 
 def finish(client: MlflowClient, child: ChildRun, status: str, run_dir: Path, *, reason: str | None = None,

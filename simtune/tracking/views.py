@@ -25,8 +25,9 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from simtune.tracking.naming import (CONFIG, SELECTION, TAG_VIEW_PREFIX, mean_key, seeds_key, short_name,
-                                     std_key, trials_view_key, view_key)
+from simtune.tracking.naming import (CONFIG, SELECTION, mean_key, seeds_key, short_name, std_key, trials_view_key,
+                                     view_key)
+from simtune.tracking.naming.tags import TAG_VIEW_PREFIX
 from simtune.tracking.store import param_text
 
 # The MLflow UI names these views use (checked against the installed UI by a test).

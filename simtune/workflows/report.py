@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from simtune.keys import REPORT_METRIC, SELECTION_METRIC
 from simtune.errors import ConfigError, SimtuneError
 from simtune.labels import CLASS_NAMES
 from simtune.rundir import RunDir
 from simtune.selection import trust
 from simtune.stats import NOISE_HINT, Spread, format_spread, spread
-from simtune.results.ranking import SELECTION_METRIC, ConfigResult, ranking_verdict, reproducibility_line
+from simtune.results.ranking import ConfigResult, ranking_verdict, reproducibility_line
 from simtune.results.sweepdir import SweepDir
 from simtune.results.trials import TrialOutcome, load_configs, load_trials, selection_rule
 from simtune import figures
@@ -62,7 +63,7 @@ def effect_rows(trials: Sequence[TrialOutcome], param: str) -> list[dict[str, An
     rows = []
     for value in sorted({t.params[param] for t in trials}):
         group = [t for t in trials if t.params[param] == value]
-        for metric in (SELECTION_METRIC, "report/miou"):
+        for metric in (SELECTION_METRIC, REPORT_METRIC):
             values = [t.final[metric] for t in group if metric in t.final]
             if values:
                 s = spread(values)
@@ -275,7 +276,7 @@ def _markdown(report: Report, trials: Sequence[TrialOutcome], configs: Sequence[
              "selection. ± is the sample std over replicates, except in the verdict, where it is the half-width "
              "of the 95% interval of the paired difference.", "",
              f"**Best configuration:** {naming.config_label(best.params) or 'the base config'}: "
-             f"{_label(metric)} {_spread(best, metric)}, report/miou {_spread(best, 'report/miou')}", "",
+             f"{_label(metric)} {_spread(best, metric)}, report/miou {_spread(best, REPORT_METRIC)}", "",
              report.verdict, "", report.noise, "",
              "## Configurations", "", _configs_table(configs, swept, metric), "",
              "## Trials", "", _trials_table(trials, swept, metric), ""]
@@ -285,7 +286,7 @@ def _markdown(report: Report, trials: Sequence[TrialOutcome], configs: Sequence[
                   "| value | val/miou (selection, oracle) | report/miou | n |", "|---|---|---|---|"]
         for value in sorted({r["value"] for r in effect.rows}):
             cells = {r["metric"]: r for r in effect.rows if r["value"] == value}
-            lines.append(f"| {value} | {_pm(cells.get(SELECTION_METRIC))} | {_pm(cells.get('report/miou'))} | "
+            lines.append(f"| {value} | {_pm(cells.get(SELECTION_METRIC))} | {_pm(cells.get(REPORT_METRIC))} | "
                          f"{max(r['n'] for r in cells.values())} |")
         lines.append("")
     importances, flag = importance
@@ -299,8 +300,8 @@ def _markdown(report: Report, trials: Sequence[TrialOutcome], configs: Sequence[
     lines += [f"| {c} | {best_final.get(f'val/iou/{c}', math.nan):.1f} | "
               f"{best_final.get(f'report/iou/{c}', math.nan):.1f} |" for c in CLASS_NAMES
               if f"val/iou/{c}" in best_final or f"report/iou/{c}" in best_final]
-    lines += [f"| **mIoU** | **{best_final.get('val/miou', math.nan):.1f}** | "
-              f"**{best_final.get('report/miou', math.nan):.1f}** |", ""]
+    lines += [f"| **mIoU** | **{best_final.get(SELECTION_METRIC, math.nan):.1f}** | "
+              f"**{best_final.get(REPORT_METRIC, math.nan):.1f}** |", ""]
     lines += list(validators)
     lines += [f"- {note}" for note in report.notes]
     return "\n".join(lines) + "\n"
@@ -313,7 +314,7 @@ def _label(metric: str) -> str:
 
 def _configs_table(configs: Sequence[ConfigResult], swept: Sequence[str], metric: str) -> str:
     """Ranked configurations; a seed-adjusted column when they ran different seeds (what ranks them)."""
-    scores = list(dict.fromkeys([metric, SELECTION_METRIC, "report/miou"]))
+    scores = list(dict.fromkeys([metric, SELECTION_METRIC, REPORT_METRIC]))
     unlike = len({tuple(sorted(c.by_seed(metric))) for c in configs if c.stop is None}) > 1
     head = ["rank", *swept, *(f"{_label(m)} mean ± std" for m in scores),
             *([f"{_label(metric)} seed-adjusted ± se"] if unlike else []), "n", "seeds", "trials"]
@@ -338,7 +339,7 @@ def _spread(c: ConfigResult, metric: str, *, with_n: bool = True) -> str:
 
 def _trials_table(trials: Sequence[TrialOutcome], swept: Sequence[str], metric: str) -> str:
     shown = [k for k in swept if not k.startswith("data.")]
-    scores = list(dict.fromkeys([metric, SELECTION_METRIC, "report/miou"]))
+    scores = list(dict.fromkeys([metric, SELECTION_METRIC, REPORT_METRIC]))
     head = ["trial", "status", *shown, *(_label(m) for m in scores)]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for t in trials:

@@ -169,7 +169,7 @@ def _plan(sweep_dir: Path, compare_runner_up: bool, tracking_uri: str | None, se
     uri = sweep_store(sweep_dir, tracking_uri)
     result = RetrainResult(sweep_dir, metric, mode, uri, "", None, [
         Candidate(role, by_id[c.replicates[0].trial_id], fresh, values=dict(c.params),
-                  sweep={m: s for m in dict.fromkeys((metric, "report/miou")) if (s := c.spread(m)) is not None})
+                  sweep={m: s for m in dict.fromkeys((metric, naming.REPORT)) if (s := c.spread(m)) is not None})
         for role, c in zip(("best", "runner_up"), chosen)])
     result.configs, result.replicated = [dict(c.params) for c in ranked], any(c.n > 1 for c in ranked)
     if compare_runner_up and len(ranked) < 2:
@@ -183,7 +183,7 @@ def verdicts(result: RetrainResult) -> list[str]:
         return []
     best, runner_up = result.candidates
     lines = []
-    for metric in dict.fromkeys(("report/miou", result.metric)):
+    for metric in dict.fromkeys((naming.REPORT, result.metric)):
         a, b = best.by_seed(metric), runner_up.by_seed(metric)
         seeds = sorted(set(a) & set(b))
         if not seeds:
@@ -303,8 +303,8 @@ def _register(client: Any, result: RetrainResult, name: str) -> None:
         return
     champion = max(done, key=lambda r: sign * r.final[result.metric])
     best = result.candidates[0]
-    confirmed = format_spread(best.spread("report/miou"), with_n=True)
-    estimated = format_spread(best.sweep.get("report/miou"), with_n=True)
+    confirmed = format_spread(best.spread(naming.REPORT), with_n=True)
+    estimated = format_spread(best.sweep.get(naming.REPORT), with_n=True)
     run = RunDir(champion.run_dir)
     last = run.last_evaluation()
     try:  # logged at its final evaluation's step: that step's metrics become the model's

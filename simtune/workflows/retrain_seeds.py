@@ -21,7 +21,9 @@ from simtune import config
 from simtune.results.sweepdir import SweepDir
 from simtune.rundir import RunDir, read_json
 from simtune.tracking import naming
-from simtune.tracking.store import TAG_PARENT, TAG_ROLE, TAG_RUN_DIR, TAG_SWEEP, TAG_TRIAL, create_run, end_run
+from simtune.tracking.naming.tags import (TAG_CANDIDATE, TAG_NOTE, TAG_PARENT, TAG_ROLE, TAG_RUN_DIR, TAG_SEED,
+                                          TAG_SWEEP, TAG_TRIAL)
+from simtune.tracking.store import create_run, end_run
 from simtune.tracking.trials import ChildRun, finish, logged_steps
 
 if TYPE_CHECKING:
@@ -93,8 +95,8 @@ def _open_seed_run(client: Any, result: Any, candidate: Any, job: TrialJob) -> s
         naming.config_diff(config.flatten(cfg), config.flatten(base)) or ["the trial's config"],
         [naming.run_link(result.experiment_id, result.parent_run_id, "retrain"), f"run directory `{job.run_dir}`"])
     tags = {TAG_PARENT: result.parent_run_id, TAG_ROLE: "retrain_seed", TAG_SWEEP: result.sweep_dir.name,
-            TAG_TRIAL: trial.trial_id, TAG_RUN_DIR: str(job.run_dir), "simtune.candidate": candidate.role,
-            "simtune.seed": str(cfg.seed), naming.TAG_NOTE: note, **naming.source_tags()}
+            TAG_TRIAL: trial.trial_id, TAG_RUN_DIR: str(job.run_dir), TAG_CANDIDATE: candidate.role,
+            TAG_SEED: str(cfg.seed), TAG_NOTE: note, **naming.source_tags()}
     name = naming.seed_run_name(cfg.seed, candidate.values, candidate.role)
     return create_run(client, result.experiment_id, name=name, tags=tags, params=config.flatten(cfg), cfg=cfg)
 

@@ -11,8 +11,10 @@ One home for every name a user reads in the MLflow UI:
 - descriptions (``mlflow.note.content``, markdown shown on the run page) with the
   configuration's difference from the base and links between sweep, trials, retrains and
   model versions; ``mlflow.source.name`` (the command name) and ``mlflow.user``;
-- **every metric key** (``METRICS``); the experiment's tags for MLflow's UI (training view,
-  two saved views per sweep, ``views``); the ``simtune ui`` command and the links to a sweep's views.
+- **every metric key** (``METRICS``; the two evaluations' names come from ``simtune.keys``, which
+  the layers below tracking read); **every tag key** (``naming.tags``); the experiment's tags for
+  MLflow's UI (training view, two saved views per sweep, ``views``); the ``simtune ui`` command and
+  the links to a sweep's views.
 """
 
 from __future__ import annotations
@@ -29,23 +31,17 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from simtune.keys import REPORT_METRIC, SELECTION_METRIC
+from simtune.tracking.naming.tags import TAG_COMMAND, TAG_EXPERIMENT_KIND, TAG_SOURCE_NAME, TAG_SOURCE_TYPE, TAG_USER
+
 MODEL_PREFIX = "simtune-"
 CHAMPION = "champion"
 PREVIOUS = "previous"
 UI_PORT = 5000
 
-TAG_NOTE = "mlflow.note.content"  # the run's description (markdown) in the UI
-TAG_SOURCE_NAME = "mlflow.source.name"
-TAG_SOURCE_TYPE = "mlflow.source.type"
-TAG_USER = "mlflow.user"
-TAG_COMMAND = "simtune.command"  # the whole command line; mlflow.source.name holds only its name
-
-# MLflow 3.17's UI: the experiment kind (the tag; its UI follows ``?workflowType=`` first) and
-# the saved views its "Share" button writes as experiment tags and opens by ``?viewStateShareKey=``.
-TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+# MLflow 3.17's UI: the experiment kind (``tags.TAG_EXPERIMENT_KIND``; its UI follows ``?workflowType=`` first).
 TRAINING_KIND = "custom_model_development"  # the UI's "Machine learning" view: runs, models, registry
 TRAINING_WORKFLOW = "machine_learning"
-TAG_VIEW_PREFIX = "mlflow.sharedViewState."
 
 # The paper's symbols for the keys the shipped spaces sweep; other keys use their last part.
 SHORT_NAMES = {
@@ -123,8 +119,8 @@ def retrain_run_name(values: Mapping[str, Any]) -> str:
 # A number over seeds is ``<scope>/<metric>_mean`` (``_std``), with n as ``<scope>/n_seeds``;
 # the scope says whose seeds. ``METRICS`` is the list docs/mlflow.md prints (a test compares).
 
-SELECTION = "val/miou"  # the oracle selection metric: Cityscapes val, frankfurt
-REPORT = "report/miou"  # the held-out report split: lindau + munster; never selects anything
+SELECTION = SELECTION_METRIC  # the oracle selection metric: Cityscapes val, frankfurt
+REPORT = REPORT_METRIC  # the held-out report split: lindau + munster; never selects anything
 CONFIG, BEST_CONFIG, RUNNER_UP_CONFIG = "config", "best_config", "runner_up_config"  # over the sweep's seeds
 BEST_TRIAL = "best_trial"  # one trial's numbers, copied to the sweep's parent run
 CONFIRM, CONFIRM_RUNNER_UP = "confirm", "confirm_runner_up"  # over retrain's fresh seeds
@@ -132,8 +128,8 @@ SWEEP_SCOPES = {"best": BEST_CONFIG, "runner_up": RUNNER_UP_CONFIG}  # a retrain
 FRESH_SCOPES = {"best": CONFIRM, "runner_up": CONFIRM_RUNNER_UP}  # and its fresh-seed confirmation
 _SEEDS = "trial, retrain seed"
 METRICS: tuple[tuple[str, str, str], ...] = (  # (name, the runs that carry it, what it is)
-    ("val/miou", _SEEDS, "mIoU on the selection split (frankfurt) at each evaluation; one seed"),
-    ("report/miou", _SEEDS, "mIoU on the report split (lindau + munster) at each evaluation; one seed"),
+    (SELECTION, _SEEDS, "mIoU on the selection split (frankfurt) at each evaluation; one seed"),
+    (REPORT, _SEEDS, "mIoU on the report split (lindau + munster) at each evaluation; one seed"),
     ("val/iou/<class>, report/iou/<class>", _SEEDS, "per-class IoU on each split; one seed"),
     ("select/<validator>", _SEEDS, "label-free validator score (docs/selection.md); one seed"),
     ("loss/<name>, lr, stage", _SEEDS, "training losses, learning rate, the stage (0, 1, 2)"),

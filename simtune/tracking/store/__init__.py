@@ -32,21 +32,17 @@ its trials' child runs instead of duplicating them::
 from __future__ import annotations
 
 from simtune.tracking.store.connection import (
-    TAG_ARTIFACT_ROOT, artifact_root, check_artifact_root, check_store, connect, default_tracking_uri,
-    normalise_uri, one_line, sqlite_path, sweep_store,
+    artifact_root, check_artifact_root, check_store, connect, default_tracking_uri, normalise_uri, one_line,
+    sqlite_path, sweep_store,
 )
 from simtune.tracking.store.runs import (
-    CHECKPOINT_POLICIES, EXPERIMENT, STEP_KEYS, TAG_CONFIG, TAG_CONFIG_RANK, TAG_FAILURE, TAG_PARENT,
-    TAG_PLACEMENT, TAG_REPLICATE, TAG_ROLE, TAG_RUN_DIR, TAG_STOPPED, TAG_SWEEP, TAG_SWEEP_DIR, TAG_TRIAL,
-    create_run, end_run, find_sweep_parent, log_history, log_json_artifact, log_metrics, log_params, param_text,
-    provenance_tags, resume_run, search, set_tags,
+    CHECKPOINT_POLICIES, EXPERIMENT, STEP_KEYS, create_run, end_run, find_sweep_parent, log_history,
+    log_json_artifact, log_metrics, log_params, param_text, provenance_tags, resume_run, search, set_tags,
 )
 
 __all__ = [
-    "TAG_ARTIFACT_ROOT", "artifact_root", "check_artifact_root", "check_store", "connect",
-    "default_tracking_uri", "normalise_uri", "one_line", "sqlite_path", "sweep_store", "CHECKPOINT_POLICIES",
-    "EXPERIMENT", "STEP_KEYS", "TAG_CONFIG", "TAG_CONFIG_RANK", "TAG_FAILURE", "TAG_PARENT", "TAG_PLACEMENT",
-    "TAG_REPLICATE", "TAG_ROLE", "TAG_RUN_DIR", "TAG_STOPPED", "TAG_SWEEP", "TAG_SWEEP_DIR", "TAG_TRIAL",
-    "create_run", "end_run", "find_sweep_parent", "log_history", "log_json_artifact", "log_metrics", "log_params",
-    "param_text", "provenance_tags", "resume_run", "search", "set_tags",
+    "artifact_root", "check_artifact_root", "check_store", "connect", "default_tracking_uri", "normalise_uri",
+    "one_line", "sqlite_path", "sweep_store", "CHECKPOINT_POLICIES", "EXPERIMENT", "STEP_KEYS", "create_run",
+    "end_run", "find_sweep_parent", "log_history", "log_json_artifact", "log_metrics", "log_params", "param_text",
+    "provenance_tags", "resume_run", "search", "set_tags",
 ]

@@ -16,6 +16,7 @@ from simtune.errors import TrackingError
 from simtune.files import locked
 from simtune.results.sweepdir import SweepDir
 from simtune.rundir import read_json
+from simtune.tracking.naming.tags import TAG_ARTIFACT_ROOT
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -166,9 +167,6 @@ def one_line(exc: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------------- a moved storage folder
-
-
-TAG_ARTIFACT_ROOT = "simtune.artifact_root"  # experiment tag: the mlartifacts/ folder it was created under
 
 
 def artifact_root(uri: str) -> str | None:

@@ -19,6 +19,8 @@ import yaml
 from simtune.provenance import describe
 from simtune.schema import Config
 from simtune.tracking.datasets import log_data_inputs
+from simtune.tracking.naming.tags import (TAG_DEVICE, TAG_GIT_COMMIT, TAG_GIT_REVISION, TAG_PYTHON, TAG_ROLE,
+                                          TAG_SWEEP, TAG_SWEEP_DIR, TAG_VERSION)
 from simtune.tracking.store.connection import _quote
 
 if TYPE_CHECKING:
@@ -27,19 +29,6 @@ if TYPE_CHECKING:
 
 EXPERIMENT = "simtune"
 CHECKPOINT_POLICIES = ("best", "all", "none")
-
-TAG_ROLE = "simtune.role"  # sweep | trial | configuration | retrain | retrain_seed
-TAG_SWEEP = "simtune.sweep"
-TAG_SWEEP_DIR = "simtune.sweep_dir"
-TAG_TRIAL = "simtune.trial_id"
-TAG_RUN_DIR = "simtune.run_dir"
-TAG_FAILURE = "simtune.failure_reason"
-TAG_STOPPED = "simtune.stopped_early"  # "true" when a scheduler (ASHA) ended the trial early
-TAG_REPLICATE = "simtune.replicate"  # k of a trial: it trained with seed = base seed + k
-TAG_CONFIG = "simtune.config"  # a configuration run's swept values, "key=value, ..."
-TAG_CONFIG_RANK = "simtune.config_rank"  # a configuration run's place in the sweep's ranking
-TAG_PARENT = "mlflow.parentRunId"
-TAG_PLACEMENT = "simtune.placement."  # + node, gpu_ids, cuda_visible_devices, device, ...: where a trial ran
 
 STEP_KEYS = ("step", "iteration")  # the global iteration: MLflow's step, never a metric of its own
 _MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limits
@@ -153,9 +142,9 @@ def log_json_artifact(client: MlflowClient, run_id: str, payload: Any, name: str
 def provenance_tags(seed: int) -> dict[str, str]:
     """Git revision and package versions as tags (MLflow's own git tag included)."""
     info = describe(seed)
-    tags = {"simtune.git_revision": info["git_revision"], "mlflow.source.git.commit": info["git_revision"],
-            "simtune.python": info["python"], "simtune.device": str(info["device_name"])}
-    tags.update({f"simtune.version.{name}": version for name, version in info["packages"].items()})
+    tags = {TAG_GIT_REVISION: info["git_revision"], TAG_GIT_COMMIT: info["git_revision"],
+            TAG_PYTHON: info["python"], TAG_DEVICE: str(info["device_name"])}
+    tags.update({f"{TAG_VERSION}{name}": version for name, version in info["packages"].items()})
     return tags
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from simtune.keys import REPORT_METRIC, SELECTION_METRIC
 from simtune import config, preflight
 from simtune.errors import ConfigError
 from simtune.labels import CLASS_NAMES, STUFF_IDS, THING_IDS
@@ -199,10 +200,10 @@ def run_one(job: Job) -> dict[str, float]:
     result = run_pipeline(cfg, run_dir, resume=run_dir.exists(), stage1_cache=AblationDir(job.out).stage1_cache,
                           stage0_cache=AblationDir(job.out).stage0_cache)
     final: dict[str, float] = {"seed": job.seed}
-    final |= {k: v for k, v in result.final.items() if k in ("report/miou", "val/miou")}
+    final |= {k: v for k, v in result.final.items() if k in (REPORT_METRIC, SELECTION_METRIC)}
     final |= {"report/things": group_mean(result.final, THING_IDS), "report/stuff": group_mean(result.final, STUFF_IDS)}
     final["seconds"] = time.perf_counter() - start
-    print(f"{job.row:<32} seed {job.seed}: report {final['report/miou']:.2f} val {final['val/miou']:.2f} "
+    print(f"{job.row:<32} seed {job.seed}: report {final[REPORT_METRIC]:.2f} val {final[SELECTION_METRIC]:.2f} "
           f"({final['seconds']:.0f} s)", flush=True)
     return final
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from simtune.keys import REPORT_METRIC, SELECTION_METRIC
 from simtune.errors import ConfigError
 from simtune.rundir import RunsFolder, read_json, write_json, write_text
 from simtune.stats import format_interval, format_spread, paired_difference, spread, verdict
@@ -29,7 +30,7 @@ from simtune.tables import text_table
 SSL = "+ AA + SIM + SSL"
 LONG_SOURCE = "source only (as long as + SSL)"  # the equal-length controls: one stage as long as
 LONG_AA = "+ AA (as long as + SSL)"  # + SSL's stage 1 and stage 2 together
-METRICS = {"report/miou": "report mIoU", "val/miou": "selection mIoU",
+METRICS = {REPORT_METRIC: "report mIoU", SELECTION_METRIC: "selection mIoU",
            "report/things": "report, thing classes", "report/stuff": "report, stuff classes"}
 Runs = dict[str, list[dict[str, float]]]  # row -> one dict of last scores per seed, in seed order
 
@@ -184,7 +185,7 @@ def difference_cells(record: AblationRecord) -> tuple[list[list[str]], list[str]
         diffs = {m: paired_difference([r[m] for r in record.results[first]], [r[m] for r in record.results[second]])
                  for m in METRICS}
         lines.append([label, *(format_interval(d.mean, d.low, d.high, signed=True) for d in diffs.values())])
-        verdicts.append(f"{label}: " + verdict(diffs["report/miou"], first=first, second=second))
+        verdicts.append(f"{label}: " + verdict(diffs[REPORT_METRIC], first=first, second=second))
     return lines, verdicts
 
 
