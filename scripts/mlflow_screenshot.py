@@ -21,6 +21,7 @@ It prints one line per check and exits 1 when a check fails. Needs Debian's ``ch
 (``apt-get install chromium``); everything else is simtune's environment::
 
     python scripts/mlflow_screenshot.py --storage sweeps --out docs/img
+    python scripts/mlflow_screenshot.py --make-store /tmp/shots --out docs/img   # the pictured store, built first
 """
 
 from __future__ import annotations
@@ -224,11 +225,37 @@ def link(lines: list[str], label: str) -> str:
     return found[0].group(1)
 
 
+def make_store(folder: Path) -> Path:
+    """The store the pictures show, built through the CLI in ``folder``; returns its folder of sweeps."""
+    from simtune.testing import simtune, tiny_benchmark, write_tiny_space
+
+    if folder.exists():
+        raise SystemExit(f"--make-store {folder}: exists; give a new folder")
+    folder.mkdir(parents=True)
+    bench = tiny_benchmark(folder / "bench")
+    space = write_tiny_space(folder, bench, {"stage1.lambda_ci": {"grid": [0.001, 0.01]},
+                                             "stage1.bank_size": {"grid": [8, 16]}},
+                             replicates=2, search={"algorithm": "grid"}, resources={"cpus": 1})
+    space = space.rename(folder / "lambda_w.yaml")  # the experiment and model are named after the space
+    for command in (("sweep", str(space), "--name", "lambda_w", "--storage", "sweeps"),
+                    ("retrain", "--best", "--seeds", "2")):
+        done = simtune(*command, cwd=folder)
+        if done.returncode != 0:
+            raise SystemExit(f"simtune {command[0]} failed: {done.stderr.strip().splitlines()[-1:]}")
+    return folder / "sweeps"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--storage", type=Path, default=Path("sweeps"))
     parser.add_argument("--out", type=Path, default=Path("docs/img"))
+    parser.add_argument("--make-store", type=Path, metavar="FOLDER",
+                        help="first build the pictured store in FOLDER (a new folder): a 2 x 2 sweep with 2 "
+                             "replicates on the tiny benchmark, then retrain --best --seeds 2; --storage is then "
+                             "FOLDER/sweeps")
     args = parser.parse_args(argv)
+    if args.make_store is not None:
+        args.storage = make_store(args.make_store)
     from mlflow import MlflowClient
 
     from simtune.results.sweepdir import SweepDir, find_sweep, read_summary
