@@ -37,6 +37,7 @@ import numpy as np
 from simtune.search.racing import Racing, decide, leader, replay
 from simtune.stats import fit_additive, format_interval, paired_difference, spread
 from simtune.tables import text_table
+from simtune.keys import SELECTION_METRIC
 
 Table = dict[str, list[float]]
 Rule = Callable[[Table], tuple[str, int, dict[str, list[float | None]]]]  # table -> (pick, trials, what ran)
@@ -191,7 +192,7 @@ def false_eliminations(mean: float, seed_sd: float, residual_sd: float, configs:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("table", type=Path)
-    parser.add_argument("--metric", default="val/miou", help="the selection metric (default val/miou)")
+    parser.add_argument("--metric", default=SELECTION_METRIC, help="the selection metric (default val/miou)")
     parser.add_argument("--key", default="lambda_ci", help="the column naming a configuration")
     parser.add_argument("--draws", type=int, default=2000, help="draws per evaluation (default 2000)")
     parser.add_argument("--seeds", type=int, default=10, help="seeds per simulated table (default 10)")

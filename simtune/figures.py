@@ -21,6 +21,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from simtune.labels import CLASS_NAMES, PALETTE, colorize  # noqa: E402
 from simtune.rundir import STAGES  # noqa: E402
+from simtune.keys import REPORT_METRIC, SELECTION_METRIC
 
 SPLITS = (("val", "selection (frankfurt)"), ("report", "report (lindau + munster)"))
 
@@ -164,7 +165,7 @@ def param_effect(rows: Sequence[Mapping[str, Any]], *, param: str, fixed: str, l
         fixed: what is held fixed, e.g. ``"w = 50"``, shown in the title.
     """
     fig, ax = plt.subplots(figsize=(6, 4))
-    for metric, label in (("val/miou", "selection (frankfurt)"), ("report/miou", "report (lindau + munster)")):
+    for metric, label in ((SELECTION_METRIC, "selection (frankfurt)"), (REPORT_METRIC, "report (lindau + munster)")):
         group = sorted((r for r in rows if r["metric"] == metric), key=lambda r: r["value"])
         if not group:
             continue

@@ -3,6 +3,7 @@ tiny real sweep run through the ``simtune sweep`` CLI (slow)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import sys
@@ -16,6 +17,7 @@ from simtune import config
 from simtune.cli import main
 from simtune.errors import ConfigError
 from simtune.workflows.report import build_report
+from simtune.results.summary import Summary, TrialSummary, write_summary
 from simtune.results.sweepdir import find_sweep
 from simtune.results.trials import load_trials, rank_trials
 from simtune.search.replicates import fresh_seeds
@@ -268,6 +270,9 @@ def test_one_ranking_rule_puts_stopped_trials_after_finished_ones_and_never_rank
     write_trial(sweep, "d", [99.0], finished=False)  # diverged
     (sweep / "runs" / "d" / "failure.json").write_text(json.dumps({"reason": "loss/seg_src became nan"}))
     write_trial(sweep, "e", [95.0], finished=False)  # still running when the sweep was interrupted
-    (sweep / "summary.json").write_text(json.dumps({"trials": [{"trial_id": "b", "stopped_early": True}]}))
+    stopped = TrialSummary(trial_id="b", status="TERMINATED", params={}, replicate=0, seed=0, metrics={},
+                           iteration=1, stopped_early=True, failure_reason=None, failures=0, starts=1,
+                           run_dir=str(sweep / "runs" / "b"))
+    write_summary(sweep, dataclasses.replace(Summary.empty(sweep), trials=[stopped]))  # as the sweep wrote it
     assert [t.trial_id for t in rank_trials(load_trials(sweep))] == ["a", "c", "b"]
     assert [t.trial_id for t in rank_trials(load_trials(sweep), mode="min")] == ["c", "a", "b"]

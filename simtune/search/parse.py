@@ -13,7 +13,7 @@ from typing import Any
 
 from simtune import config
 from simtune.errors import ConfigError, SearchSpaceError
-from simtune.keys import suggest
+from simtune.keys import SELECTION_METRIC, suggest
 from simtune.search.algorithms import ALGORITHMS, PARAM_KINDS, SCHEDULERS, with_starting_points
 from simtune.labels import CLASS_NAMES
 from simtune.schema import DIRECTIONS, MODES
@@ -47,7 +47,7 @@ def load_space(path: Path, overrides: Sequence[str] = ()) -> SearchSpace:
     params = {key: _param(path, key, spec, search.algorithm) for key, spec in data["params"].items()}
     space = SearchSpace(
         file=path, base=base, changes=changes, params=params,
-        metric=_metric(path, data.get("metric", "val/miou")),
+        metric=_metric(path, data.get("metric", SELECTION_METRIC)),
         mode=_one_of(path, "mode", data.get("mode", "max"), DIRECTIONS),
         search=dataclasses.replace(search, points_to_evaluate=_points(path, search_raw, params)),
         num_samples=_int(path, "num_samples",
@@ -241,7 +241,7 @@ def _racing(path: Path, data: dict[str, Any]) -> Racing | None:
 def _metric(path: Path, metric: Any) -> str:
     """Selection happens on the ``val/`` (selection) split, the oracle, or by a label-free
     ``select/<name>`` validator; ``report/`` stays untouched by tuning."""
-    valid = ["val/miou", *(f"val/iou/{name}" for name in CLASS_NAMES), *SELECT_METRICS]
+    valid = [SELECTION_METRIC, *(f"val/iou/{name}" for name in CLASS_NAMES), *SELECT_METRICS]
     if metric not in valid:
         hint = " (report/ is the held-out report split; select on val/)" if str(metric).startswith("report/") \
             else suggest(str(metric), valid, list_all=str(metric).startswith(SELECT_PREFIX))

@@ -37,6 +37,7 @@ from simtune import config
 from simtune.schema import MODES, Config
 from simtune.search.racing import Racing
 from simtune.search.replicates import config_values, replicate_index, replicate_seed
+from simtune.keys import SELECTION_METRIC
 
 TOP_LEVEL_KEYS = ("base", "set", "metric", "mode", "search", "scheduler", "num_samples", "replicates",
                   "resources", "max_concurrent", "max_failures", "params", "racing")
@@ -87,7 +88,7 @@ class SearchSpace:
     base: Path
     changes: dict[str, Any]
     params: dict[str, Param]
-    metric: str = "val/miou"
+    metric: str = SELECTION_METRIC
     mode: str = "max"
     search: Search = field(default_factory=Search)
     scheduler: Scheduler = field(default_factory=Scheduler)

@@ -43,11 +43,12 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from simtune.stats import percentile_interval, spearman_columns
+from simtune.keys import REPORT_METRIC, SELECTION_METRIC
 
 CROSS_FIT_SPLITS = 200  # random halvings of the seeds behind a cross-fitted pick
 CROSS_FIT_SEED = 0
-ORACLE = "val/miou"  # the selection split: needs target labels
-TRUTH = "report/miou"  # the report split: only ever scores a pick
+ORACLE = SELECTION_METRIC  # the selection split: needs target labels
+TRUTH = REPORT_METRIC  # the report split: only ever scores a pick
 CONSENSUS = "consensus"
 
 Evaluation = Mapping[str, float]

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from scipy import stats as scipy_stats
 
 from simtune import stats
+from simtune.keys import REPORT_METRIC, SELECTION_METRIC
 
-ORACLE = "val/miou"
-TRUTH = "report/miou"
+ORACLE = SELECTION_METRIC
+TRUTH = REPORT_METRIC
 SELECT_PREFIX = "select/"
 
 Evaluation = Mapping[str, float]  # one evaluation's metrics, e.g. {"select/entropy": ..., "report/miou": ...}
