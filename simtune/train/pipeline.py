@@ -56,7 +56,7 @@ def uses_pseudo_labels(cfg: Config) -> bool:
     return MODES[cfg.mode].self_training
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PipelineContext:
     """What every stage of one pipeline run reads: its config, data, device, run dir and hooks."""
 
@@ -104,7 +104,7 @@ def run_pipeline(cfg: Config, out_dir: Path, *, callbacks: Sequence[Callback] = 
     run = RunDir(out_dir)
     _prepare_run_dir(cfg, run, resume, {"device": str(device), "num_workers": loading.workers, **(run_info or {})})
     roots = {"stage0": stage0_cache, "stage1": stage1_cache}
-    ctx = PipelineContext(cfg, data, device, run, callbacks, progress,
+    ctx = PipelineContext(cfg=cfg, data=data, device=device, run=run, callbacks=callbacks, progress=progress,
                           selection=draw_subset(cfg.select, data.target, data.source),
                           caches={name: StageCache(root) for name, root in roots.items() if root is not None},
                           loading=loading, until=until)
@@ -165,7 +165,8 @@ def _plan(ctx: PipelineContext, name: str, stage: StageConfig, *, offset: int, s
         matcher = build_matcher(cfg, stage, nets, device) if weights.matching else None
         return StageParts(nets, build_optimizers(nets, stage, cfg), matcher)
 
-    return StagePlan(name, weights, offset, seg_data, trg_data, build, iters=stage.iters,
+    return StagePlan(name=name, weights=weights, offset=offset, seg_data=seg_data, trg_data=trg_data, build=build,
+                     iters=stage.iters,
                      schedule_iters=stage.schedule_iters, poly_power=stage.poly_power, seed=cfg.seed,
                      loading=ctx.loading,
                      eval_every=cfg.eval.every if eval_every is None else eval_every,

@@ -38,7 +38,7 @@ class StageParts:
     matcher: Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StagePlan:
     """What one stage trains on and with which losses."""
 
