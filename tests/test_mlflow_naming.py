@@ -132,3 +132,21 @@ def test_evaluations_are_also_logged_per_stage_so_charts_show_the_boundary() -> 
     assert metrics["stage2/val/miou"] == metrics["val/miou"] == 21.5 and metrics["stage2/report/miou"] == 22.0
     assert not any(k.startswith(("stage1/", "stage2/val/iou", "stage2/loss")) for k in metrics)
     assert "training_iteration" not in metrics  # Tune's bookkeeping is not a metric
+
+
+def test_a_run_finished_from_its_run_directory_gets_the_per_stage_series_too(tmp_path: Path) -> None:
+    """Evaluations the live results missed are back-filled from the run directory under the same names."""
+    from simtune.testing import write_trial
+    from simtune.tracking import trials as child_runs
+    from simtune.tracking.store import connect, create_run
+
+    client = connect(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment_id = client.create_experiment("e")
+    run_id = create_run(client, experiment_id, name="t", tags={})
+    run_dir = write_trial(tmp_path / "sweep", "t", [20.0, 21.0])
+    child_runs.finish(client, child_runs.ChildRun(run_id), "FINISHED", run_dir, artifacts=False)
+    history = {key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+               for key in ("val/miou", "stage1/val/miou", "stage1/report/miou")}
+    assert history["stage1/val/miou"] == history["val/miou"] == [(10, 20.0), (20, 21.0)]
+    assert history["stage1/report/miou"] == [(10, 21.0), (20, 22.0)]
+    assert not client.get_metric_history(run_id, "stage1/val/iou/road")  # only the two evaluations

@@ -184,7 +184,7 @@ def test_optuna_is_told_seed_adjusted_estimates_and_retold_as_seeds_arrive(tmp_p
     assert told[b] == pytest.approx(24.0) and told[a] == pytest.approx(25.0)  # not 29 vs 25
     proposals.tell(a, [30.0, 30.0, 20.0, 20.0, 27.0])  # a seed arrives for a: every estimate moves
     assert proposals.told()[b] == pytest.approx(np.mean([30, 30, 20, 20, 27]) - 1.0)
-    study = proposals._study()
+    study = proposals._study(proposals.told())
     assert sorted(t.value for t in study.trials) == sorted(proposals.told().values())
     assert {t.user_attrs["n_seeds"] for t in study.trials} == {2, 5}
     proposals.tell(a, [30.0, None])  # a failed seed: the worst value

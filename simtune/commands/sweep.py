@@ -12,7 +12,7 @@ from simtune.commands.common import storage_folder
 from simtune.errors import EXIT_INTERRUPTED, EXIT_TRIALS_FAILED, EXIT_USER_ERROR, ConfigError
 from simtune.results.summary import ConfigSummary, Summary
 from simtune.results.sweepdir import SweepDir
-from simtune.stats import Spread, format_spread
+from simtune.stats import Spread, format_estimate, format_spread
 from simtune.tables import text_table
 
 TOP = 5  # configurations shown in the final table
@@ -144,7 +144,7 @@ def _config_table(summary: Summary) -> list[str]:
              *(["stopped at"] if rungs else []), "trials"]]
     for c in ranked[:TOP]:
         cells = [format_spread(_selection_spread(c) if m == metric else c.spreads.get(m)) for m in scores]
-        cells += [_estimate_cell(c)] if unlike else []
+        cells += [format_estimate(c.estimate, c.estimate_se)] if unlike else []
         race = [_race_cell(c)] if racing else []
         stopped = [f"{c.stopped_at:g}" if c.stopped_at is not None else ""] if rungs else []
         mark = "" if c.trained_to_end or c.eliminated_after is not None else "*"
@@ -163,12 +163,6 @@ def _config_table(summary: Summary) -> list[str]:
     if len(ranked) > TOP:
         lines.append(f"({len(ranked) - TOP} more configurations in summary.json)")
     return lines
-
-
-def _estimate_cell(c: ConfigSummary) -> str:
-    if c.estimate is None:
-        return "-"
-    return f"{c.estimate:.2f}" + ("" if c.estimate_se is None else f" ± {c.estimate_se:.2f}")
 
 
 def _race_cell(c: ConfigSummary) -> str:

@@ -194,15 +194,17 @@ def seed_adjusted(configs: Sequence[ConfigResult], metric: str) -> list[ConfigRe
     eliminated), and one per rung over those ASHA stopped there: values at different iterations
     are never put in one model. On a complete table an estimate equals the raw mean.
     """
+    def rung(c: ConfigResult) -> float | None:
+        return None if c.stop is None else c.stop.iteration
+
     groups: dict[float | None, list[ConfigResult]] = {}
     for c in configs:
-        groups.setdefault(None if c.stop is None else c.stop.iteration, []).append(c)
+        groups.setdefault(rung(c), []).append(c)
     estimates: dict[tuple[float | None, str], Estimate] = {}
-    for rung, members in groups.items():
+    for at, members in groups.items():
         fit = fit_additive({config_key(c.params): c.by_seed(metric) for c in members})
-        estimates.update({(rung, key): e for key, e in fit.estimates.items()})
-    return [dataclasses.replace(c, estimate=estimates.get((None if c.stop is None else c.stop.iteration,
-                                                           config_key(c.params)))) for c in configs]
+        estimates.update({(at, key): e for key, e in fit.estimates.items()})
+    return [dataclasses.replace(c, estimate=estimates.get((rung(c), config_key(c.params)))) for c in configs]
 
 
 def compare(best: ConfigResult, other: ConfigResult, metric: str) -> PairedDifference | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, Literal, Protocol
 
@@ -80,12 +80,12 @@ class OptunaProposals:
         self._races = 0
 
     def propose(self, recorded: Sequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-        study = self._study()
+        told = self.told()
+        study = self._study(told)
         for params in recorded or (self._space.search.points_to_evaluate if self._races == 0 else ()):
             study.enqueue_trial(dict(params))
         self._races += 1
         wanted = len(recorded) if recorded else min(self._batch, self._left)
-        told = self.told()
         configs: list[dict[str, Any]] = []
         for _ in range(wanted * DUPLICATE_ASKS):
             if len(configs) == wanted:
@@ -112,15 +112,15 @@ class OptunaProposals:
                             for key, values in self._values.items() if key not in failed})
         return {key: worst(self._space.mode) if key in failed else fit.estimates[key].value for key in self._values}
 
-    def _study(self) -> Any:
-        """A study holding every raced configuration at its current estimate (``told``)."""
+    def _study(self, told: Mapping[str, float]) -> Any:
+        """A study holding every raced configuration at the value it is told (``told``)."""
         import optuna
         from optuna.trial import create_trial
 
         direction: Literal["maximize", "minimize"] = "maximize" if self._space.mode == "max" else "minimize"
         sampler = optuna.samplers.TPESampler(seed=race_seed(self._space.search.seed, self._races))
         study = optuna.create_study(direction=direction, sampler=sampler)
-        for key, value in self.told().items():
+        for key, value in told.items():
             study.add_trial(create_trial(params=self._params[key], distributions=self._distributions, value=value,
                                          user_attrs={"n_seeds": len(self._values[key])}))
         return study

@@ -26,7 +26,7 @@ percentile intervals), ``reproducibility`` (split-half Spearman, Spearman-Brown)
 Import from ``simtune.stats``.
 """
 
-from simtune.stats.additive import AdditiveFit, Estimate, fit_additive
+from simtune.stats.additive import AdditiveFit, Estimate, fit_additive, format_estimate
 from simtune.stats.bootstrap import RESAMPLES as BOOTSTRAP_RESAMPLES
 from simtune.stats.bootstrap import SEED as BOOTSTRAP_SEED
 from simtune.stats.bootstrap import percentile_interval, seed_weights, spearman_columns
@@ -37,7 +37,8 @@ from simtune.stats.reproducibility import SplitHalf, spearman, spearman_brown, s
 from simtune.stats.surface import SurfaceTest, surface_line, surface_test
 
 __all__ = ["ALPHA", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED", "CONFIDENCE", "NOISE_HINT", "AdditiveFit", "Estimate",
-           "PairedDifference", "SplitHalf", "Spread", "SurfaceTest", "fit_additive", "format_interval", "format_spread",
-           "holm_rejections", "margin_p_value", "paired_difference", "paired_p_value", "percentile_interval",
-           "seed_weights", "spearman", "spearman_brown", "spearman_columns", "split_half", "split_half_line", "spread",
-           "surface_line", "surface_test", "t_quantile", "unpaired_difference", "verdict"]
+           "PairedDifference", "SplitHalf", "Spread", "SurfaceTest", "fit_additive", "format_estimate",
+           "format_interval", "format_spread", "holm_rejections", "margin_p_value", "paired_difference",
+           "paired_p_value", "percentile_interval", "seed_weights", "spearman", "spearman_brown", "spearman_columns",
+           "split_half", "split_half_line", "spread", "surface_line", "surface_test", "t_quantile",
+           "unpaired_difference", "verdict"]

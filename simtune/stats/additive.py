@@ -55,6 +55,13 @@ class AdditiveFit:
     df: int  # residual degrees of freedom
 
 
+def format_estimate(value: float | None, se: float | None, *, digits: int = 2) -> str:
+    """``"21.35 ± 0.36"`` (estimate ± standard error), ``"21.35"`` when the error is unknown, ``"-"`` for none."""
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" + ("" if se is None else f" ± {se:.{digits}f}")
+
+
 def fit_additive(cells: Mapping[str, Mapping[int, float]]) -> AdditiveFit:
     """Fit the additive model to configuration -> seed -> value (non-finite values are left out).
 

@@ -190,7 +190,7 @@ def result_metrics(result: dict[str, Any]) -> dict[str, float]:
            and not isinstance(value, bool) and math.isfinite(float(value))}
     stage = out.get("stage")
     if stage is not None:
-        out.update({naming.stage_key(int(stage), key): out[key] for key in naming.STAGED if key in out})
+        out.update(naming.stage_copies(out, f"stage{int(stage)}"))
     return out
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from simtune.rundir import RunDir
 from simtune.tracking.artifacts import PREDICTION_SAMPLES, log_checkpoint, log_trial_artifacts
+from simtune.tracking import naming
 from simtune.tracking.naming.tags import TAG_FAILURE, TAG_PARENT, TAG_PLACEMENT, TAG_RETRIES, TAG_TRIAL
 from simtune.tracking.store import end_run, log_history, log_metrics, resume_run, search, set_tags
 
@@ -85,7 +86,9 @@ def finish(client: MlflowClient, child: ChildRun, status: str, run_dir: Path, *,
     if reason:
         tag_failure(client, child.run_id, reason)
     set_tags(client, child.run_id, tags or {})
-    log_history(client, child.run_id, RunDir(run_dir).records(), child.logged)
+    records = [{**record, **naming.stage_copies(record, stage)}  # as the live results were logged
+               for stage, stage_records in RunDir(run_dir).histories().items() for record in stage_records]
+    log_history(client, child.run_id, records, child.logged)
     if artifacts:
         log_trial_artifacts(client, child.run_id, run_dir, samples=samples)
     if checkpoint:

@@ -33,7 +33,7 @@ from simtune.errors import ConfigError, SimtuneError
 from simtune.labels import CLASS_NAMES
 from simtune.rundir import RunDir
 from simtune.selection import trust
-from simtune.stats import NOISE_HINT, Spread, format_spread, spread
+from simtune.stats import NOISE_HINT, Spread, format_estimate, format_spread, spread
 from simtune.results.ranking import ConfigResult, ranking_verdict, reproducibility_line
 from simtune.results.sweepdir import SweepDir
 from simtune.results.trials import TrialOutcome, load_configs, load_trials, selection_rule
@@ -320,8 +320,8 @@ def _configs_table(configs: Sequence[ConfigResult], swept: Sequence[str], metric
             *([f"{_label(metric)} seed-adjusted ± se"] if unlike else []), "n", "seeds", "trials"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for place, c in enumerate(configs, 1):
-        adjusted = [] if not unlike else ["-" if c.estimate is None else f"{c.estimate.value:.2f}" + (
-            "" if c.estimate.se is None else f" ± {c.estimate.se:.2f}")]
+        adjusted = [format_estimate(c.estimate.value if c.estimate else None, c.estimate.se if c.estimate else None)
+                    ] if unlike else []
         cells = [f"{place}{'' if c.completed else _stopped(c)}", *(str(c.params.get(k)) for k in swept),
                  *(_spread(c, m, with_n=False) for m in scores), *adjusted, str(c.n),
                  ", ".join(str(r.seed) for r in c.replicates), ", ".join(c.trial_ids)]

@@ -155,13 +155,14 @@ METRICS: tuple[tuple[str, str, str], ...] = (  # (name, the runs that carry it, 
 )
 
 
-STAGED = (SELECTION, REPORT)  # evaluations also logged per stage (``stage_key``)
+STAGED = (SELECTION, REPORT)  # evaluations also logged per stage (``stage_copies``)
 
 
-def stage_key(stage: int, metric: str) -> str:
-    """``stage2/val/miou``: ``metric`` as logged during stage ``stage`` only, so its chart has no line
-    across the stage boundary (``val/miou`` itself runs over both stages, on one global step)."""
-    return f"stage{stage}/{metric}"
+def stage_copies(values: Mapping[str, Any], stage: str) -> dict[str, float]:
+    """The ``STAGED`` evaluations of one record once more under their stage (``"stage2"`` ->
+    ``stage2/val/miou``), so their chart has no line across the stage boundary (``val/miou`` itself
+    runs over every stage, on one global step)."""
+    return {f"{stage}/{key}": float(values[key]) for key in STAGED if key in values}
 
 
 def mean_key(scope: str, metric: str) -> str:
