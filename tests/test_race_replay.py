@@ -44,3 +44,13 @@ def test_the_replay_prints_both_evaluations_and_the_told_values() -> None:
     split, simulated = out.split("## Simulation")[0], out.split("## Simulation")[1].split("## What TPE")[0]
     assert "fixed K = 10" not in split  # a split of 10 seeds races on 5 of them
     assert "racing, first_test 5, δ = 1" in simulated and "fixed K = 10" in simulated
+
+
+def test_the_paired_table_judges_on_the_seeds_asked_for() -> None:
+    table = ROOT / "docs" / "data" / "lambda_ci_race_10seeds.csv"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "paired_table.py"), str(table), "--seeds", "4-9"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "over seed indices 4-9 (6 seeds)" in done.stdout
+    assert "lambda_ci 0.1 - lambda_ci 0.01: +0.27 ± 0.46 (within noise)" in done.stdout
+    assert "lambda_ci 0.1 - lambda_ci 30.0: +6.98 ± 4.29 (beyond noise)" in done.stdout
